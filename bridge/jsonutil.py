@@ -1,0 +1,96 @@
+"""JSON in and out without ever turning money into a float.
+
+Providers send amounts as JSON numbers (OpenXSwitch, Ripio). ``orjson`` would read those as
+binary floats, so payloads that may carry numbers are read with the standard library and
+``parse_float=Decimal``; integers stay Python ints, which are exact. On the way out, ``dumps``
+writes a ``Decimal`` back as the same JSON number text it came from.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import orjson
+
+__all__ = ["JSONError", "loads_exact", "dumps", "canonical_decimal", "DecimalError"]
+
+
+class JSONError(ValueError):
+    """The bytes are not a JSON document we accept."""
+
+
+class DecimalError(ValueError):
+    """A value is not an exact, finite, non-negative decimal."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise JSONError(f"non-standard JSON constant {name} is not accepted")
+
+
+_decoder = json.JSONDecoder(parse_float=Decimal, parse_constant=_reject_constant)
+
+
+def loads_exact(data: bytes | str) -> Any:
+    """Parse JSON keeping every number exact (floats become ``Decimal``)."""
+    try:
+        text = data.decode("utf-8") if isinstance(data, (bytes, bytearray, memoryview)) else data
+    except UnicodeDecodeError as exc:
+        raise JSONError(f"body is not UTF-8: {exc.reason} at byte {exc.start}") from None
+    try:
+        return _decoder.decode(text)
+    except RecursionError:
+        raise JSONError("JSON nesting too deep") from None
+    except json.JSONDecodeError as exc:
+        raise JSONError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        # Same digits as on the wire: 0.1 stays 0.1, 1E+2 stays a JSON number.
+        return orjson.Fragment(str(value).encode())
+    raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
+def dumps(value: Any) -> bytes:
+    """orjson, plus ``Decimal`` written as a JSON number with its original digits."""
+    return orjson.dumps(value, default=_default)
+
+
+def canonical_decimal(value: Any, *, field: str = "amount") -> str:
+    """Exact decimal text without exponent or trailing zeros (``"0.00000001"``, never ``1e-08``).
+
+    Accepts the string, int or ``Decimal`` a provider sent; a float is refused, since by then
+    precision is already lost.
+    """
+    if isinstance(value, bool) or isinstance(value, float):
+        raise DecimalError(f"{field}: {type(value).__name__} is not an exact decimal")
+    if isinstance(value, int):
+        if value < 0:
+            raise DecimalError(f"{field}: negative value {value}")
+        return str(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            raise DecimalError(f"{field}: empty string")
+        try:
+            number = Decimal(text)
+        except InvalidOperation:
+            raise DecimalError(f"{field}: {value[:40]!r} is not a decimal number") from None
+    elif isinstance(value, Decimal):
+        number = value
+    else:
+        raise DecimalError(f"{field}: {type(value).__name__} is not a decimal number")
+    if not number.is_finite():
+        raise DecimalError(f"{field}: {number} is not finite")
+    if number.is_signed() and number != 0:
+        raise DecimalError(f"{field}: negative value {number}")
+    if abs(number.adjusted()) > 100:
+        raise DecimalError(f"{field}: magnitude 1E{number.adjusted()} is out of range")
+    if number == 0:
+        return "0"
+    text = format(number, "f")  # exact: no context rounding (normalize() would round to 28 digits)
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text

@@ -1,0 +1,199 @@
+"""The Kafka side: producer settings, topics, record shape (key, value, CloudEvents headers), DLQ.
+
+The publisher only turns events into records and hands them to an idempotent ``acks=all``
+producer; retrying, ordering per key and backpressure are the pipeline's job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
+
+from bridge.events import DeadLetter, Direction, TransferEvent, encode_event
+from bridge.settings import KafkaSettings, TopicSettings
+
+__all__ = ["Record", "Publisher", "kafka_client_options", "DATASCHEMA"]
+
+log = logging.getLogger(__name__)
+
+DATASCHEMA = "schemas/transfer-event.v1.schema.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    topic: str
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+def kafka_client_options(settings: KafkaSettings) -> dict[str, Any]:
+    """Connection options shared by producer, admin client and consumers."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "client_id": settings.client_id,
+        "security_protocol": settings.security_protocol,
+        "request_timeout_ms": settings.request_timeout_ms,
+        "retry_backoff_ms": settings.retry_backoff_ms,
+    }
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = create_ssl_context(
+            cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None,
+            certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
+            keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
+        )
+    if settings.security_protocol.startswith("SASL"):
+        options["sasl_mechanism"] = settings.sasl_mechanism or "PLAIN"
+        options["sasl_plain_username"] = settings.sasl_username
+        options["sasl_plain_password"] = (
+            settings.sasl_password.get_secret_value() if settings.sasl_password else None
+        )
+    return options
+
+
+class Publisher:
+    def __init__(self, kafka: KafkaSettings, topics: TopicSettings, *, include_raw: bool = True):
+        self.kafka = kafka
+        self.topics = topics
+        self.include_raw = include_raw
+        self._producer: AIOKafkaProducer | None = None
+        self._topic_by_direction = {Direction.DEPOSIT: topics.deposit, Direction.WITHDRAWAL: topics.withdrawal}
+
+    # -- records -------------------------------------------------------------------------------
+
+    def topic_for(self, direction: Direction) -> str:
+        return self._topic_by_direction[direction]
+
+    def event_record(self, event: TransferEvent) -> Record:
+        headers = [
+            ("ce_specversion", b"1.0"),
+            ("ce_id", event.event_id.encode()),
+            ("ce_source", f"/{event.provider.value}/{event.account.id or '-'}".encode()),
+            ("ce_type", f"transfer.{event.direction.value}.v1".encode()),
+            ("ce_time", event.occurred_at.encode()),
+            ("ce_dataschema", DATASCHEMA.encode()),
+            ("content-type", b"application/json"),
+        ]
+        return Record(
+            topic=self.topic_for(event.direction),
+            key=event.key.encode(),
+            value=encode_event(event, include_raw=self.include_raw),
+            headers=headers,
+        )
+
+    def dead_letter_record(self, letter: DeadLetter) -> Record:
+        headers = [
+            ("dlq_provider", letter.provider.value.encode()),
+            ("dlq_channel", letter.channel.encode()),
+            ("dlq_reason", letter.reason.encode("utf-8", "replace")[:4000]),
+            ("dlq_received_at", letter.received_at.encode()),
+        ]
+        if letter.account_id:
+            headers.append(("dlq_account", letter.account_id.encode()))
+        headers.extend((f"dlq_{k}", v.encode("utf-8", "replace")) for k, v in letter.headers.items())
+        return Record(
+            topic=self.topics.dead_letter,
+            key=f"{letter.provider.value}:{letter.channel}".encode(),
+            value=letter.raw,
+            headers=headers,
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            **kafka_client_options(self.kafka),
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=self.kafka.linger_ms,
+            max_batch_size=self.kafka.max_batch_size,
+            max_request_size=self.kafka.max_request_size,
+            compression_type=self.kafka.compression_type,
+        )
+
+    async def start(self, *, timeout: float = 60.0) -> None:
+        """Connect and create missing topics; retries until ``timeout`` so a slow broker is no crash."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            producer = self._new_producer()
+            try:
+                await producer.start()
+                if self.topics.create:
+                    await self.ensure_topics()
+                self._producer = producer
+                return
+            except KafkaError as exc:
+                await producer.stop()
+                if asyncio.get_running_loop().time() > deadline:
+                    raise ConnectionError(
+                        f"Kafka at {self.kafka.bootstrap_servers} not reachable within {timeout:.0f}s: {exc}"
+                    ) from None
+                log.warning("kafka not reachable yet (%s); retrying", exc.__class__.__name__)
+                await asyncio.sleep(1.0)
+
+    async def ensure_topics(self) -> None:
+        admin = AIOKafkaAdminClient(**kafka_client_options(self.kafka))
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            wanted = [self.topics.deposit, self.topics.withdrawal, self.topics.dead_letter]
+            missing = [t for t in dict.fromkeys(wanted) if t not in existing]
+            if missing:
+                try:
+                    await admin.create_topics(
+                        [
+                            NewTopic(t, self.topics.partitions, self.topics.replication_factor)
+                            for t in missing
+                        ]
+                    )
+                except TopicAlreadyExistsError:
+                    pass  # another replica won the race
+                log.info("created topics %s", ", ".join(missing))
+        finally:
+            await admin.close()
+
+    async def send(self, record: Record) -> "asyncio.Future[Any]":
+        """Enqueue one record; the returned future resolves when Kafka acknowledged it."""
+        if self._producer is None:
+            raise RuntimeError("publisher is not started")
+        return await self._producer.send(
+            record.topic, value=record.value, key=record.key, headers=record.headers
+        )
+
+    async def probe(self, timeout: float = 3.0) -> bool:
+        """Is any broker answering right now? (for readiness when no traffic flows)"""
+        if self._producer is None:
+            return False
+        try:
+            await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout)
+            return True
+        except (KafkaError, asyncio.TimeoutError, OSError):
+            return False
+
+    async def rebuild(self) -> None:
+        """Replace a producer that stopped making progress (stuck idempotent state after an outage)."""
+        old, self._producer = self._producer, None
+        if old is not None:
+            try:
+                await asyncio.wait_for(old.stop(), 10)
+            except (KafkaError, asyncio.TimeoutError, OSError):
+                log.warning("old producer did not stop cleanly")
+        producer = self._new_producer()
+        await producer.start()
+        self._producer = producer
+
+    async def flush(self) -> None:
+        if self._producer is not None:
+            await self._producer.flush()
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            await producer.stop()

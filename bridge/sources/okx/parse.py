@@ -1,0 +1,175 @@
+"""OKX ``deposit-info`` / ``withdrawal-info`` items (WebSocket push or REST history) → contract v1.
+
+Pure: no I/O, no clock. The same item functions parse pushes and backfill rows, because the REST
+history endpoints return the same fields (minus ``pTime``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from bridge.events import (
+    Account,
+    DeadLetter,
+    Direction,
+    Provider,
+    Source,
+    TransferEvent,
+    Via,
+    build_event,
+)
+from bridge.networks import canonical_network
+from bridge.parsing import (
+    ParseError,
+    ParseResult,
+    optional_decimal,
+    optional_int,
+    optional_str,
+    parse_items,
+    require_decimal,
+    require_mapping,
+    require_str,
+)
+from bridge.status_tables import OKX_DEPOSIT, OKX_WITHDRAWAL, lookup
+from bridge.timeutil import from_epoch_ms
+
+__all__ = ["DEPOSIT_CHANNEL", "WITHDRAWAL_CHANNEL", "parse_push", "parse_deposit", "parse_withdrawal", "parse_rows"]
+
+DEPOSIT_CHANNEL = "deposit-info"
+WITHDRAWAL_CHANNEL = "withdrawal-info"
+
+
+def _times(item: Mapping[str, Any]) -> tuple[str | None, str]:
+    created = from_epoch_ms(item["ts"], field="ts") if item.get("ts") not in (None, "") else None
+    if item.get("pTime") not in (None, ""):
+        occurred = from_epoch_ms(item["pTime"], field="pTime")
+    elif created is not None:
+        occurred = created  # REST history rows carry no push time
+    else:
+        raise ParseError("missing both 'pTime' and 'ts'")
+    return created, occurred
+
+
+def _account(item: Mapping[str, Any], uid: str | None) -> Account:
+    return Account(id=optional_str(item, "uid") or uid, sub_account=optional_str(item, "subAcct"))
+
+
+def parse_deposit(
+    item: Mapping[str, Any], *, received_at: str, via: Via = Via.PUSH, uid: str | None = None
+) -> TransferEvent:
+    state = require_str(item, "state")
+    status, text = lookup(OKX_DEPOSIT, state)
+    created, occurred = _times(item)
+    chain = optional_str(item, "chain")
+    return build_event(
+        provider=Provider.OKX,
+        direction=Direction.DEPOSIT,
+        transfer_id=require_str(item, "depId"),
+        status=status,
+        provider_status=state,
+        provider_status_text=text,
+        amount=require_decimal(item, "amt"),
+        asset=require_str(item, "ccy"),
+        chain=chain,
+        network=canonical_network(chain),
+        confirmations=optional_int(item, "actualDepBlkConfirm"),
+        tx_hash=optional_str(item, "txId"),
+        from_address=optional_str(item, "from"),
+        to_address=optional_str(item, "to"),
+        internal=optional_str(item, "fromWdId") is not None,
+        created_at=created,
+        occurred_at=occurred,
+        received_at=received_at,
+        account=_account(item, uid),
+        source=Source(channel=DEPOSIT_CHANNEL, via=via),
+        raw=dict(item),
+    )
+
+
+def _address_tag(item: Mapping[str, Any]) -> dict[str, str] | None:
+    tag: dict[str, str] = {}
+    for wire, name in (("tag", "tag"), ("memo", "memo"), ("pmtId", "payment_id")):
+        value = optional_str(item, wire)
+        if value is not None:
+            tag[name] = value
+    extras = item.get("addrEx")
+    if extras is not None:
+        for name, value in require_mapping(extras, "addrEx").items():
+            if value not in (None, ""):
+                tag[str(name)] = str(value)
+    return tag or None
+
+
+def parse_withdrawal(
+    item: Mapping[str, Any], *, received_at: str, via: Via = Via.PUSH, uid: str | None = None
+) -> TransferEvent:
+    state = require_str(item, "state")
+    status, text = lookup(OKX_WITHDRAWAL, state)
+    created, occurred = _times(item)
+    chain = optional_str(item, "chain")
+    to_type = optional_str(item, "toAddrType")
+    return build_event(
+        provider=Provider.OKX,
+        direction=Direction.WITHDRAWAL,
+        transfer_id=require_str(item, "wdId"),
+        client_transfer_id=optional_str(item, "clientId"),
+        status=status,
+        provider_status=state,
+        provider_status_text=text,
+        amount=require_decimal(item, "amt"),
+        fee=optional_decimal(item, "fee"),
+        fee_asset=optional_str(item, "feeCcy"),
+        asset=require_str(item, "ccy"),
+        chain=chain,
+        network=canonical_network(chain),
+        tx_hash=optional_str(item, "txId"),
+        from_address=optional_str(item, "from"),
+        to_address=optional_str(item, "to"),
+        address_tag=_address_tag(item),
+        internal=None if to_type is None else to_type == "2",
+        created_at=created,
+        occurred_at=occurred,
+        received_at=received_at,
+        account=_account(item, uid),
+        source=Source(channel=WITHDRAWAL_CHANNEL, via=via),
+        raw=dict(item),
+    )
+
+
+_PARSERS = {DEPOSIT_CHANNEL: parse_deposit, WITHDRAWAL_CHANNEL: parse_withdrawal}
+
+
+def parse_rows(
+    channel: str, rows: Any, *, received_at: str, via: Via, uid: str | None = None
+) -> list[ParseResult]:
+    """Items of one channel (a push's ``data`` or a REST page), each parsed on its own."""
+    parse_one = _PARSERS[channel]
+    if not isinstance(rows, list):
+        return [
+            DeadLetter(
+                provider=Provider.OKX,
+                channel=channel,
+                reason=f"'data' is not a list but {type(rows).__name__}",
+                raw=repr(rows).encode(),
+                received_at=received_at,
+                account_id=uid,
+            )
+        ]
+    return parse_items(
+        rows,
+        lambda item: parse_one(item, received_at=received_at, via=via, uid=uid),
+        provider=Provider.OKX,
+        channel=channel,
+        received_at=received_at,
+        account_id=uid,
+    )
+
+
+def parse_push(message: Mapping[str, Any], *, received_at: str) -> list[ParseResult]:
+    """A data push ``{"arg": {"channel", "uid"}, "data": [...]}``; raises ParseError if not one."""
+    arg = require_mapping(message.get("arg"), "arg")
+    channel = arg.get("channel")
+    if channel not in _PARSERS:
+        raise ParseError(f"push for unexpected channel {channel!r}")
+    uid = arg.get("uid") if isinstance(arg.get("uid"), str) else None
+    return parse_rows(channel, message.get("data"), received_at=received_at, via=Via.PUSH, uid=uid)

@@ -1,0 +1,84 @@
+"""Shared fixtures: one real Kafka broker per test session, unique topics per test.
+
+The broker is, in order: ``KAFKA_BOOTSTRAP_SERVERS`` (your cluster), testcontainers' Kafka when a
+Docker engine is reachable, or the local KRaft broker from ``deploy/local/kafka.sh``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import AsyncIterator, Awaitable, Callable, Iterator
+
+import pytest
+
+from bridge.dedup import DedupGate
+from bridge.pipeline import Pipeline
+from bridge.publish import Publisher
+from bridge.settings import KafkaSettings, TopicSettings
+from bridge.store_sqlite import SQLiteStore
+from bridge.testing.kafka_broker import kafka_bootstrap_for_session
+
+_broker_log: Callable[[], str] | None = None
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    global _broker_log
+    bootstrap, stop, log_tail = kafka_bootstrap_for_session()
+    _broker_log = log_tail
+    try:
+        yield bootstrap
+    finally:
+        stop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """When a test fails on a Kafka connection, show the broker's log next to the failure."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and _broker_log is not None and call.excinfo is not None:
+        text = f"{call.excinfo.typename} {call.excinfo.value}"
+        if any(word in text for word in ("Kafka", "Connection", "connect", "Timeout")):
+            report.sections.append(("kafka broker log (tail)", _broker_log()))
+
+
+@pytest.fixture
+def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
+    return KafkaSettings(bootstrap_servers=kafka_bootstrap, linger_ms=2)
+
+
+@pytest.fixture
+def topics() -> TopicSettings:
+    """Fresh topic names per test, so tests never see each other's records."""
+    suffix = uuid.uuid4().hex[:10]
+    return TopicSettings(
+        deposit=f"t.{suffix}.deposit.v1",
+        withdrawal=f"t.{suffix}.withdrawal.v1",
+        dead_letter=f"t.{suffix}.dlq.v1",
+        partitions=3,
+    )
+
+
+PipelineFactory = Callable[..., Awaitable[Pipeline]]
+
+
+@pytest.fixture
+async def make_pipeline(
+    kafka_settings: KafkaSettings, topics: TopicSettings, tmp_path: Path
+) -> AsyncIterator[PipelineFactory]:
+    """Build started pipelines on the test's topics and a SQLite store in ``tmp_path``."""
+    started: list[Pipeline] = []
+
+    async def factory(*, store_path: Path | None = None, kafka: KafkaSettings | None = None, **options: object) -> Pipeline:
+        gate = DedupGate(SQLiteStore(store_path or tmp_path / "dedup.sqlite3"))
+        pipeline = Pipeline(Publisher(kafka or kafka_settings, topics), gate, **options)  # type: ignore[arg-type]
+        await pipeline.start()
+        started.append(pipeline)
+        return pipeline
+
+    yield factory
+    for pipeline in started:
+        if not pipeline._closing:
+            await pipeline.close(timeout=10)
