@@ -12,7 +12,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["KafkaSettings", "TopicSettings", "DedupSettings", "PipelineSettings", "BridgeSettings"]
+__all__ = [
+    "KafkaSettings",
+    "TopicSettings",
+    "DedupSettings",
+    "PipelineSettings",
+    "SchemaRegistrySettings",
+    "BridgeSettings",
+]
 
 
 class _Section(BaseModel):
@@ -58,6 +65,24 @@ class PipelineSettings(_Section):
     not_ready_after_seconds: float = Field(default=5.0, gt=0, description="unacked age that flips /readyz")
 
 
+class SchemaRegistrySettings(_Section):
+    """A Confluent-compatible registry (Confluent, Karapace, Apicurio ``…/apis/ccompat/v7``).
+
+    Without ``url`` values are plain JSON; with it they are published in the Confluent wire
+    format with the schema id looked up once at start.
+    """
+
+    url: str | None = Field(default=None, description="base URL; None = plain JSON values")
+    subject_strategy: Literal["topic_name", "record_name", "topic_record_name"] = "topic_name"
+    username: str | None = None
+    password: SecretStr | None = None
+    bearer_token: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    timeout_seconds: float = Field(default=10.0, gt=0, description="per request")
+    startup_timeout_seconds: float = Field(default=60.0, gt=0, description="retry window for the id lookup at start")
+    auto_register: bool = Field(default=False, description="register the schema at start if missing (else: refuse to start)")
+
+
 class BridgeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BRIDGE_", env_nested_delimiter="__", extra="forbid")
 
@@ -65,3 +90,4 @@ class BridgeSettings(BaseSettings):
     topics: TopicSettings = TopicSettings()
     dedup: DedupSettings = DedupSettings()
     pipeline: PipelineSettings = PipelineSettings()
+    schema_registry: SchemaRegistrySettings = SchemaRegistrySettings()
