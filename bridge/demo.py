@@ -54,35 +54,37 @@ def example_items() -> list[ParseResult]:
     return items
 
 
-async def _end_offsets(bootstrap: str, topics: list[str]) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
-    await consumer.start()
-    try:
+class _TailReader:
+    """Assigned to the topics' ends *before* publishing, so it shows exactly this run's records."""
+
+    def __init__(self, bootstrap: str, topics: list[str]):
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False
+        )
+        self._topics = topics
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        # aiokafka has no public "load metadata for these topics" call for manual assignment.
+        await self._consumer._client.force_metadata_update()
         partitions = [
-            TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())
+            TopicPartition(t, p) for t in self._topics for p in sorted(self._consumer.partitions_for_topic(t) or ())
         ]
-        return await consumer.end_offsets(partitions) if partitions else {}
-    finally:
-        await consumer.stop()
+        self._consumer.assign(partitions)
+        await self._consumer.seek_to_end(*partitions)
+        for partition in partitions:
+            await self._consumer.position(partition)  # pin the end now, not at first fetch
 
-
-async def _read_from(bootstrap: str, start: dict[TopicPartition, int], expect: int) -> list[Any]:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False
-    )
-    await consumer.start()
-    records: list[Any] = []
-    try:
-        consumer.assign(list(start))
-        for partition, offset in start.items():
-            consumer.seek(partition, offset)
-        deadline = asyncio.get_running_loop().time() + 15
-        while len(records) < expect and asyncio.get_running_loop().time() < deadline:
-            for batch in (await consumer.getmany(timeout_ms=300)).values():
-                records.extend(batch)
-    finally:
-        await consumer.stop()
-    return records
+    async def read(self, expect: int, timeout: float = 15.0) -> list[Any]:
+        records: list[Any] = []
+        deadline = asyncio.get_running_loop().time() + timeout
+        try:
+            while len(records) < expect and asyncio.get_running_loop().time() < deadline:
+                for batch in (await self._consumer.getmany(timeout_ms=300)).values():
+                    records.extend(batch)
+        finally:
+            await self._consumer.stop()
+        return records
 
 
 def _line(record: Any) -> str:
@@ -105,8 +107,9 @@ async def run_demo(bootstrap: str, state_dir: Path) -> int:
         Publisher(KafkaSettings(bootstrap_servers=bootstrap), topics),
         DedupGate(SQLiteStore(state_dir / "dedup.sqlite3")),
     )
-    await pipeline.start()
-    start = await _end_offsets(bootstrap, [topics.deposit, topics.withdrawal, topics.dead_letter])
+    await pipeline.start()  # creates the topics if missing
+    reader = _TailReader(bootstrap, [topics.deposit, topics.withdrawal, topics.dead_letter])
+    await reader.start()
     items = example_items()
     broken = b'{"requestId":"demo","method":"withdraw.confirmed","params":{"amount":1e999999'
     items.append(DeadLetter(Provider.OPENXSWITCH, "webhook", "invalid JSON: truncated body", broken, _now()))
@@ -116,7 +119,7 @@ async def run_demo(bootstrap: str, state_dir: Path) -> int:
     published = sum(1 for o in outcomes if o in (Outcome.PUBLISHED, Outcome.DEAD_LETTERED))
     print(f"pushed {len(outcomes)} payloads: " + ", ".join(f"{o.value}={outcomes.count(o)}" for o in Outcome))
     print(f"\nA consumer reads back from {bootstrap} (read_committed):\n")
-    for record in await _read_from(bootstrap, start, published):
+    for record in await reader.read(published):
         print("  " + _line(record))
     return 0
 

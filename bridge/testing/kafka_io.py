@@ -45,7 +45,7 @@ async def read_topic(
         while not partitions:
             if asyncio.get_running_loop().time() > deadline:
                 return []
-            await consumer._client.force_metadata_update()  # topic may have just been created
+            await consumer._client.force_metadata_update()  # no public API; topic may be brand new
             partitions = consumer.partitions_for_topic(topic)
         assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(assigned)
