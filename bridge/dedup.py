@@ -107,16 +107,20 @@ class DedupGate:
             return Decision.STALE
         return Decision.PUBLISH
 
-    def mark(self, event: TransferEvent, *, now_ms: int | None = None) -> None:
-        """Record a state Kafka has acknowledged."""
-        key = short_hash(event.key)
-        state = self._index.get(key, b"\x00")
+    def state_after(self, event: TransferEvent, *, now_ms: int | None = None) -> tuple[bytes, int | None]:
+        """The state bytes (and final time) the transfer will have once ``event`` is published."""
+        state = self._index.get(short_hash(event.key), b"\x00")
         flags = state[0] | (FINAL_FLAG if event.is_final else 0)
-        new_state = bytes((flags,)) + state[1:] + state_id(event)
-        self._index[key] = new_state
         final_at = None
         if flags & FINAL_FLAG:
             final_at = now_ms if now_ms is not None else int(time.time() * 1000)
+        return bytes((flags,)) + state[1:] + state_id(event), final_at
+
+    def mark(self, event: TransferEvent, *, now_ms: int | None = None) -> None:
+        """Record a state Kafka has acknowledged."""
+        key = short_hash(event.key)
+        new_state, final_at = self.state_after(event, now_ms=now_ms)
+        self._index[key] = new_state
         self._dirty[key] = (key, new_state, final_at)
         if len(self._dirty) >= 5000:
             self._wake.set()

@@ -19,7 +19,7 @@ import time
 from collections import deque
 from enum import StrEnum
 from functools import partial
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
@@ -27,6 +27,7 @@ from bridge import metrics
 from bridge.dedup import Decision, DedupGate
 from bridge.events import DeadLetter, Status, TransferEvent
 from bridge.publish import Publisher, Record
+from bridge.publish_tx import FencedError
 from bridge.timeutil import to_epoch_ms
 
 __all__ = ["Outcome", "Pipeline", "Item"]
@@ -55,6 +56,7 @@ class Pipeline:
         max_in_flight: int = 20_000,
         not_ready_after: float = 5.0,
         stuck_after: float = 45.0,
+        state_records: Callable[[TransferEvent, bytes, int | None], Record] | None = None,
     ):
         self.publisher = publisher
         self.gate = gate
@@ -71,6 +73,9 @@ class Pipeline:
         self._watchdog: asyncio.Task[None] | None = None
         self._rebuilding: asyncio.Task[None] | None = None
         self._closing = False
+        self.fenced = False
+        self.state_records = state_records
+        """Exactly-once mode: builds the dedup state record that joins each event's transaction."""
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -110,7 +115,7 @@ class Pipeline:
     @property
     def ready(self) -> bool:
         """Kafka reachable and making progress on what we gave it."""
-        if not self._broker_ok or self._failing_since is not None:
+        if self.fenced or not self._broker_ok or self._failing_since is not None:
             return False
         stalled = self._in_flight and time.monotonic() - self._last_progress > self._not_ready_after
         return not stalled
@@ -166,33 +171,52 @@ class Pipeline:
             self._finish(future, _DECISION_OUTCOME[decision])
             self._advance(event.key)
             return
-        await self._send(event, future, self.publisher.event_record(event))
+        state = None
+        if self.state_records is not None:  # exactly-once: the dedup state rides in the same transaction
+            state = self.state_records(event, *self.gate.state_after(event))
+        await self._send(event, future, self.publisher.event_record(event), state)
 
-    async def _send(self, item: Item, future: asyncio.Future[Outcome], record: Record) -> None:
+    async def _send(
+        self, item: Item, future: asyncio.Future[Outcome], record: Record, state: Record | None = None
+    ) -> None:
         backoff = 0.1
         while True:
             try:
-                ack = await self.publisher.send(record)
+                ack = await self.publisher.send(record, state)
                 break
             except MessageSizeTooLargeError as exc:
                 self._reject_oversized(item, future, exc)
+                return
+            except FencedError as exc:
+                self.fenced = True
+                self._finish(future, None, exc)
                 return
             except (KafkaError, RuntimeError, OSError) as exc:
                 self._note_failure(exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-        ack.add_done_callback(partial(self._on_ack, item, future, record, time.perf_counter()))
+        ack.add_done_callback(partial(self._on_ack, item, future, record, state, time.perf_counter()))
 
     def _on_ack(
-        self, item: Item, future: asyncio.Future[Outcome], record: Record, sent_at: float, ack: asyncio.Future[Any]
+        self,
+        item: Item,
+        future: asyncio.Future[Outcome],
+        record: Record,
+        state: Record | None,
+        sent_at: float,
+        ack: asyncio.Future[Any],
     ) -> None:
         error = ack.exception() if not ack.cancelled() else asyncio.CancelledError()
         if error is not None:
             if isinstance(error, MessageSizeTooLargeError):
                 self._reject_oversized(item, future, error)
                 return
+            if isinstance(error, FencedError):
+                self.fenced = True
+                self._finish(future, None, error)
+                return
             self._note_failure(error)
-            self._spawn(self._retry(item, future, record))
+            self._spawn(self._retry(item, future, record, state))
             return
         now = time.perf_counter()
         self._last_progress = time.monotonic()
@@ -211,9 +235,14 @@ class Pipeline:
         self._finish(future, Outcome.PUBLISHED)
         self._advance(item.key)
 
-    async def _retry(self, item: Item, future: asyncio.Future[Outcome], record: Record) -> None:
+    async def _retry(
+        self, item: Item, future: asyncio.Future[Outcome], record: Record, state: Record | None
+    ) -> None:
         await asyncio.sleep(0.5)
-        await self._send(item, future, record)
+        if isinstance(item, TransferEvent) and self.state_records is not None:
+            # Recompute: the state must describe what Kafka has after *this* transaction.
+            state = self.state_records(item, *self.gate.state_after(item))
+        await self._send(item, future, record, state)
 
     def _reject_oversized(self, item: Item, future: asyncio.Future[Outcome], error: Exception) -> None:
         """Too large for the topic: an event goes to the DLQ instead; a dead letter fails loudly."""

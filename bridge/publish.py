@@ -59,6 +59,9 @@ def kafka_client_options(settings: KafkaSettings) -> dict[str, Any]:
 
 
 class Publisher:
+    transactional = False
+    """True when events and their dedup state must travel in one transaction (exactly-once mode)."""
+
     def __init__(self, kafka: KafkaSettings, topics: TopicSettings, *, include_raw: bool = True):
         self.kafka = kafka
         self.topics = topics
@@ -159,8 +162,10 @@ class Publisher:
         finally:
             await admin.close()
 
-    async def send(self, record: Record) -> "asyncio.Future[Any]":
-        """Enqueue one record; the returned future resolves when Kafka acknowledged it."""
+    async def send(self, record: Record, state: Record | None = None) -> "asyncio.Future[Any]":
+        """Enqueue one record; the returned future resolves when Kafka acknowledged it.
+
+        ``state`` (the dedup state record) is only used by the transactional publisher."""
         if self._producer is None:
             raise RuntimeError("publisher is not started")
         return await self._producer.send(

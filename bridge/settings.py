@@ -54,9 +54,19 @@ class TopicSettings(_Section):
 
 
 class DedupSettings(_Section):
-    store: Literal["sqlite", "memory"] = "sqlite"
+    store: Literal["sqlite", "memory", "kafka"] = Field(
+        default="sqlite",
+        description="sqlite: embedded file (default); kafka: exactly-once mode, state in a compacted "
+        "topic written in the same transaction as each event; memory: tests only",
+    )
     path: Path = Path("./.state/dedup.sqlite3")
     retention_days: float = Field(default=30.0, gt=0)
+    state_topic: str = "transfers.dedup-state.v1"
+    transactional_id: str | None = Field(
+        default=None,
+        description="kafka store: stable per instance (e.g. the StatefulSet pod name) so a restarted "
+        "instance fences its predecessor; defaults to '<client_id>-0'",
+    )
 
 
 class PipelineSettings(_Section):

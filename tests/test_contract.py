@@ -130,7 +130,7 @@ def test_json_numbers_are_read_without_float() -> None:
     assert value == {"a": Decimal("0.1"), "b": Decimal("123456789.123456789123456789123"), "c": 7}
 
 
-@pytest.mark.parametrize("bad", [b'{"a": NaN}', b'{"a": Infinity}', b"\xff\xfe", b"{", b"[" * 100_000])
+@pytest.mark.parametrize("bad", [b'{"a": NaN}', b'{"a": Infinity}', b"\xff\xfe", b"{", b"[" * 20_000])
 def test_invalid_json_is_a_clear_error(bad: bytes) -> None:
     with pytest.raises(JSONError):
         loads_exact(bad)
