@@ -16,8 +16,11 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
 
+from bridge import wire
 from bridge.events import DeadLetter, Direction, TransferEvent, encode_event
-from bridge.settings import KafkaSettings, TopicSettings
+from bridge.registry import resolve_schema_ids
+from bridge.schema import schema_text
+from bridge.settings import KafkaSettings, SchemaRegistrySettings, TopicSettings
 
 __all__ = ["Record", "Publisher", "kafka_client_options", "DATASCHEMA"]
 
@@ -62,10 +65,20 @@ class Publisher:
     transactional = False
     """True when events and their dedup state must travel in one transaction (exactly-once mode)."""
 
-    def __init__(self, kafka: KafkaSettings, topics: TopicSettings, *, include_raw: bool = True):
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        topics: TopicSettings,
+        *,
+        include_raw: bool = True,
+        schema_registry: SchemaRegistrySettings | None = None,
+    ):
         self.kafka = kafka
         self.topics = topics
         self.include_raw = include_raw
+        self.schema_registry = schema_registry if schema_registry is not None and schema_registry.url else None
+        self.schema_ids: dict[str, int] = {}
+        self._wire_prefix: dict[Direction, bytes] | None = None  # None: plain JSON values
         self._producer: AIOKafkaProducer | None = None
         self._topic_by_direction = {Direction.DEPOSIT: topics.deposit, Direction.WITHDRAWAL: topics.withdrawal}
 
@@ -84,12 +97,10 @@ class Publisher:
             ("ce_dataschema", DATASCHEMA.encode()),
             ("content-type", b"application/json"),
         ]
-        return Record(
-            topic=self.topic_for(event.direction),
-            key=event.key.encode(),
-            value=encode_event(event, include_raw=self.include_raw),
-            headers=headers,
-        )
+        value = encode_event(event, include_raw=self.include_raw)
+        if self._wire_prefix is not None:
+            value = self._wire_prefix[event.direction] + value
+        return Record(topic=self.topic_for(event.direction), key=event.key.encode(), value=value, headers=headers)
 
     def dead_letter_record(self, letter: DeadLetter) -> Record:
         headers = [
@@ -123,6 +134,8 @@ class Publisher:
 
     async def start(self, *, timeout: float = 60.0) -> None:
         """Connect and create missing topics; retries until ``timeout`` so a slow broker is no crash."""
+        if self.schema_registry is not None and self._wire_prefix is None:
+            await self.resolve_schema_ids()
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             producer = self._new_producer()
@@ -140,6 +153,13 @@ class Publisher:
                     ) from None
                 log.warning("kafka not reachable yet (%s); retrying", exc.__class__.__name__)
                 await asyncio.sleep(1.0)
+
+    async def resolve_schema_ids(self) -> None:
+        """Wire format: the schema id of each event topic, looked up once; records reuse the prefix."""
+        assert self.schema_registry is not None
+        topics = {direction: self.topic_for(direction) for direction in Direction}
+        self.schema_ids = await resolve_schema_ids(self.schema_registry, list(topics.values()), schema_text())
+        self._wire_prefix = {direction: wire.prefix(self.schema_ids[topic]) for direction, topic in topics.items()}
 
     async def ensure_topics(self) -> None:
         admin = AIOKafkaAdminClient(**kafka_client_options(self.kafka))
