@@ -240,10 +240,12 @@ async def _register(settings: SchemaRegistrySettings, topics: list[str], level: 
 async def _check(settings: SchemaRegistrySettings, topics: list[str], schema_file: Path | None) -> int:
     if schema_file is None:
         try:
-            export(write=False)  # the model must not have changed a published version
+            stale = export(write=False)  # the model must not have changed a published version
         except PublishedVersionChanged as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
+        if stale:
+            print("note: committed schema files differ from the model; run `schemas export`", file=sys.stderr)
         schema, label = schema_text(), f"model (contract {SCHEMA_VERSION})"
     else:
         schema, label = schema_file.read_text(), str(schema_file)

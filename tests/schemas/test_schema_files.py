@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import typing
 from pathlib import Path
@@ -112,8 +113,6 @@ def _avro_shape(record: dict) -> list[tuple[str, bool]]:  # type: ignore[type-ar
 
 
 def test_the_avro_schema_has_the_models_fields_in_order_with_the_same_nullability() -> None:
-    import json
-
     committed = json.loads(avro_path().read_text())
     assert committed == avro_schema()
     assert committed["name"] == "TransferEvent" and committed["namespace"] == f"dev.transfer_bridge.v{SCHEMA_MAJOR}"
@@ -132,8 +131,6 @@ def test_avro_enums_carry_exactly_the_contract_values() -> None:
 
 
 def test_json_schema_and_avro_schema_name_the_same_fields() -> None:
-    import json
-
     committed = json.loads(schema_path().read_text())
     assert {f["name"] for f in avro_schema()["fields"]} == set(committed["properties"])
 
