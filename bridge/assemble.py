@@ -7,7 +7,7 @@ from bridge.events import TransferEvent
 from bridge.pipeline import Pipeline
 from bridge.publish import Publisher, Record
 from bridge.publish_tx import TransactionalPublisher
-from bridge.settings import DedupSettings, KafkaSettings, PipelineSettings, TopicSettings
+from bridge.settings import DedupSettings, KafkaSettings, PipelineSettings, SchemaRegistrySettings, TopicSettings
 from bridge.store_kafka import KafkaStateStore
 from bridge.store_sqlite import SQLiteStore
 
@@ -19,6 +19,7 @@ def build_pipeline(
     topics: TopicSettings,
     dedup: DedupSettings,
     pipeline: PipelineSettings | None = None,
+    schema_registry: SchemaRegistrySettings | None = None,
 ) -> Pipeline:
     """Not started: call ``await pipeline.start()`` (loads dedup state, connects, creates topics)."""
     pipeline = pipeline or PipelineSettings()
@@ -33,6 +34,7 @@ def build_pipeline(
             topics,
             transactional_id=dedup.transactional_id or f"{kafka.client_id}-0",
             include_raw=pipeline.include_raw,
+            schema_registry=schema_registry,
         )
 
         def state_record(event: TransferEvent, state: bytes, final_at: int | None) -> Record:
@@ -42,7 +44,7 @@ def build_pipeline(
         return Pipeline(publisher, DedupGate(store, retention_seconds=retention), state_records=state_record, **options)
     backing: DedupStore = SQLiteStore(dedup.path) if dedup.store == "sqlite" else MemoryStore()
     return Pipeline(
-        Publisher(kafka, topics, include_raw=pipeline.include_raw),
+        Publisher(kafka, topics, include_raw=pipeline.include_raw, schema_registry=schema_registry),
         DedupGate(backing, retention_seconds=retention),
         **options,
     )

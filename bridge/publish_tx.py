@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, ProducerFenced
 
 from bridge.publish import Publisher, Record, kafka_client_options
-from bridge.settings import KafkaSettings, TopicSettings
+from bridge.settings import KafkaSettings, SchemaRegistrySettings, TopicSettings
 
 __all__ = ["TransactionalPublisher", "FencedError"]
 
@@ -38,10 +38,11 @@ class TransactionalPublisher(Publisher):
         *,
         transactional_id: str,
         include_raw: bool = True,
+        schema_registry: SchemaRegistrySettings | None = None,
         max_batch: int = 2000,
         commit_timeout: float = 30.0,
     ):
-        super().__init__(kafka, topics, include_raw=include_raw)
+        super().__init__(kafka, topics, include_raw=include_raw, schema_registry=schema_registry)
         self.transactional_id = transactional_id
         self.max_batch = max_batch
         self.commit_timeout = commit_timeout
