@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 from typing import AsyncIterator, Awaitable, Callable, Iterator
 
+import hypothesis  # noqa: F401  imported up front: see the note below
 import pytest
 
 from bridge.dedup import DedupGate
@@ -18,6 +19,10 @@ from bridge.publish import Publisher
 from bridge.settings import KafkaSettings, TopicSettings
 from bridge.store_sqlite import SQLiteStore
 from bridge.testing.kafka_broker import kafka_bootstrap_for_session
+
+# Note: CPython 3.11.7 can fail compiling a module ("AST constructor recursion depth mismatch") when
+# a finalizer runs mid-compile; hypothesis' pytest plugin would otherwise import (and compile) its
+# package lazily at the end of the session, after many Kafka clients were garbage-collected.
 
 _broker_log: Callable[[], str] | None = None
 
