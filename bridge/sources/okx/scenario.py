@@ -33,7 +33,7 @@ from bridge.sources.okx.simulator import OkxSimulator, Snapshot
 from bridge.store_sqlite import SQLiteStore
 from bridge.testing.kafka_io import ConsumedRecord, read_topic
 
-__all__ = ["ScenarioReport", "run_scenario", "compare", "main"]
+__all__ = ["ScenarioReport", "run_scenario", "compare", "settle", "scenario_config", "main"]
 
 
 @dataclass
@@ -141,7 +141,7 @@ async def run_scenario(
                         notice_every=notice_every,
                         timeout=timeout,
                     )
-                    await _settle(sources, pipeline)
+                    await settle(sources, pipeline)
                 finally:
                     for task in tasks:
                         task.cancel()
@@ -180,15 +180,22 @@ async def run_scenario(
     )
 
 
-async def _settle(sources: list[OkxAccountSource], pipeline: Pipeline, quiet: float = 0.3) -> None:
-    """Wait until the sources have nothing left to hand over and Kafka acked everything."""
+async def settle(sources: list[OkxAccountSource], pipeline: Pipeline, quiet: float = 0.3, timeout: float = 60.0) -> None:
+    """Wait until no frame arrived for ``quiet`` seconds, nothing is held or undecided, and Kafka
+    acknowledged everything."""
+    deadline = time.monotonic() + timeout
+    frames = -1
     while True:
         await asyncio.sleep(quiet)
         for source in sources:
-            await source.settle(timeout=30)
-        await pipeline.drain(timeout=30)
-        if all(not source.busy for source in sources) and not pipeline.in_flight:
+            await source.settle(timeout=timeout)
+        await pipeline.drain(timeout=timeout)
+        now = sum(source.stats["frames"] for source in sources)
+        if now == frames and not any(source.busy for source in sources) and not pipeline.in_flight:
             return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"sources still busy after {timeout}s")
+        frames = now
 
 
 def main(argv: list[str] | None = None) -> int:

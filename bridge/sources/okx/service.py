@@ -270,7 +270,7 @@ class OkxAccountSource:
         self.stats["config_errors"] += 1
         metrics.SOURCE_RECONNECTS.labels(_PROVIDER, self.account.name, "config_error").inc()
         retry = self.config.config_error_retry * random.uniform(0.9, 1.1)
-        log.error("%s; fix the configuration — retrying in %.0fs", message, retry)
+        log.error("%s; fix the configuration — retrying in %.1fs", message, retry)
         await asyncio.sleep(retry)
 
     # -- live pushes ---------------------------------------------------------------------------
@@ -278,6 +278,7 @@ class OkxAccountSource:
     async def _read(self, connection: OkxConnection) -> None:
         async for frame in connection.frames():
             received = time.monotonic()
+            self.stats["frames"] += 1
             for item in self._parse(frame):
                 held = self._held_for(item)
                 if held is not None:
