@@ -269,8 +269,23 @@ async def test_a_notice_hands_over_to_a_new_connection_without_losing_or_reorder
     truth = sim.truth()
     records = await events(kafka_bootstrap, topics, expect=sum(map(len, truth.values())))
     assert compare(truth, records) == {"lost": 0, "out_of_order": 0, "duplicated": 0}
-    assert sources[0].stats["reconnect.notice"] >= 3
+    assert sim.stats["notices"] >= 3 and sources[0].stats["reconnect.notice"] >= 1
     assert sources[0].stats["backfill.published"] == 0  # no gap: nothing needed the history
+
+
+@pytest.mark.parametrize("venue", ["notice_on_subscribe", "close_on_subscribe"])
+async def test_a_venue_that_hangs_up_right_after_every_open_is_retried_at_the_backoff_pace_not_in_a_tight_loop(
+    sim: OkxSimulator, make_pipeline: PipelineFactory, venue: str
+) -> None:
+    setattr(sim, venue, True)
+    pipeline = await make_pipeline()
+    async with running(sources_for(sim, pipeline, "main", backfill_enabled=False, reconnect_initial=0.05, min_uptime=1.0)) as sources:
+        await eventually(lambda: sim.stats["logins"] >= 1, what="a first login")
+        started = time.monotonic()
+        await asyncio.sleep(1.5)
+        attempts = len([at for at in sim.attempts("main") if at >= started])
+    assert 1 <= attempts <= 8  # 0.05 s doubling: at most ~7 in 1.5 s; a tight loop makes hundreds
+    assert sources[0].stats["reconnect.notice" if venue == "notice_on_subscribe" else "reconnect.closed"] >= 1
 
 
 async def test_a_run_with_forced_disconnects_loses_nothing(kafka_bootstrap: str) -> None:

@@ -191,7 +191,7 @@ class OkxAccountSource:
             config_error: str | None = None
             successor: OkxConnection | None = None
             try:
-                successor = await self._serve(connection)
+                successor = await self._serve(connection, backoff)
                 reason, error = "notice", "service upgrade notice 64008"
             except ConfigurationError as exc:
                 reason, error, config_error = "config_error", str(exc), str(exc)
@@ -213,14 +213,17 @@ class OkxAccountSource:
             else:
                 await self._disconnected(error, reason, backoff)
 
-    async def _serve(self, connection: OkxConnection) -> OkxConnection | None:
+    async def _serve(self, connection: OkxConnection, backoff: Backoff) -> OkxConnection | None:
         """Read until the connection ends (raises), or hand over after a 64008 notice: open a
         successor, then close this one and read what it still delivers before the successor's
-        first frame (make before break: nothing pushed in between is lost, order is kept)."""
+        first frame (make before break: nothing pushed in between is lost, order is kept).
+        The successor waits for the backoff, so notices right after every open are no tight loop."""
         reader = asyncio.create_task(self._read(connection), name=f"{self.name}-reader")
         notice = asyncio.create_task(connection.upgrade_notice.wait())
         try:
             await asyncio.wait({reader, notice}, return_when=asyncio.FIRST_COMPLETED)
+            if not reader.done():
+                await asyncio.wait({reader}, timeout=backoff.next_delay())  # reading goes on meanwhile
             if reader.done():
                 reader.result()
                 raise ConnectionError("connection ended")

@@ -53,6 +53,7 @@ __all__ = [
     "SimTransfer",
     "OkxSimulator",
     "SCRIPTS",
+    "PUSH_ONLY_SCRIPTS",
     "default_accounts",
 ]
 
@@ -61,6 +62,7 @@ _WIRE_LOG = logging.getLogger("bridge.sources.okx.simulator.wire")
 _WIRE_LOG.setLevel(logging.INFO)  # frame dumps would show the login secrets the bridge sends
 
 WS_PATH = "/ws/v5/business"
+_NOTICE = {"event": "notice", "code": m.SERVICE_UPGRADE_NOTICE, "msg": "The connection will soon be closed for a service upgrade. Please reconnect."}
 
 
 # -- accounts ----------------------------------------------------------------------------------
@@ -149,6 +151,9 @@ SCRIPTS: Mapping[str, tuple[str, tuple[Step, ...]]] = {
     "withdrawal-memo": (WITHDRAWAL_CHANNEL, (Step("0"), Step("5"), Step("7"), Step("1", tx=True), Step("16", tx=True), Step("2", tx=True))),
 }
 """Lifecycles by name: the channel and the states in order (no state repeats a fingerprint)."""
+
+PUSH_ONLY_SCRIPTS = tuple(name for name, (_, steps) in SCRIPTS.items() if not any(step.rest_only for step in steps))
+"""Lifecycles a client sees completely without REST (for benchmarks that switch backfill off)."""
 
 
 @dataclass(eq=False)
@@ -265,6 +270,10 @@ class OkxSimulator:
         self.timestamp_tolerance = timestamp_tolerance
         self.rest_rate_limit = rest_rate_limit
         self.answer_pings = answer_pings
+        self.notice_on_subscribe = False
+        """Send notice 64008 right after every subscription: a venue that never settles."""
+        self.close_on_subscribe = False
+        """Close (4006) right after every subscription: a venue that accepts and hangs up."""
         self._clock = clock
         self._rng = random.Random(seed)
         self._conns: set[_Conn] = set()
@@ -483,6 +492,12 @@ class OkxSimulator:
                 await self._send(
                     conn, _json({"event": "channel-conn-count", "channel": channel, "connCount": str(count), "connId": conn.conn_id})
                 )
+        if op == "subscribe" and self.notice_on_subscribe:
+            await self._send(conn, _json({**_NOTICE, "connId": conn.conn_id}))
+            self.stats["notices"] += 1
+        if op == "subscribe" and self.close_on_subscribe:
+            conn.closed = True
+            self._spawn(conn.ws.close(4006, "abnormal"))
 
     # -- REST ----------------------------------------------------------------------------------
 
@@ -720,9 +735,8 @@ class OkxSimulator:
     async def notice(self, account: str | None = None, *, close_after: float | None = None) -> int:
         """Notice 64008 (service upgrade), then close after ``close_after`` seconds if given."""
         targets = self._targets(account)
-        body = {"event": "notice", "code": m.SERVICE_UPGRADE_NOTICE, "msg": "The connection will soon be closed for a service upgrade. Please reconnect."}
         for conn in targets:
-            await self._send(conn, _json({**body, "connId": conn.conn_id}))
+            await self._send(conn, _json({**_NOTICE, "connId": conn.conn_id}))
             if close_after is not None:
                 self._spawn(self._close_later(conn, close_after))
         self.stats["notices"] += len(targets)
@@ -766,6 +780,15 @@ class OkxSimulator:
         names = list(accounts or self.accounts)
         chosen = list(scripts or SCRIPTS)
         return [self.create(chosen[i % len(chosen)], names[(i // len(chosen)) % len(names)]) for i in range(count)]
+
+    async def push_lifecycles(
+        self, count: int, *, accounts: Iterable[str] | None = None, scripts: Sequence[str] | None = None, timeout: float = 600.0
+    ) -> list[SimTransfer]:
+        """For benchmarks: ``count`` new transfers driven through their scripts as fast as the
+        subscribed clients read (each send waits while the socket's buffer is full)."""
+        transfers = self.create_many(count, accounts=accounts, scripts=scripts or PUSH_ONLY_SCRIPTS)
+        await self.run_lifecycles(transfers, min_step_interval=0.0, timeout=timeout)
+        return transfers
 
     async def run_lifecycles(
         self,
