@@ -23,6 +23,10 @@ __all__ = [
     "BACKFILL_ITEMS",
     "SOURCE_GAPS",
     "LAST_EVENT_TIMESTAMP",
+    "WEBHOOK_REQUESTS",
+    "WEBHOOK_IGNORED",
+    "WEBHOOK_SIGNATURE_MATCHES",
+    "WEBHOOK_LATENCY",
 ]
 
 EVENTS_RECEIVED = Counter(
@@ -73,4 +77,25 @@ BACKFILL_ITEMS = Counter("bridge_backfill_items", "Items read by backfill", ["pr
 SOURCE_GAPS = Counter("bridge_source_gaps", "Sequence gaps detected in a stream", ["provider", "account"])
 LAST_EVENT_TIMESTAMP = Gauge(
     "bridge_last_event_timestamp_seconds", "Unix time of the last event received per source", ["provider", "account"]
+)
+WEBHOOK_REQUESTS = Counter(
+    "bridge_webhook_requests",
+    "Webhook deliveries answered, by result (published, duplicate, unauthorized, too_large, unavailable, ...)",
+    ["provider", "result", "code"],
+)
+WEBHOOK_IGNORED = Counter(
+    "bridge_webhook_ignored",
+    "Authenticated deliveries of methods that are not transfers: acknowledged, not published",
+    ["provider", "family"],
+)
+WEBHOOK_SIGNATURE_MATCHES = Counter(
+    "bridge_webhook_signature_matches",
+    "Valid signatures by the position of the configured secret that matched (rotation progress)",
+    ["provider", "secret_index"],
+)
+WEBHOOK_LATENCY = Histogram(
+    "bridge_webhook_latency_seconds",
+    "From a webhook request's arrival to its answer",
+    ["provider"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
