@@ -54,11 +54,17 @@ async def settled(sources: list[OkxAccountSource], pipeline: Pipeline) -> None:
     await settle(sources, pipeline, quiet=0.25, timeout=15)
 
 
-async def events(bootstrap: str, topics: TopicSettings, expect: int | None = None) -> list[ConsumedRecord]:
-    if expect is None:
-        return await read_topic(bootstrap, topics.deposit, idle=1.0) + await read_topic(bootstrap, topics.withdrawal, idle=1.0)
-    deposits = await read_topic(bootstrap, topics.deposit, idle=0.3, timeout=3)
-    return deposits + await read_topic(bootstrap, topics.withdrawal, expect=expect - len(deposits), timeout=10)
+async def events(bootstrap: str, topics: TopicSettings, *, deposits: int = 0, withdrawals: int = 0) -> list[ConsumedRecord]:
+    """Both event topics, each until its expected count arrived (that nothing more was published
+    is checked on the sources' outcomes, which are Kafka acks)."""
+    records = await read_topic(bootstrap, topics.deposit, expect=deposits, timeout=10) if deposits else []
+    return records + (await read_topic(bootstrap, topics.withdrawal, expect=withdrawals, timeout=10) if withdrawals else [])
+
+
+def expected(truth: dict[str, list[Any]]) -> dict[str, int]:
+    """Per topic, how many states the simulator generated."""
+    deposits = sum(len(states) for key, states in truth.items() if key.startswith("okx:deposit:"))
+    return {"deposits": deposits, "withdrawals": sum(map(len, truth.values())) - deposits}
 
 
 def values(records: list[ConsumedRecord]) -> list[dict[str, Any]]:
@@ -80,7 +86,7 @@ async def test_every_state_of_scripted_lifecycles_arrives_once_and_in_order_per_
         await sim.run_lifecycles(transfers, repeat_every=3, timeout=20)
         await settled(sources, pipeline)
     truth = sim.truth()
-    records = await events(kafka_bootstrap, topics, expect=sum(map(len, truth.values())))
+    records = await events(kafka_bootstrap, topics, **expected(truth))
     assert compare(truth, records) == {"lost": 0, "out_of_order": 0, "duplicated": 0}
     assert len(records) == sum(map(len, truth.values()))
     by_key: dict[str, set[int]] = {}
@@ -100,9 +106,9 @@ async def test_identical_repeated_pushes_are_published_once(
         for _ in range(4):
             await sim.push_again(transfer)
         await settled(sources, pipeline)
-    [record] = await events(kafka_bootstrap, topics)
-    assert json.loads(record.value)["provider_status"] == "17"
     assert sources[0].stats["push.published"] == 1 and sources[0].stats["push.duplicate"] == 4
+    [record] = await events(kafka_bootstrap, topics, withdrawals=1)
+    assert json.loads(record.value)["provider_status"] == "17"
 
 
 async def advance_while_down(sim: OkxSimulator, transfers: list[SimTransfer]) -> None:
@@ -124,7 +130,7 @@ async def test_states_that_changed_while_the_connection_was_down_arrive_through_
         await advance_while_down(sim, transfers)
         await eventually(lambda: all(t.observed for t in transfers), what="backfill served the offline states")
         await settled(sources, pipeline)
-    records = values(await events(kafka_bootstrap, topics, expect=4))
+    records = values(await events(kafka_bootstrap, topics, **expected(sim.truth())))
     withdrawal, deposit = (t.transfer_id for t in transfers)
     assert {(r["transfer_id"], r["provider_status"], r["confirmations"], r["source"]["via"]) for r in records} == {
         (withdrawal, "17", None, "push"),
@@ -145,10 +151,10 @@ async def test_rest_only_states_arrive_through_the_interval_backfill(
         deposit, withdrawal = sim.create("deposit-travel-rule", "main"), sim.create("withdrawal-hot-wallet", "main")
         await sim.run_lifecycles([deposit, withdrawal], timeout=20)
         await settled(sources, pipeline)
-    records = values(await events(kafka_bootstrap, topics, expect=sum(map(len, sim.truth().values()))))
-    rest_only = {(r["direction"], r["provider_status"], r["status"], r["source"]["via"]) for r in records if r["provider_status"] in ("17", "19")}
+    records = await events(kafka_bootstrap, topics, **expected(sim.truth()))
+    rest_only = {(r["direction"], r["provider_status"], r["status"], r["source"]["via"]) for r in values(records) if r["provider_status"] in ("17", "19")}
     assert rest_only == {("deposit", "17", "pending", "backfill"), ("withdrawal", "19", "pending", "backfill")}
-    assert compare(sim.truth(), [r for r in await events(kafka_bootstrap, topics)])["lost"] == 0
+    assert compare(sim.truth(), records) == {"lost": 0, "out_of_order": 0, "duplicated": 0}
 
 
 async def test_a_master_account_publishes_its_sub_accounts_pushes_under_the_sub_account(
@@ -160,7 +166,8 @@ async def test_a_master_account_publishes_its_sub_accounts_pushes_under_the_sub_
         transfer = sim.create("deposit", "sub1")
         await sim.advance(transfer)
         await settled(sources, pipeline)
-    [record] = values(await events(kafka_bootstrap, topics, expect=1))
+    assert sources[0].stats["push.published"] == 1
+    [record] = values(await events(kafka_bootstrap, topics, deposits=1))
     assert record["account"] == {"id": sim.accounts["sub1"].uid, "sub_account": "sub-one", "workspace_id": None}
 
 
@@ -170,24 +177,24 @@ async def test_a_wrong_secret_is_a_clear_configuration_error_retried_at_a_bounde
     pipeline = await make_pipeline()
     accounts = [sim.accounts["main"].okx_account(secret_key="not-the-secret"), sim.accounts["sub1"].okx_account()]
     caplog.set_level(logging.INFO)
-    async with running(sources_for(sim, pipeline, accounts=accounts, config_error_retry=0.5)) as sources:
+    async with running(sources_for(sim, pipeline, accounts=accounts, config_error_retry=0.3)) as sources:
         broken, healthy = sources
         await sim.wait_subscribed("sub1")
         transfer = sim.create("withdrawal-cancelled", "sub1")
         window_start = time.monotonic()
         await sim.run_lifecycles([transfer], timeout=10)
-        await asyncio.sleep(max(0.0, 2.0 - (time.monotonic() - window_start)))
+        await asyncio.sleep(max(0.0, 1.2 - (time.monotonic() - window_start)))
         attempts = [at for at in sim.attempts("main") if at >= window_start]
         elapsed = time.monotonic() - window_start
         await settled([healthy], pipeline)
         snapshot = broken.health.snapshot(grace_seconds=0)
-    assert 2 <= len(attempts) <= elapsed / 0.45 + 1  # paced by config_error_retry (±10 % jitter), never a tight loop
+    assert 2 <= len(attempts) <= elapsed / 0.27 + 1  # paced by config_error_retry (±10 % jitter), never a tight loop
     assert snapshot["config_error"] is True and snapshot["ready"] is False
     assert "'main'" in snapshot["last_error"] and "60007" in snapshot["last_error"]
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR and r.name.startswith("bridge.sources.okx")]
     assert any("'main'" in line and "invalid sign" in line and "retrying" in line for line in errors)
     assert healthy.health.snapshot(grace_seconds=0)["ready"] is True
-    assert len(await events(kafka_bootstrap, topics, expect=4)) == 4  # the sub-account's lifecycle went through
+    assert len(await events(kafka_bootstrap, topics, withdrawals=4)) == 4  # the sub-account's lifecycle went through
 
 
 async def test_no_secret_passphrase_or_signature_appears_in_any_log_line(
@@ -224,7 +231,7 @@ async def test_a_frame_that_is_not_json_goes_to_the_dlq_with_its_bytes_and_the_s
     [letter] = await read_topic(kafka_bootstrap, topics.dead_letter, expect=1)
     assert letter.value == b'{"arg": {"channel": "deposit-info"}, "data": ['
     assert letter.headers["dlq_channel"] == WS_DLQ_CHANNEL.encode() and b"not JSON" in letter.headers["dlq_reason"]
-    assert len(await events(kafka_bootstrap, topics, expect=1)) == 1
+    assert len(await events(kafka_bootstrap, topics, deposits=1)) == 1
 
 
 async def test_a_malformed_item_is_dead_lettered_while_the_rest_of_its_push_is_published(
@@ -238,9 +245,10 @@ async def test_a_malformed_item_is_dead_lettered_while_the_rest_of_its_push_is_p
         await sim.wait_subscribed("main")
         await sim.send_raw(json.dumps(message))
         await settled(sources, pipeline)
+    assert (sources[0].stats["push.published"], sources[0].stats["push.dead_lettered"]) == (2, 1)
     [letter] = await read_topic(kafka_bootstrap, topics.dead_letter, expect=1)
     assert json.loads(letter.value)["depId"] == "88165463" and b"amt" in letter.headers["dlq_reason"]
-    published = values(await events(kafka_bootstrap, topics, expect=2))
+    published = values(await events(kafka_bootstrap, topics, deposits=2))
     assert {(r["transfer_id"], r["amount"]) for r in published} == {("88165462", "1"), ("88165464", "0.1")}  # a JSON number, read exactly
 
 
@@ -254,7 +262,7 @@ async def test_a_missing_pong_makes_the_source_reconnect(
             await sim.wait_subscribed("main")
             await sim.advance(sim.create("deposit", "main"))
             await settled(sources, pipeline)
-        assert len(await events(kafka_bootstrap, topics, expect=1)) == 1
+        assert len(await events(kafka_bootstrap, topics, deposits=1)) == 1
 
 
 async def test_a_notice_hands_over_to_a_new_connection_without_losing_or_reordering_pushes(
@@ -267,7 +275,7 @@ async def test_a_notice_hands_over_to_a_new_connection_without_losing_or_reorder
         await sim.run_lifecycles(transfers, notice_every=25, drop_accounts=["main"], min_step_interval=0, timeout=20)
         await settled(sources, pipeline)
     truth = sim.truth()
-    records = await events(kafka_bootstrap, topics, expect=sum(map(len, truth.values())))
+    records = await events(kafka_bootstrap, topics, **expected(truth))
     assert compare(truth, records) == {"lost": 0, "out_of_order": 0, "duplicated": 0}
     assert sim.stats["notices"] >= 3 and sources[0].stats["reconnect.notice"] >= 1
     assert sources[0].stats["backfill.published"] == 0  # no gap: nothing needed the history
@@ -291,5 +299,5 @@ async def test_a_venue_that_hangs_up_right_after_every_open_is_retried_at_the_ba
 async def test_a_run_with_forced_disconnects_loses_nothing(kafka_bootstrap: str) -> None:
     report = await run_scenario(bootstrap=kafka_bootstrap, transfers=200, drop_every=60, notice_every=250, timeout=60)
     assert (report.lost, report.out_of_order, report.duplicated_in_kafka, report.dead_lettered) == (0, 0, 0, 0)
-    assert report.published == report.states
+    assert report.published == report.acked == report.states
     assert report.drops >= 2 and report.backfilled > 0 and report.deduplicated > 0
