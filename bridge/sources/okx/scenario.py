@@ -110,8 +110,8 @@ async def run_scenario(
     *,
     bootstrap: str,
     transfers: int = 1000,
-    drop_every: int = 400,
-    notice_every: int = 1500,
+    drop_every: int = 150,
+    notice_every: int = 700,
     repeat_every: int = 9,
     timeout: float = 240.0,
     seed: int = 1,
@@ -208,8 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
     parser.add_argument("--transfers", type=int, default=1000)
-    parser.add_argument("--drop-every", type=int, default=400, help="steps between forced disconnects")
-    parser.add_argument("--notice-every", type=int, default=1500, help="steps between 64008 notices")
+    parser.add_argument("--drop-every", type=int, default=150, help="steps between forced disconnects")
+    parser.add_argument("--notice-every", type=int, default=700, help="steps between 64008 notices")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     report = asyncio.run(

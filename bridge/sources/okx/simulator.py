@@ -805,15 +805,17 @@ class OkxSimulator:
         """Drive every transfer to the end of its script, round robin, as fast as the clients read.
 
         Every ``repeat_every`` steps the state just pushed is pushed again; every ``drop_every`` steps
-        a connection (cycling through ``drop_accounts``) is dropped mid-lifecycle; every
+        a connection (cycling through ``drop_accounts``) is dropped mid-lifecycle — deferred until
+        every logged-in account is subscribed again, so outages do not overlap; every
         ``notice_every`` steps a 64008 notice goes out. A transfer whose current state nobody saw
         waits (its owner's backfill will serve it), and two states of one transfer are at least
-        ``min_step_interval`` apart (at OKX they are seconds to minutes apart). Drops only hit a
-        fully subscribed simulator, so outages do not overlap. Returns the number of steps taken.
+        ``min_step_interval`` apart (at OKX they are seconds to minutes apart). Returns the number
+        of steps taken.
         """
         active = deque(transfers)
         victims = itertools.cycle(drop_accounts or list(self.accounts))
         steps = 0
+        drop_due = False
         deadline = time.monotonic() + timeout
         while active:
             progressed = False
@@ -832,8 +834,10 @@ class OkxSimulator:
                 progressed = True
                 if repeat_every and steps % repeat_every == 0:
                     await self.push_again(transfer)
-                if drop_every and steps % drop_every == 0 and all(self.subscribed(n) for n in self._connected_names()):
+                drop_due = drop_due or bool(drop_every and steps % drop_every == 0)
+                if drop_due and all(self.subscribed(n) for n in self._connected_names()):
                     self.drop(next(victims))
+                    drop_due = False
                 if notice_every and steps % notice_every == 0:
                     await self.notice(next(victims))
                 if on_step is not None:
