@@ -142,3 +142,21 @@ async def test_a_notice_is_flagged_and_reading_goes_on(sim: OkxSimulator) -> Non
         assert [f.message["data"][0]["wdId"] for f in frames] == [transfer.transfer_id]
     finally:
         await connection.close()
+
+
+async def test_an_error_echoing_the_login_request_is_reported_without_the_secrets() -> None:
+    async with OkxSimulator() as sim:
+        account = sim.accounts["main"]
+        original = sim._check_login
+
+        def echoing(args: Any) -> Any:  # a venue that echoes the refused request, as 60012 does
+            found, _, _ = original(args)
+            return found, "60012", f"Invalid request: {args}"
+
+        sim._check_login = echoing  # type: ignore[method-assign]
+        with pytest.raises(LoginRejected) as refused:
+            await open_main(sim)
+        text = str(refused.value)
+        assert "Invalid request" in text and "***" in text
+        assert account.passphrase not in text and account.api_key not in text
+        assert not any(sign in text for sign in sim.signatures_seen)

@@ -120,6 +120,7 @@ class OkxConnection:
         self.pings_sent = 0
         self.upgrade_notice = asyncio.Event()
         """Set on notice 64008: OKX will close this connection soon."""
+        self._sent_secrets: tuple[str, ...] = ()
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -179,8 +180,18 @@ class OkxConnection:
         if code in m.CONFIGURATION_CLOSE_CODES:
             raise LoginRejected(self.account, f"connection closed {code} ({m.CONFIGURATION_CLOSE_CODES[code]}) {reason}".strip()) from None
 
+    def _describe(self, error: m.ErrorEvent) -> str:
+        """The error for logs and exceptions, with anything we sent at login blanked out: OKX
+        echoes invalid requests in ``msg``."""
+        text = error.describe()
+        for secret in self._sent_secrets:
+            text = text.replace(secret, "***")
+        return text
+
     async def _login(self, credentials: Credentials) -> None:
-        await self._send_json(m.login_request(login_args(credentials, self._clock())))
+        args = login_args(credentials, self._clock())
+        self._sent_secrets = tuple(v for v in (args["apiKey"], args["passphrase"], args["sign"], credentials.secret_key.get_secret_value()) if v)
+        await self._send_json(m.login_request(args))
         while True:
             control, frame = await self._control()
             if frame is not None:
@@ -191,8 +202,8 @@ class OkxConnection:
                 return
             if isinstance(control, m.ErrorEvent):
                 if control.is_configuration_error or control.is_invalid_request:
-                    raise LoginRejected(self.account, control.describe(), control.code)
-                raise HandshakeError(f"OKX account {self.account!r}: login failed: {control.describe()}")
+                    raise LoginRejected(self.account, self._describe(control), control.code)
+                raise HandshakeError(f"OKX account {self.account!r}: login failed: {self._describe(control)}")
 
     async def _subscribe(self, subscriptions: Sequence[Mapping[str, str]]) -> None:
         await self._send_json(m.subscribe_request("sub1", subscriptions))
@@ -205,10 +216,10 @@ class OkxConnection:
                 waiting.discard((control.channel, control.ccy))
             elif isinstance(control, m.ErrorEvent):
                 if control.is_configuration_error:
-                    raise LoginRejected(self.account, control.describe(), control.code)
+                    raise LoginRejected(self.account, self._describe(control), control.code)
                 if control.is_invalid_request:
-                    raise RequestRejected(self.account, control.describe(), control.code)
-                raise HandshakeError(f"OKX account {self.account!r}: subscribe failed: {control.describe()}")
+                    raise RequestRejected(self.account, self._describe(control), control.code)
+                raise HandshakeError(f"OKX account {self.account!r}: subscribe failed: {self._describe(control)}")
             elif isinstance(control, m.Notice):
                 self._on_control(control)
         log.info(
@@ -260,11 +271,11 @@ class OkxConnection:
             log.info("okx account %r: notice %s: %s", self.account, control.code, control.msg)
         elif isinstance(control, m.ErrorEvent):
             if control.is_invalid_request:
-                log.error("okx account %r: request refused: %s", self.account, control.describe())
+                log.error("okx account %r: request refused: %s", self.account, self._describe(control))
             elif control.is_configuration_error:
-                raise LoginRejected(self.account, control.describe(), control.code)
+                raise LoginRejected(self.account, self._describe(control), control.code)
             else:
-                log.warning("okx account %r: %s", self.account, control.describe())
+                log.warning("okx account %r: %s", self.account, self._describe(control))
         elif isinstance(control, m.OtherEvent):
             log.debug("okx account %r: event %s", self.account, control.event)
 

@@ -400,6 +400,7 @@ class OkxAccountSource:
                 self._uid = await history.account_uid()
             except BackfillError as exc:
                 log.info("okx account %r: uid lookup failed (%s); rows carry no account id yet", self.account.name, exc)
+        self.health.detail["uid"] = self._uid
         held = self._held = _Held(self.config.backfill_max_held)
         uid = self._uid
         if uid is not None:
