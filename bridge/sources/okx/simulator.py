@@ -36,7 +36,6 @@ from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from aiohttp import web
-from pydantic import SecretStr
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
@@ -87,11 +86,11 @@ class SimAccount:
         """The bridge-side configuration of this key (override e.g. ``secret_key`` to break it)."""
         values: dict[str, Any] = {
             "name": self.name,
-            "api_key": SecretStr(self.api_key),
-            "secret_key": SecretStr(self.secret_key),
-            "passphrase": SecretStr(self.passphrase),
+            "api_key": self.api_key,
+            "secret_key": self.secret_key,
+            "passphrase": self.passphrase,
+            **overrides,
         }
-        values.update({k: SecretStr(v) if k in ("api_key", "secret_key", "passphrase") and isinstance(v, str) else v for k, v in overrides.items()})
         return OkxAccount(**values)
 
 
