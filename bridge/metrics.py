@@ -27,6 +27,14 @@ __all__ = [
     "WEBHOOK_IGNORED",
     "WEBHOOK_SIGNATURE_MATCHES",
     "WEBHOOK_LATENCY",
+    "SOURCE_RESTARTS",
+    "SOURCE_READY",
+    "SOURCE_LAST_EVENT_AGE",
+    "READY",
+    "KAFKA_REACHABLE",
+    "QUEUED",
+    "DEDUP_STORE_BYTES",
+    "BUILD_INFO",
 ]
 
 EVENTS_RECEIVED = Counter(
@@ -99,3 +107,17 @@ WEBHOOK_LATENCY = Histogram(
     ["provider"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+SOURCE_RESTARTS = Counter(
+    "bridge_source_restarts",
+    "Sources restarted by the supervisor, by reason (crashed, exited, config_error, stalled)",
+    ["source", "reason"],
+)
+SOURCE_READY = Gauge("bridge_source_ready", "1 while the source is connected or within its start grace", ["source"])
+SOURCE_LAST_EVENT_AGE = Gauge(
+    "bridge_source_last_event_age_seconds", "Seconds since the source last received an event (set once it has)", ["source"]
+)
+READY = Gauge("bridge_ready", "1 while /readyz answers 200")
+KAFKA_REACHABLE = Gauge("bridge_kafka_reachable", "1 while a Kafka broker answers the pipeline's probe")
+QUEUED = Gauge("bridge_queued", "Events waiting behind an earlier, unacknowledged state of the same transfer")
+DEDUP_STORE_BYTES = Gauge("bridge_dedup_store_bytes", "Size on disk of the embedded (SQLite) dedup store")
+BUILD_INFO = Gauge("bridge_build_info", "Always 1; labels say which version runs", ["version"])

@@ -79,10 +79,11 @@ class Pipeline:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, *, timeout: float = 60.0) -> None:
+        """Load the dedup state and connect; ``ConnectionError`` if Kafka is unreachable for ``timeout``."""
         await self.gate.open()
         metrics.DEDUP_TRANSFERS.set(self.gate.size)
-        await self.publisher.start()
+        await self.publisher.start(timeout=timeout)
         self._watchdog = asyncio.create_task(self._watch(), name="pipeline-watchdog")
 
     async def close(self, *, timeout: float = 30.0) -> bool:
@@ -111,6 +112,11 @@ class Pipeline:
     @property
     def in_flight(self) -> int:
         return self._in_flight
+
+    @property
+    def queued(self) -> int:
+        """Events waiting behind an earlier, unacknowledged state of the same transfer."""
+        return sum(len(chain) for chain in self._chains.values())
 
     @property
     def ready(self) -> bool:
