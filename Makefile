@@ -20,6 +20,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+chaos: $(STAMP)
+	$(PY) -m tests.chaos.run $(CHAOS_ARGS)
+
 kafka-start:
 	deploy/local/kafka.sh start
 
