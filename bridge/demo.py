@@ -2,8 +2,9 @@
 
 Starts a local Kafka broker unless ``KAFKA_BOOTSTRAP_SERVERS`` points at one, pushes the example
 payloads of the three provider documents (each twice, to show deduplication) and one malformed
-payload through parse → dedup → publish, then reads the topics back as a downstream consumer
-would and prints one line per record.
+payload through parse → dedup → publish, then lets the OKX simulator drive the real OKX adapter
+(login, keepalive, dropped connections, repeats, backfill), and finally reads the topics back as a
+downstream consumer would and prints one line per record.
 """
 
 from __future__ import annotations
@@ -87,6 +88,34 @@ class _TailReader:
         return records
 
 
+async def _okx_simulator_run(pipeline: Pipeline, transfers: int = 6) -> list[Outcome]:
+    """Live part: the OKX simulator pushes scripted lifecycles (with a dropped connection and
+    repeated pushes) to the real OKX adapter, which logs in, keeps alive and backfills."""
+    from bridge.sources.okx.scenario import scenario_config, settle
+    from bridge.sources.okx.service import build_okx_sources
+    from bridge.sources.okx.simulator import OkxSimulator
+
+    async with OkxSimulator(seed=5) as sim:
+        sources = build_okx_sources(scenario_config(sim), pipeline)
+        tasks = [asyncio.create_task(source.run(), name=source.name) for source in sources]
+        try:
+            await sim.wait_subscribed()
+            await sim.run_lifecycles(sim.create_many(transfers), repeat_every=3, drop_every=8, timeout=60)
+            await settle(sources, pipeline)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        print(f"OKX simulator: {sim.stats['pushes']} pushes, {sim.stats['drops']} dropped connection(s)")
+    outcomes: list[Outcome] = []
+    for source in sources:
+        for name, count in source.stats.items():
+            for outcome in Outcome:
+                if name.endswith("." + outcome.value):
+                    outcomes += [outcome] * count
+    return outcomes
+
+
 def _line(record: Any) -> str:
     if record.topic.endswith("dlq.v1"):
         headers = {k: v.decode() for k, v in record.headers}
@@ -97,7 +126,7 @@ def _line(record: Any) -> str:
     event = orjson.loads(record.value)
     return (
         f"{event['key']:<52} {event['status']:<12} {event['amount']:>10} {event['asset']:<5} "
-        f"{event['provider']:<12} via={event['source']['via']}"
+        f"{event['provider']:<12} state={event['provider_status']:<3} conf={event['confirmations']} via={event['source']['via']}"
     )
 
 
@@ -115,6 +144,8 @@ async def run_demo(bootstrap: str, state_dir: Path) -> int:
     items.append(DeadLetter(Provider.OPENXSWITCH, "webhook", "invalid JSON: truncated body", broken, _now()))
     repeats = [i for i in items if isinstance(i, TransferEvent)]
     outcomes = await pipeline.submit_all(items + repeats)  # every example pushed twice
+    live = await _okx_simulator_run(pipeline)
+    outcomes += live
     await pipeline.close()
     published = sum(1 for o in outcomes if o in (Outcome.PUBLISHED, Outcome.DEAD_LETTERED))
     print(f"pushed {len(outcomes)} payloads: " + ", ".join(f"{o.value}={outcomes.count(o)}" for o in Outcome))
