@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bridge.sources.openxswitch.config import OpenXSwitchConfig
 from bridge.sources.openxswitch.signature import HEADER, Encoding, sign
 from bridge.sources.openxswitch.webhook import OpenXSwitchWebhook
+from bridge.testing.kafka_io import ConsumedRecord
 from tests.conftest import PipelineFactory
 
 SECRET = "whsec-current-7f3a"
@@ -61,3 +64,38 @@ async def make_receiver(make_pipeline: PipelineFactory) -> AsyncIterator[Receive
             return Receiver(webhook, url, http)
 
         yield factory
+
+
+async def read_all(bootstrap: str, topic: str, *, timeout: float = 10.0) -> list[ConsumedRecord]:
+    """Everything a topic holds right now, read up to its end offsets (``read_committed``).
+
+    The receiver answers 2xx only after Kafka's ack, so once a request was answered its record
+    is below the end offset: no waiting for stragglers, and an extra record cannot hide.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed"
+    )
+    await consumer.start()
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        partitions = consumer.partitions_for_topic(topic)
+        while not partitions:
+            assert loop.time() < deadline, f"topic {topic} not found"
+            await consumer._client.force_metadata_update()  # no public API; the topic may be brand new
+            partitions = consumer.partitions_for_topic(topic)
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(assigned)
+        ends = await consumer.end_offsets(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        found: list[ConsumedRecord] = []
+        for partition in assigned:
+            while await consumer.position(partition) < ends[partition]:
+                assert loop.time() < deadline, f"could not read {topic} up to its end in {timeout}s"
+                for message in (await consumer.getmany(partition, timeout_ms=200)).get(partition, []):
+                    found.append(
+                        ConsumedRecord(message.topic, message.partition, message.offset, message.key, message.value, dict(message.headers or ()))
+                    )
+        return found
+    finally:
+        await consumer.stop()
