@@ -25,6 +25,7 @@ from bridge.settings import KafkaSettings, SchemaRegistrySettings, TopicSettings
 __all__ = ["Record", "Publisher", "kafka_client_options", "DATASCHEMA"]
 
 log = logging.getLogger(__name__)
+_SASL_WIRE_LOG = logging.getLogger("aiokafka.conn")
 
 DATASCHEMA = "schemas/transfer-event.v1.schema.json"
 
@@ -53,6 +54,10 @@ def kafka_client_options(settings: KafkaSettings) -> dict[str, Any]:
             keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
         )
     if settings.security_protocol.startswith("SASL"):
+        # aiokafka.conn logs every request at DEBUG, and a SASL/PLAIN authenticate request carries
+        # the password in clear: never let that logger go below INFO while credentials are in use.
+        if _SASL_WIRE_LOG.level < logging.INFO:
+            _SASL_WIRE_LOG.setLevel(logging.INFO)
         options["sasl_mechanism"] = settings.sasl_mechanism or "PLAIN"
         options["sasl_plain_username"] = settings.sasl_username
         options["sasl_plain_password"] = (

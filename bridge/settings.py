@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
@@ -27,6 +27,8 @@ class _Section(BaseModel):
 
 
 class KafkaSettings(_Section):
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # errors never echo the password
+
     bootstrap_servers: str = "127.0.0.1:9092"
     client_id: str = "transfer-bridge"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -42,6 +44,19 @@ class KafkaSettings(_Section):
     compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
     request_timeout_ms: int = Field(default=30_000, ge=1000)
     retry_backoff_ms: int = Field(default=200, ge=10)
+
+    @model_validator(mode="after")
+    def _sasl_credentials(self) -> "KafkaSettings":
+        """SASL without a user fails only when connecting, deep inside aiokafka (SCRAM: an
+        AttributeError); SASL credentials next to a non-SASL protocol would be silently unused."""
+        sasl = self.security_protocol.startswith("SASL")
+        if sasl and (not self.sasl_username or self.sasl_password is None):
+            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_username and sasl_password")
+        if not sasl and (self.sasl_username or self.sasl_password is not None or self.sasl_mechanism):
+            raise ValueError(
+                f"sasl_* settings are given but security_protocol is {self.security_protocol}: use SASL_SSL"
+            )
+        return self
 
 
 class TopicSettings(_Section):

@@ -50,6 +50,10 @@ class LocalKafka:
     ``keep_data``). ``port=0`` lets the script pick a free port; ``start()`` returns the bootstrap
     string and sets ``bootstrap`` and ``port``. With ``stop_with_owner`` (default) the broker is
     also stopped when this Python process dies without calling ``stop()``.
+
+    ``sasl_ssl_port`` (0 = any free port) adds a SASL_SSL listener (PLAIN, SCRAM-SHA-256/512) with
+    the keystore in ``tls_dir`` and the users of ``scram_users`` (see ``kafka.sh``); its address is
+    ``sasl_ssl_bootstrap`` after ``start()``.
     """
 
     def __init__(
@@ -59,6 +63,9 @@ class LocalKafka:
         directory: Path | None = None,
         keep_data: bool = False,
         stop_with_owner: bool = True,
+        sasl_ssl_port: int | None = None,
+        tls_dir: Path | None = None,
+        scram_users: Path | None = None,
     ) -> None:
         self._own_dir = directory is None
         if directory is None:
@@ -68,6 +75,10 @@ class LocalKafka:
         self.keep_data = keep_data
         self.stop_with_owner = stop_with_owner
         self.bootstrap = ""
+        self.sasl_ssl_port = sasl_ssl_port
+        self.tls_dir = tls_dir
+        self.scram_users = scram_users
+        self.sasl_ssl_bootstrap = ""
         self._guard_fd: int | None = None
         self._watchdog: subprocess.Popen[bytes] | None = None
 
@@ -90,7 +101,11 @@ class LocalKafka:
 
         The first call on a machine downloads Kafka with Maven (about 50 MB); later ones do not.
         """
-        output = self._run("start", "--port", str(self.port))
+        secure: list[str] = []
+        if self.sasl_ssl_port is not None:
+            secure = ["--sasl-ssl-port", str(self.sasl_ssl_port), "--tls-dir", str(self.tls_dir)]
+            secure += ["--scram-users", str(self.scram_users)]
+        output = self._run("start", "--port", str(self.port), *secure)
         self._set_bootstrap(output)
         self._guard()
         return self.bootstrap
@@ -156,6 +171,12 @@ class LocalKafka:
             raise RuntimeError(f"kafka.sh printed no bootstrap address: {output!r}")
         self.bootstrap = lines[-1].strip()
         self.port = int(self.bootstrap.rsplit(":", 1)[1])
+        secure = self.directory / "sasl_ssl.env"
+        if secure.exists():
+            for line in secure.read_text().splitlines():
+                if line.startswith("SASL_SSL_PORT="):
+                    self.sasl_ssl_port = int(line.split("=", 1)[1])
+                    self.sasl_ssl_bootstrap = f"127.0.0.1:{self.sasl_ssl_port}"
 
     def _guard(self) -> None:
         if not self.stop_with_owner or self._watchdog is not None:

@@ -35,11 +35,15 @@ cmd="${1:-}"; [ $# -gt 0 ] && shift
 PORT=""
 DIR="$REPO/.kafka"
 LINES_N=80
+SASL_SSL_PORT=""; TLS_DIR=""; SCRAM_USERS=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --port) [ $# -ge 2 ] || usage; PORT="$2"; shift 2 ;;
     --dir) [ $# -ge 2 ] || usage; DIR="$2"; shift 2 ;;
     -n|--lines) [ $# -ge 2 ] || usage; LINES_N="$2"; shift 2 ;;
+    --sasl-ssl-port) [ $# -ge 2 ] || usage; SASL_SSL_PORT="$2"; shift 2 ;;
+    --tls-dir) [ $# -ge 2 ] || usage; TLS_DIR="$2"; shift 2 ;;
+    --scram-users) [ $# -ge 2 ] || usage; SCRAM_USERS="$2"; shift 2 ;;
     -h|--help) usage ;;
     *) echo "kafka.sh: unknown option: $1" >&2; usage ;;
   esac
@@ -52,6 +56,7 @@ PORTFILE="$DIR/kafka.port"
 CPORTFILE="$DIR/controller.port"
 LOGDIR="$DIR/logs"
 LOG="$LOGDIR/server.log"
+SECUREFILE="$DIR/sasl_ssl.env"
 
 # ---------------------------------------------------------------------------------------------- ports
 
@@ -190,9 +195,9 @@ process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$2
 controller.listener.names=CONTROLLER
-listeners=PLAINTEXT://127.0.0.1:$1,CONTROLLER://127.0.0.1:$2
-advertised.listeners=PLAINTEXT://127.0.0.1:$1
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=PLAINTEXT://127.0.0.1:$1,CONTROLLER://127.0.0.1:$2${SASL_SSL_PORT:+,SASL_SSL://127.0.0.1:$SASL_SSL_PORT}
+advertised.listeners=PLAINTEXT://127.0.0.1:$1${SASL_SSL_PORT:+,SASL_SSL://127.0.0.1:$SASL_SSL_PORT}
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT${SASL_SSL_PORT:+,SASL_SSL:SASL_SSL}
 inter.broker.listener.name=PLAINTEXT
 log.dirs=$DIR/data
 
@@ -222,6 +227,7 @@ num.recovery.threads.per.data.dir=2
 log.cleaner.threads=1
 log.cleaner.dedupe.buffer.size=16777216
 CONF
+  if [ -n "$SASL_SSL_PORT" ]; then sasl_ssl_config >> "$DIR/server.properties"; chmod 600 "$DIR/server.properties"; fi
 }
 
 # Cluster ids are Kafka Uuids: 16 random bytes, URL-safe base64 without padding, not starting
@@ -241,6 +247,7 @@ format_storage() {
   jvm_opts
   if ! java "${JVM_OPTS[@]}" -cp "$LIBS/*" kafka.tools.StorageTool format \
        -t "$(random_cluster_id)" -c "$DIR/server.properties" --ignore-formatted \
+       ${SCRAM_ARGS[@]+"${SCRAM_ARGS[@]}"} \
        >"$LOGDIR/format.log" 2>&1; then
     cat "$LOGDIR/format.log" >&2
     die "formatting $DIR/data failed"
@@ -285,6 +292,7 @@ wait_ready() {  # wait_ready PID LOG_OFFSET
 launch() {
   local cport pid offset
   mkdir -p "$LOGDIR"
+  sasl_ssl_load
   port_free "$PORT" || die "port $PORT on 127.0.0.1 is taken by another process (pick another with --port, or --port 0)"
   # The controller port is internal; keep it if it is still free, else take a new one. With the
   # static controller.quorum.voters of this setup the metadata log does not pin it.
@@ -314,7 +322,77 @@ os.execvp(sys.argv[1], sys.argv[1:])' \
   disown "$pid"   # no "Killed ..." job notice from bash if it must be killed below
   echo "$pid" > "$PIDFILE"
   wait_ready "$pid" "$offset"
+  [ -z "$SASL_SSL_PORT" ] || echo "SASL_SSL 127.0.0.1:$SASL_SSL_PORT"
   echo "127.0.0.1:$PORT"
+}
+
+# ----------------------------------------------------------------------- optional SASL_SSL listener
+#
+#   start ... --sasl-ssl-port P --tls-dir T --scram-users F
+#
+# adds a SASL_SSL listener on 127.0.0.1:P (0 = a free port) next to PLAINTEXT, accepting PLAIN,
+# SCRAM-SHA-256 and SCRAM-SHA-512. T holds server.keystore.p12 (PKCS12: the broker's key and
+# certificate chain) and server.keystore.password; F has one "user password" per line
+# ([A-Za-z0-9._~-] only), each user valid for all three mechanisms (SCRAM credentials are written
+# when D is formatted, i.e. on its first start). Nothing secret ships with this script: tests make
+# their own CA, keystore and users at run time. The choice is kept in D/sasl_ssl.env, so
+# restart brings the listener back; start prints "SASL_SSL 127.0.0.1:P" before the bootstrap.
+
+SCRAM_ARGS=()
+
+sasl_ssl_setup() {  # validate the options of `start` and keep them for restarts
+  [ -n "$SASL_SSL_PORT" ] || return 0
+  [[ "$SASL_SSL_PORT" =~ ^[0-9]+$ ]] || die "--sasl-ssl-port wants a number, got '$SASL_SSL_PORT'"
+  [ -n "$TLS_DIR" ] && [ -n "$SCRAM_USERS" ] || die "--sasl-ssl-port needs --tls-dir and --scram-users"
+  TLS_DIR="$(cd "$TLS_DIR" && pwd -P)" || die "no TLS directory $TLS_DIR"
+  [ -f "$TLS_DIR/server.keystore.p12" ] && [ -f "$TLS_DIR/server.keystore.password" ] \
+    || die "$TLS_DIR needs server.keystore.p12 and server.keystore.password"
+  [ -f "$SCRAM_USERS" ] || die "no users file $SCRAM_USERS"
+  SCRAM_USERS="$(cd "$(dirname "$SCRAM_USERS")" && pwd -P)/$(basename "$SCRAM_USERS")"
+  if [ "$SASL_SSL_PORT" = 0 ]; then
+    SASL_SSL_PORT="$(free_port)"
+    while [ "$SASL_SSL_PORT" = "$PORT" ]; do SASL_SSL_PORT="$(free_port)"; done
+  fi
+  printf 'SASL_SSL_PORT=%q\nTLS_DIR=%q\nSCRAM_USERS=%q\n' "$SASL_SSL_PORT" "$TLS_DIR" "$SCRAM_USERS" > "$SECUREFILE"
+}
+
+sasl_ssl_load() {  # the listener chosen at start, and the --add-scram arguments for formatting
+  [ -f "$SECUREFILE" ] || return 0
+  # shellcheck disable=SC1090
+  . "$SECUREFILE"
+  port_free "$SASL_SSL_PORT" || die "SASL_SSL port $SASL_SSL_PORT on 127.0.0.1 is taken by another process"
+  local user password rest
+  SCRAM_ARGS=()
+  while read -r user password rest || [ -n "$user" ]; do
+    case "$user" in ''|'#'*) continue ;; esac
+    [[ "$user" =~ ^[A-Za-z0-9._~-]+$ && "$password" =~ ^[A-Za-z0-9._~-]+$ && -z "$rest" ]] \
+      || die "$SCRAM_USERS: each line must be 'user password' from [A-Za-z0-9._~-]"
+    SCRAM_ARGS+=(--add-scram "SCRAM-SHA-256=[name=$user,password=$password]"
+                 --add-scram "SCRAM-SHA-512=[name=$user,password=$password]")
+  done < "$SCRAM_USERS"
+}
+
+sasl_ssl_config() {  # server.properties lines of the listener (the file is then made owner-only)
+  local user password rest plain="" store_password mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
+  while read -r user password rest || [ -n "$user" ]; do
+    case "$user" in ''|'#'*) continue ;; esac
+    plain+=" user_$user=\"$password\""
+  done < "$SCRAM_USERS"
+  store_password="$(tr -d '\r\n' < "$TLS_DIR/server.keystore.password")"
+  cat <<CONF
+
+# SASL_SSL listener (kafka.sh --sasl-ssl-port): users from $SCRAM_USERS, keystore from $TLS_DIR.
+sasl.enabled.mechanisms=$mechanisms
+listener.name.sasl_ssl.sasl.enabled.mechanisms=$mechanisms
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required$plain;
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PKCS12
+listener.name.sasl_ssl.ssl.keystore.location=$TLS_DIR/server.keystore.p12
+listener.name.sasl_ssl.ssl.keystore.password=$store_password
+listener.name.sasl_ssl.ssl.key.password=$store_password
+listener.name.sasl_ssl.ssl.client.auth=none
+CONF
 }
 
 # ---------------------------------------------------------------------------------------- commands
@@ -334,6 +412,7 @@ case "$cmd" in
       elif [ "$PORT" = 0 ]; then PORT="$(free_port)"
       else PORT=9092; fi
     fi
+    sasl_ssl_setup
     launch ;;
   restart)
     [ -f "$DIR/data/meta.properties" ] && [ -f "$PORTFILE" ] || die "no broker data in $DIR (use start)"
