@@ -1,5 +1,7 @@
-"""``python -m bridge`` is the ``transfer-bridge`` command."""
+"""``python -m bridge …`` is ``transfer-bridge …``."""
+
+import sys
 
 from bridge.cli import main
 
-raise SystemExit(main())
+sys.exit(main())

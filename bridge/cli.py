@@ -1,40 +1,203 @@
-"""The ``transfer-bridge`` command line.
-
-Exit codes: 0 success, 1 the command ran and found a problem, 2 usage or configuration error.
-"""
+"""``transfer-bridge``: the command line of the service (also ``python -m bridge``)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
 
-__all__ = ["main"]
+import orjson
+import yaml
+
+if TYPE_CHECKING:
+    from bridge.app import ServiceSettings
+
+__all__ = ["main", "build_parser", "EXIT_CODES"]
+
+EXIT_CODES = {
+    0: "ok: stopped on request with everything accepted acknowledged by Kafka (check-config: valid)",
+    1: "unexpected error (a bug; the traceback is in the log) / schemas: incompatible schema",
+    2: "usage or configuration error, or a port / dedup file that cannot be used",
+    3: "Kafka (or the schema registry) unreachable at start within startup.kafka_timeout_seconds",
+    4: "shutdown deadline passed with items not yet acknowledged by Kafka (none was acked upstream)",
+    5: "fenced: another instance took over the exactly-once transactional id",
+}
+
+DESCRIPTION = """\
+Crypto deposit/withdrawal feeds (OKX, Ripio WebSockets; OpenXSwitch webhooks) normalized into one
+versioned transfer event on Kafka: at least once, deduplicated, in order per transfer."""
+
+EPILOG = (
+    """\
+configuration (highest priority first):
+  BRIDGE_<SECTION>__<FIELD>=value     environment, e.g. BRIDGE_KAFKA__BOOTSTRAP_SERVERS=k1:9092;
+                                       list items by index or name: BRIDGE_OKX__ACCOUNTS__MAIN__API_KEY
+  --secrets-dir DIR / BRIDGE_SECRETS_DIR   one file per setting (a mounted Kubernetes Secret),
+                                       named like the variable without BRIDGE_: okx__accounts__main__api_key
+  --config FILE / BRIDGE_CONFIG        YAML (.yaml/.yml/.json) or TOML (.toml)
+  any setting x may be given as x_file (value read from that path), e.g. BRIDGE_KAFKA__SASL_PASSWORD_FILE
+  `transfer-bridge check-config` shows the result with secrets redacted.
+
+exit codes:
+"""
+    + "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES.items())
+)
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from bridge.demo import main as demo_main
-
-    return demo_main([])
+def _config_options(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    default = None if top else argparse.SUPPRESS  # a subcommand's option must not erase the global one
+    parser.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=default,
+        metavar="FILE",
+        help="configuration file, YAML or TOML (default: $BRIDGE_CONFIG; none: defaults + environment)",
+    )
+    parser.add_argument(
+        "--secrets-dir",
+        type=Path,
+        default=default,
+        metavar="DIR",
+        help="directory of secret files, one setting per file (default: $BRIDGE_SECRETS_DIR)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="transfer-bridge",
-        description="Crypto deposit/withdrawal feeds (OKX, Ripio, OpenXSwitch) normalized into one transfer event on Kafka.",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    demo = commands.add_parser("demo", help="start a local broker, run the providers' payloads through the pipeline, print what a consumer reads")
-    demo.set_defaults(func=_demo)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    _config_options(parser, top=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="run the service: every enabled source into Kafka; /healthz /readyz /metrics",
+        description="Run every enabled source under supervision, the webhook listener (server.port) and "
+        "health/metrics (server.admin_port) until SIGTERM/SIGINT, then drain and exit within "
+        "shutdown.deadline_seconds.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _config_options(run)
+
+    check = commands.add_parser(
+        "check-config",
+        help="validate the configuration and print it with secrets redacted",
+        description="Load the configuration exactly as `run` would, validate it and print the effective "
+        "values (secrets as **********). Exit 0 when valid, 2 with one message naming the field when not.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _config_options(check)
+    check.add_argument("--format", choices=("yaml", "json"), default="yaml", help="output format (default: yaml)")
+
+    demo = commands.add_parser(
+        "demo",
+        help="push the provider documents' examples through a real Kafka and show what a consumer reads",
+        description="Starts a local Kafka broker unless KAFKA_BOOTSTRAP_SERVERS is set. Arguments after "
+        "`demo` go to the demo itself (`transfer-bridge demo --help`).",
+        add_help=False,
+    )
+    demo.add_argument("demo_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
     from bridge.schemas_cli import add_schema_commands
 
     add_schema_commands(commands)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help(sys.stderr)
-        return 2
-    return int(args.func(args) or 0)
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("transfer-bridge")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _load(args: argparse.Namespace) -> "ServiceSettings":
+    from bridge.app import ServiceSettings
+    from bridge.settings import load_settings
+
+    return load_settings(ServiceSettings, config_file=args.config, secrets_dir=args.secrets_dir)
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"transfer-bridge: {message}", file=sys.stderr)
+    return code
+
+
+def _check_config(args: argparse.Namespace, settings: "ServiceSettings") -> int:
+    document: dict[str, Any] = settings.model_dump(mode="json")  # SecretStr → "**********"
+    if args.format == "json":
+        sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        sys.stdout.write(yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
+    print(_summary(args, settings), file=sys.stderr)
+    return 0
+
+
+def _summary(args: argparse.Namespace, settings: "ServiceSettings") -> str:
+    config = args.config or os.environ.get("BRIDGE_CONFIG")
+    variables = sorted(n for n in os.environ if n.startswith("BRIDGE_") and n not in ("BRIDGE_CONFIG", "BRIDGE_SECRETS_DIR"))
+    enabled = []
+    if settings.okx.enabled:
+        enabled.append(f"okx ({sum(a.enabled for a in settings.okx.accounts)} accounts)")
+    if settings.openxswitch.enabled:
+        enabled.append(f"openxswitch ({settings.openxswitch.path})")
+    lines = [
+        "configuration valid",
+        f"  file: {config or '(none)'}",
+        f"  secrets dir: {settings.secrets_dir or '(none)'}",
+        f"  environment: {', '.join(variables) or '(none)'}",
+        f"  sources: {', '.join(enabled) or 'none enabled'}",
+    ]
+    return "\n".join(lines)
+
+
+def _run(settings: "ServiceSettings") -> int:
+    from bridge.app import BridgeApp
+    from bridge.logs import configure_logging, register_secrets
+    from bridge.settings import secret_values
+
+    register_secrets(secret_values(settings))
+    configure_logging(settings.log.level, settings.log.format, settings.log.levels)
+    return int(asyncio.run(BridgeApp(settings).run()))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "demo":
+        from bridge.demo import main as demo_main
+
+        return int(demo_main(list(args.demo_args)))
+
+    from bridge.settings import ConfigError
+
+    needs_settings = args.command in ("run", "check-config") or getattr(args, "schemas_command", None) != "export"
+    settings = None
+    if needs_settings:
+        try:
+            settings = _load(args)
+        except ConfigError as exc:
+            return _fail(str(exc))
+    if args.command == "check-config":
+        assert settings is not None
+        return _check_config(args, settings)
+    if args.command == "run":
+        assert settings is not None
+        return _run(settings)
+    args.settings = settings  # schemas: read by bridge.schemas_cli
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
