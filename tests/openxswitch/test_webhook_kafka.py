@@ -6,14 +6,18 @@ import asyncio
 import copy
 from typing import Any, AsyncIterator
 
+import aiohttp
 import orjson
 import pytest
+from aiohttp import web
 
 from bridge import metrics
 from bridge.jsonutil import dumps, loads_exact
 from bridge.settings import TopicSettings
-from bridge.sources.openxswitch.signature import sign
+from bridge.sources.openxswitch.config import OpenXSwitchConfig
+from bridge.sources.openxswitch.signature import HEADER, sign
 from bridge.sources.openxswitch.simulator import OpenXSwitchSimulator
+from bridge.sources.openxswitch.webhook import OpenXSwitchWebhook
 from bridge.testing.kafka_io import ConsumedRecord
 from tests.openxswitch.conftest import OLD_SECRET, SECRET, ReceiverFactory, read_all
 from tests.support import fixture_bytes
@@ -351,6 +355,32 @@ async def test_a_closed_pipeline_means_503_never_2xx(make_receiver: ReceiverFact
     await pipeline.close(timeout=5)
     status, answer = await receiver.post(WITHDRAW_CONFIRMED)
     assert (status, answer["result"]) == (503, "shutting_down")
+
+
+async def test_mounts_on_an_existing_application_beside_other_routes(make_pipeline: Any) -> None:
+    webhook = OpenXSwitchWebhook(OpenXSwitchConfig(enabled=True, secrets=[SECRET], path="/hooks/oxs"), await make_pipeline())
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    webhook.add_routes(app)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    try:
+        async with aiohttp.ClientSession() as http:
+            signed = {"Content-Type": "application/json", HEADER: sign(SECRET.encode(), WITHDRAW_CONFIRMED)}
+            async with http.post(f"http://{host}:{port}/hooks/oxs", data=WITHDRAW_CONFIRMED, headers=signed) as response:
+                assert response.status == 200
+            async with http.get(f"http://{host}:{port}/healthz") as response:
+                assert response.status == 200
+            async with http.get(f"http://{host}:{port}/hooks/oxs") as response:
+                assert response.status == 405
+    finally:
+        await runner.cleanup()
+    assert not webhook.health.connected, "the application's shutdown stops the receiver"
 
 
 async def test_health_reflects_mounting_and_the_last_event(make_receiver: ReceiverFactory) -> None:

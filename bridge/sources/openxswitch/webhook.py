@@ -326,8 +326,11 @@ class OpenXSwitchWebhook:
         except asyncio.TimeoutError:
             log.warning("openxswitch webhook: Kafka did not acknowledge within %.1fs; answering 503", self.config.ack_timeout_seconds)
             return Answer(503, "timeout", "not yet stored, retry later")
-        except RuntimeError as exc:  # "pipeline is shutting down"
-            return Answer(503, "shutting_down", str(exc))
+        except RuntimeError as exc:
+            if "shutting down" in str(exc):  # Pipeline.offer after close() began
+                return Answer(503, "shutting_down", "shutting down, retry later")
+            log.error("openxswitch webhook: hand-off failed (%s); answering 503", exc)
+            return Answer(503, "unavailable", "not stored, retry later")
         except Exception as exc:  # fenced producer, oversized dead letter, …
             log.error("openxswitch webhook: hand-off failed (%s); answering 503", exc.__class__.__name__)
             return Answer(503, "unavailable", "not stored, retry later")
