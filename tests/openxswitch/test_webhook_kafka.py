@@ -316,6 +316,44 @@ async def test_a_transfer_that_cannot_be_normalized_is_dead_lettered_and_acknowl
     assert record.headers["dlq_account"] == b"6812b103908d2d0d49c7ff79"
 
 
+def _nested_text(depth: int) -> bytes:
+    """``depth`` levels of alternating arrays and objects, as JSON text."""
+    opening = "".join("[" if level % 2 == 0 else '{"n":' for level in reversed(range(depth)))
+    closing = "".join("]" if level % 2 == 0 else "}" for level in range(depth))
+    return (opening + "1" + closing).encode()
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "reason"),
+    [
+        (b'"updatedAt": "2025-05-05T00:53:29.206Z"', b'"updatedAt": "0001-01-01T00:00:00+01:00"', "OverflowError"),
+        (b'"network": "Ethereum"', b'"network": "\\udfff"', "surrogates"),
+        (b'"network": "Ethereum"', b'"network": "Ethereum", "extra": ' + _nested_text(300), "Recursion"),
+        (b'"fromWalletId": "6812b103908d2d0d49c7ff79"', b'"fromWalletId": "' + b"\\udfff" * 400 + b'"', "surrogates"),
+    ],
+    ids=["date-before-year-1-in-utc", "lone-surrogate", "raw-too-deep-to-encode", "surrogate-wallet-id"],
+)
+async def test_a_transfer_that_cannot_be_turned_into_a_record_is_dead_lettered_not_a_5xx(
+    make_receiver: ReceiverFactory, kafka_bootstrap: str, topics: TopicSettings, old: bytes, new: bytes, reason: str
+) -> None:
+    receiver = await make_receiver()
+    assert old in WITHDRAW_CONFIRMED
+    body = WITHDRAW_CONFIRMED.replace(old, new)
+    assert await receiver.post(body) == (200, {"result": "dead_lettered"})
+    [record] = await records(kafka_bootstrap, topics.dead_letter, 1)
+    assert record.value == body
+    assert reason in record.headers["dlq_reason"].decode()
+    assert receiver.webhook.pipeline.in_flight == 0 and receiver.webhook.pipeline.ready
+
+
+async def test_a_number_too_long_to_read_is_malformed(make_receiver: ReceiverFactory, kafka_bootstrap: str, topics: TopicSettings) -> None:
+    receiver = await make_receiver()
+    body = b'{"method":"withdraw.confirmed","params":{"id":"x","amount":' + b"9" * 4301 + b"}}"
+    assert (await receiver.post(body))[0] == 400
+    [record] = await records(kafka_bootstrap, topics.dead_letter, 1)
+    assert record.value == body
+
+
 # -- other methods -------------------------------------------------------------------------------
 
 

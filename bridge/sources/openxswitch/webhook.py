@@ -18,13 +18,16 @@ What each request gets, in the order the checks run:
 401   ``X-Webhook-Signature`` missing or not the HMAC-SHA256 of the raw body under any
       configured secret. Such a body is **not** published and **not** dead-lettered:
       unauthenticated input is not the provider's and not ours to store — anyone can post it.
-400   authenticated, but not a webhook delivery (not UTF-8, not JSON, NaN/Infinity, no object,
-      no ``method``): the raw bytes go to the DLQ with the reason first (503 if Kafka cannot
-      take them), then 400, so the provider's console shows the delivery failing.
+400   authenticated, but not a webhook delivery (not UTF-8, not JSON, NaN/Infinity, numbers
+      beyond what can be read, no object, no ``method``): the raw bytes go to the DLQ with the
+      reason first (503 if Kafka cannot take them), then 400, so the provider's console shows
+      the delivery failing.
 200   a method that is not a deposit/withdrawal (``internal_transfer.*``, ``instant_swap.*``,
       unknown ones): acknowledged and counted, nothing published — never fail the sender.
-200   a transfer method whose ``params`` cannot be normalized: the raw bytes go to the DLQ and
-      the 200 follows the DLQ ack. It is kept; a retry would fail the same way 144 times.
+200   a transfer method whose ``params`` cannot be normalized — for any reason, including an
+      event that could not be serialized for Kafka (lone surrogates, nesting too deep) — the
+      raw bytes go to the DLQ and the 200 follows the DLQ ack. It is kept; a retry would fail
+      the same way 144 times.
 200   a transfer: after Kafka acknowledged the event, or after the dedup gate decided it is a
       repeat (a repeat of a state still in flight waits for that state's ack: the pipeline
       queues per transfer) or stale after the final state.
@@ -55,8 +58,8 @@ from typing import Any, AsyncIterator, Callable
 from aiohttp import web
 
 from bridge import metrics
-from bridge.events import DeadLetter, Provider, TransferEvent
-from bridge.jsonutil import JSONError, loads_exact
+from bridge.events import DeadLetter, Provider, TransferEvent, encode_event
+from bridge.jsonutil import loads_exact
 from bridge.parsing import ParseError
 from bridge.pipeline import Outcome, Pipeline
 from bridge.source import SourceHealth
@@ -78,6 +81,7 @@ _OUTCOME_RESULT = {
     Outcome.DEAD_LETTERED: "dead_lettered",
 }
 _CHUNK = 65_536
+_MAX_HEADER_TEXT = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +248,7 @@ class OpenXSwitchWebhook:
 
         try:
             delivery = m.read_delivery(loads_exact(body))
-        except (JSONError, ParseError) as exc:
+        except ValueError as exc:  # JSONError, ParseError, and the int() digit limit of huge numbers
             letter = self._letter(body, str(exc), m.WEBHOOK_DLQ_CHANNEL, received_at, request, None, None)
             return await self._dead_letter(letter, digest, Answer(400, "malformed", str(exc)), started)
 
@@ -255,7 +259,8 @@ class OpenXSwitchWebhook:
 
         try:
             event = parse_delivery(delivery.document, received_at=received_at)
-        except (ParseError, ValueError) as exc:  # DecimalError, TimestampError, contract validation
+            encode_event(event)  # what Kafka could never be given must not enter the pipeline
+        except Exception as exc:  # noqa: BLE001 - any reason at all: the delivery is kept, with the reason
             letter = self._letter(
                 body,
                 _describe(exc),
@@ -288,16 +293,17 @@ class OpenXSwitchWebhook:
         request_id: str | None,
         account_id: str | None,
     ) -> DeadLetter:
-        headers = {"content_type": request.headers.get("Content-Type", "")}
+        headers = {"content_type": _header_text(request.headers.get("Content-Type")) or ""}
+        request_id = _header_text(request_id)
         if request_id:
             headers["request_id"] = request_id
         return DeadLetter(
             provider=Provider.OPENXSWITCH,
             channel=channel,
-            reason=reason,
+            reason=reason[:2000],
             raw=body,
             received_at=received_at,
-            account_id=account_id,
+            account_id=_header_text(account_id),
             headers=headers,
         )
 
@@ -386,7 +392,16 @@ def _describe(exc: Exception) -> str:
     if callable(errors):  # pydantic ValidationError: name the fields, keep it one line
         parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors()[:5]]
         return "contract validation failed: " + "; ".join(parts)
-    return str(exc)
+    if isinstance(exc, ParseError):
+        return str(exc)
+    return f"{exc.__class__.__name__}: {exc}"
+
+
+def _header_text(value: str | None) -> str | None:
+    """A sender-chosen string fit for a Kafka header: valid UTF-8, bounded."""
+    if not value:
+        return None
+    return value[:_MAX_HEADER_TEXT].encode("utf-8", "replace").decode("utf-8")
 
 
 def build_openxswitch_webhook(config: OpenXSwitchConfig, pipeline: Pipeline) -> OpenXSwitchWebhook | None:
