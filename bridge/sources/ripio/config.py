@@ -101,6 +101,12 @@ class RipioConfig(_Section):
     subscribe_confirm_timeout: float = Field(
         default=2.0, ge=0, description="wait this long for a welcome, data or error after subscribing"
     )
+    sequence_start: int | None = Field(
+        default=1,
+        ge=0,
+        description="id of a topic's first message on a new connection (a higher one is a gap); "
+        "None = take the first id as it comes, for ids that continue across connections (unconfirmed)",
+    )
     reconnect_initial: float = Field(default=0.5, gt=0)
     reconnect_max: float = Field(default=30.0, gt=0)
     min_uptime: float = Field(default=10.0, ge=0, description="backoff resets only after a connection lived this long")

@@ -208,11 +208,15 @@ def listing_page(topic: str, body: Any, http_status: int) -> ListingPage:
 class SequenceTracker:
     """Message ``id`` per topic within one connection: a jump forward is a gap.
 
-    The first id of a topic on a connection is taken as it comes (the sequence may restart on a
-    new connection); an id at or below the last one is a repeat or a restart, not a gap.
+    ``start`` is the id the first message of a topic carries on a new connection (the sequence
+    restarts per connection): a first id above it means messages were lost before it. With
+    ``start=None`` the first id is taken as it comes (for a sequence that continues across
+    connections; the backfill after every connect covers that start). An id at or below the last
+    one is a repeat or a straggler, not a gap.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, start: int | None = 1) -> None:
+        self._start = start
         self._last: dict[str, int] = {}
         self.gaps = 0
         self.missing = 0
@@ -222,6 +226,8 @@ class SequenceTracker:
         if not isinstance(message_id, int) or isinstance(message_id, bool) or message_id < 0:
             return 0
         last = self._last.get(topic)
+        if last is None:
+            last = None if self._start is None else self._start - 1
         self._last[topic] = message_id if last is None else max(last, message_id)
         if last is None or message_id <= last + 1:
             return 0

@@ -237,7 +237,7 @@ class RipioAccountSource:
     # -- live messages -------------------------------------------------------------------------
 
     async def _read(self, connection: RipioConnection) -> None:
-        sequence = m.SequenceTracker()  # ids may restart on every connection
+        sequence = m.SequenceTracker(self.config.sequence_start)  # ids restart per connection
         async for frame in connection.frames():
             received = time.monotonic()
             self.stats["frames"] += 1
@@ -255,6 +255,7 @@ class RipioAccountSource:
         topic = message.get("topic")
         if not isinstance(topic, str) or topic not in self.config.topics:
             return
+        first = sequence.last(topic) is None
         skipped = sequence.observe(topic, message.get("id"))
         if skipped:
             self.stats["gaps"] += 1
@@ -262,11 +263,12 @@ class RipioAccountSource:
             metrics.SOURCE_GAPS.labels(_PROVIDER, self.account.name).inc()
             self.health.detail["last_gap"] = {"topic": topic, "missing": skipped, "before_id": message.get("id")}
             log.warning(
-                "ripio account %r: %d %s message(s) missing before id %s; backfilling",
+                "ripio account %r: %d %s message(s) missing before id %s%s; backfilling",
                 self.account.name,
                 skipped,
                 topic,
                 message.get("id"),
+                " (the first on this connection: set sequence_start to None if ids continue across connections)" if first else "",
             )
             self.request_backfill("gap")
 
