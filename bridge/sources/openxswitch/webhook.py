@@ -58,7 +58,7 @@ from typing import Any, AsyncIterator, Callable
 from aiohttp import web
 
 from bridge import metrics
-from bridge.events import DeadLetter, Provider, TransferEvent, encode_event
+from bridge.events import DeadLetter, Provider, TransferEvent
 from bridge.jsonutil import loads_exact
 from bridge.parsing import ParseError
 from bridge.pipeline import Outcome, Pipeline
@@ -259,7 +259,7 @@ class OpenXSwitchWebhook:
 
         try:
             event = parse_delivery(delivery.document, received_at=received_at)
-            encode_event(event)  # what Kafka could never be given must not enter the pipeline
+            self.pipeline.publisher.event_record(event)  # what cannot become a record must not enter the pipeline
         except Exception as exc:  # noqa: BLE001 - any reason at all: the delivery is kept, with the reason
             letter = self._letter(
                 body,
