@@ -16,7 +16,7 @@ from bridge.pipeline import Pipeline
 from bridge.settings import TopicSettings
 from bridge.sources.ripio.scenario import compare, run_scenario, settle
 from bridge.sources.ripio.service import STREAM_DLQ_CHANNEL, RipioAccountSource, build_ripio_sources
-from bridge.sources.ripio.simulator import SCRIPTS, RipioSimulator, SimTransfer
+from bridge.sources.ripio.simulator import SCRIPTS, RipioSimulator
 from bridge.testing.kafka_io import ConsumedRecord, read_topic
 from tests.conftest import PipelineFactory
 
@@ -158,6 +158,41 @@ async def test_a_skipped_message_id_is_a_gap_that_triggers_a_backfill_which_fill
     assert {(r["transfer_id"], r["source"]["via"]) for r in records} == {(lost.transfer_id, "backfill"), (next_one.transfer_id, "push")}
     row = next(r for r in records if r["source"]["via"] == "backfill")
     assert row["account"]["id"] == sim.accounts["main"].user_id  # learnt from the pushes: listings name no user
+
+
+async def test_a_lost_last_message_that_no_later_id_reveals_arrives_through_the_interval_backfill(
+    sim: RipioSimulator, make_pipeline: PipelineFactory, kafka_bootstrap: str, topics: TopicSettings
+) -> None:
+    pipeline = await make_pipeline()
+    async with running(sources_for(sim, pipeline, "main", backfill_interval=0.4)) as sources:
+        await sim.wait_subscribed("main")
+        await wait_first_pass(sources)
+        transfer = sim.create("withdrawal-failed", "main")
+        await sim.advance(transfer)
+        sim.skip_next("withdrawal")
+        await sim.advance(transfer)  # nothing follows on this topic: no gap to see
+        await eventually(lambda: transfer.observed, what="the interval backfill served the lost message")
+        await settled(sources, pipeline)
+    assert sources[0].stats["gaps"] == 0 and sources[0].stats["backfill_trigger.interval"] >= 1
+    records = values(await events(kafka_bootstrap, topics, withdrawals=2))
+    assert [(r["provider_status"], r["source"]["via"]) for r in records] == [("pending", "push"), ("failed", "backfill")]
+
+
+async def test_a_listing_path_the_server_does_not_know_is_reported_while_the_stream_flows(
+    sim: RipioSimulator, make_pipeline: PipelineFactory, kafka_bootstrap: str, topics: TopicSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    pipeline = await make_pipeline()
+    caplog.set_level(logging.INFO)
+    async with running(sources_for(sim, pipeline, "main", withdrawals_path="/trade/withdrawal-list", config_error_retry=30)) as sources:
+        await sim.wait_subscribed("main")
+        await eventually(lambda: sources[0].stats["backfill_failures"] >= 1, what="a refused backfill")
+        await sim.advance(sim.create("withdrawal-crypto", "main"))
+        await settled(sources, pipeline)
+    error = sources[0].health.detail["backfill_error"]
+    assert "'main'" in error and "HTTP 404" in error and "/trade/withdrawal-list" in error
+    assert any(r.levelno == logging.ERROR and "backfill refused" in r.getMessage() for r in caplog.records)
+    assert sources[0].health.snapshot(grace_seconds=0)["ready"] is True  # the stream itself is fine
+    assert len(await events(kafka_bootstrap, topics, withdrawals=1)) == 1
 
 
 async def test_states_that_changed_while_the_connection_was_down_arrive_through_backfill(

@@ -105,8 +105,8 @@ class RipioRest:
                 status, body = await self._once(method, path, params or {})
                 return read(body, status), sent_at
             except m.RestError as exc:
-                if not exc.is_transient:
-                    raise
+                if not exc.is_transient:  # say which call, for the operator who has to act
+                    raise m.RestError(exc.http_status, exc.code, f"{method} {path}: {exc.message}") from None
                 if exc.is_rate_limit:
                     self.rate_limited += 1
                     delay = max(delay, self._spacing * 2)

@@ -1,7 +1,8 @@
 """``python -m bridge.sources.ripio.scenario``: scripted Ripio transfers through the whole bridge.
 
 Simulator (two users) → ``RipioAccountSource`` per user → pipeline → real Kafka, with skipped
-message ids (lost messages), dropped connections and identical repeated messages. Afterwards the
+message ids (lost messages), dropped connections, identical repeated messages and a REST rate
+limit the bridge runs into (HTTP 429). Afterwards the
 topics are read back like a consumer would and compared with the simulator's ground truth: every
 generated state must be in Kafka exactly once, in order per transfer.
 
@@ -113,6 +114,7 @@ async def run_scenario(
     skip_every: int = 40,
     drop_every: int = 250,
     repeat_every: int = 7,
+    rest_rate_limit: float = 10.0,
     timeout: float = 240.0,
     seed: int = 1,
     state_dir: Path | None = None,
@@ -132,7 +134,10 @@ async def run_scenario(
         await pipeline.start()
         started = time.monotonic()
         try:
-            async with RipioSimulator(seed=seed) as sim:
+            async with RipioSimulator(seed=seed, rest_rate_limit=rest_rate_limit) as sim:
+                # the bridge asks a little faster than allowed: some answers are HTTP 429
+                config.setdefault("rest_rate_per_second", rest_rate_limit * 1.5)
+                config.setdefault("rest_retry_initial", 0.1)
                 sources = build_ripio_sources(sim.config(**config), pipeline)
                 tasks = [asyncio.create_task(source.run(), name=source.name) for source in sources]
                 try:
@@ -191,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-every", type=int, default=40, help="steps between lost messages (id gaps)")
     parser.add_argument("--drop-every", type=int, default=250, help="steps between forced disconnects")
     parser.add_argument("--repeat-every", type=int, default=7, help="steps between identical repeats")
+    parser.add_argument("--rest-rate-limit", type=float, default=10.0, help="simulator's REST requests per second per user")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     report = asyncio.run(
@@ -200,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             skip_every=args.skip_every,
             drop_every=args.drop_every,
             repeat_every=args.repeat_every,
+            rest_rate_limit=args.rest_rate_limit,
             seed=args.seed,
         )
     )

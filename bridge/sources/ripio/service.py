@@ -351,6 +351,12 @@ class RipioAccountSource:
             except TransientRestError as exc:
                 self._backfill_failed(self._scrub(str(exc)), logging.WARNING)
                 wait = self.config.backfill_retry
+            except Exception as exc:  # this loop must outlive any single pass
+                detail = self._scrub(str(exc))[:300]
+                self._backfill_failed(
+                    f"Ripio account {self.account.name!r}: backfill failed: {exc.__class__.__name__}: {detail}", logging.ERROR
+                )
+                wait = self.config.backfill_retry
 
     def _backfill_failed(self, message: str, level: int) -> None:
         self.health.detail["backfill_error"] = message
