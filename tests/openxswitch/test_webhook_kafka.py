@@ -433,3 +433,19 @@ async def test_health_reflects_mounting_and_the_last_event(make_receiver: Receiv
     assert receiver.webhook.health.last_event_at is None
     await receiver.post(WITHDRAW_CONFIRMED)
     assert receiver.webhook.health.last_event_at is not None
+
+
+async def test_run_reports_a_served_route_as_connected_again_after_a_restart(make_receiver: ReceiverFactory) -> None:
+    receiver = await make_receiver()
+    receiver.webhook.health.mark_disconnected("run was cancelled")  # what a supervisor does on restart
+    running = asyncio.create_task(receiver.webhook.run())
+    try:
+        for _ in range(50):
+            if receiver.webhook.health.connected:
+                break
+            await asyncio.sleep(0.02)
+        assert receiver.webhook.health.connected
+        assert (await receiver.post(WITHDRAW_CONFIRMED))[0] == 200
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)

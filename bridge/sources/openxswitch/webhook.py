@@ -139,6 +139,7 @@ class OpenXSwitchWebhook:
         self._secrets = tuple(secret.get_secret_value().encode() for secret in config.secrets)
         self._clock = clock
         self._pending: set[asyncio.Task[Outcome]] = set()
+        self._serving = False
         self._accepting = True
         self._dead_lettered = _RecentDigests(dead_letter_memory)
 
@@ -154,6 +155,7 @@ class OpenXSwitchWebhook:
         app.on_shutdown.append(self._on_shutdown)
 
     async def _on_startup(self, app: web.Application) -> None:
+        self._serving = True
         self._accepting = True
         self.health.mark_connected()
 
@@ -174,9 +176,12 @@ class OpenXSwitchWebhook:
 
     async def run(self) -> None:
         """A webhook has no connection to keep: the shell's HTTP server carries the route. This
-        loop only keeps ``health.detail`` current until cancelled."""
+        loop only keeps ``health`` current until cancelled — "connected" while the route is served
+        and accepting, also after a supervisor restarted ``run`` and marked it down."""
         try:
             while True:
+                if self._serving and self._accepting and not self.health.connected:
+                    self.health.mark_connected()
                 self.health.detail["awaiting_kafka"] = len(self._pending)
                 await asyncio.sleep(1.0)
         finally:
