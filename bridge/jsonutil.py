@@ -42,6 +42,10 @@ def loads_exact(data: bytes | str) -> Any:
         return _decoder.decode(text)
     except RecursionError:
         raise JSONError("JSON nesting too deep") from None
+    except ArithmeticError:  # decimal.InvalidOperation: a number literal beyond any exact range
+        raise JSONError("number out of range (exponent too large)") from None
+    except ValueError as exc:  # e.g. an integer literal longer than Python's digit limit
+        raise JSONError(f"unreadable number: {str(exc)[:80]}") from None
     except json.JSONDecodeError as exc:
         raise JSONError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
 
@@ -55,7 +59,26 @@ def _default(value: Any) -> Any:
 
 def dumps(value: Any) -> bytes:
     """orjson, plus ``Decimal`` written as a JSON number with its original digits."""
-    return orjson.dumps(value, default=_default)
+    try:
+        return orjson.dumps(value, default=_default)
+    except TypeError:
+        # Rare slow path for what orjson refuses: integers beyond 64 bits (a provider may send any
+        # digits) and lone surrogates (legal as JSON escapes, not encodable as UTF-8).
+        return orjson.dumps(_sanitize(value), default=_default)
+
+
+def _sanitize(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and not -(2**63) <= value < 2**64:
+        return orjson.Fragment(str(value).encode())
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_sanitize(k): _sanitize(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_sanitize(v) for v in value]
+    return value
 
 
 def canonical_decimal(value: Any, *, field: str = "amount") -> str:

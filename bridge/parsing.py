@@ -39,10 +39,19 @@ def require_mapping(value: Any, what: str) -> Mapping[str, Any]:
     return value
 
 
+def _text(value: str, name: str) -> str:
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ParseError(f"field {name!r}: not valid Unicode (lone surrogate)") from None
+    return value
+
+
 def require_str(item: Mapping[str, Any], name: str) -> str:
     value = item.get(name)
     if isinstance(value, str) and value.strip():
-        return value
+        return _text(value, name)
     if value is None or value == "":
         raise ParseError(f"missing required field {name!r}")
     if isinstance(value, int) and not isinstance(value, bool):
@@ -56,7 +65,7 @@ def optional_str(item: Mapping[str, Any], name: str) -> str | None:
     if value is None or value == "":
         return None
     if isinstance(value, str):
-        return value
+        return _text(value, name)
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     raise ParseError(f"field {name!r}: expected a string, got {type(value).__name__}")
@@ -105,6 +114,22 @@ def optional_bool(item: Mapping[str, Any], name: str) -> bool | None:
     raise ParseError(f"field {name!r}: expected true/false, got {type(value).__name__}")
 
 
+MAX_DEPTH = 64
+"""Deeper payloads cannot be carried in ``raw`` (the JSON encoder stops at 255 levels): DLQ them."""
+
+
+def check_depth(value: Any, what: str = "item") -> None:
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ParseError(f"{what}: nested deeper than {MAX_DEPTH} levels")
+        if isinstance(node, Mapping):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+
+
 def parse_items(
     items: Iterable[Any],
     parse_one: Callable[[Mapping[str, Any]], TransferEvent],
@@ -118,6 +143,7 @@ def parse_items(
     results: list[ParseResult] = []
     for item in items:
         try:
+            check_depth(item)
             results.append(parse_one(require_mapping(item, "item")))
         except (ParseError, DecimalError, TimestampError, ValueError) as exc:
             results.append(

@@ -45,7 +45,10 @@ def from_iso(value: object, *, field: str) -> str:
         raise TimestampError(f"{field}: {value[:40]!r} is not an ISO 8601 timestamp") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    return format_utc_ms(moment)
+    try:
+        return format_utc_ms(moment)
+    except OverflowError:
+        raise TimestampError(f"{field}: {value[:40]!r} is outside the representable range in UTC") from None
 
 
 def to_epoch_ms(rfc3339: str) -> int:

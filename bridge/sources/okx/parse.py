@@ -169,7 +169,7 @@ def parse_push(message: Mapping[str, Any], *, received_at: str) -> list[ParseRes
     """A data push ``{"arg": {"channel", "uid"}, "data": [...]}``; raises ParseError if not one."""
     arg = require_mapping(message.get("arg"), "arg")
     channel = arg.get("channel")
-    if channel not in _PARSERS:
+    if not isinstance(channel, str) or channel not in _PARSERS:
         raise ParseError(f"push for unexpected channel {channel!r}")
     uid = arg.get("uid") if isinstance(arg.get("uid"), str) else None
     return parse_rows(channel, message.get("data"), received_at=received_at, via=Via.PUSH, uid=uid)

@@ -12,6 +12,7 @@ from bridge.events import Account, Direction, Provider, Source, TransferEvent, b
 from bridge.networks import canonical_network
 from bridge.parsing import (
     ParseError,
+    check_depth,
     optional_decimal,
     optional_int,
     optional_str,
@@ -49,6 +50,7 @@ def _internal(destination: str | None) -> bool | None:
 
 def parse_delivery(delivery: Mapping[str, Any], *, received_at: str) -> TransferEvent:
     """A whole webhook body ``{requestId, method, params}``; raises ParseError when not a transfer."""
+    check_depth(delivery, "delivery")
     method = require_str(delivery, "method")
     direction = direction_of(method)
     if direction is None:
