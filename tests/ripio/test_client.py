@@ -103,6 +103,15 @@ async def test_rate_limits_and_server_errors_are_retried_until_they_pass(sim: Ri
     assert rest.requests >= 5 and rest.rate_limited >= 1 and sim.stats["rest_rate_limited"] >= 1
 
 
+async def test_a_retry_after_header_on_429_is_honoured(sim: RipioSimulator, http: aiohttp.ClientSession) -> None:
+    sim.rest_rate_limit, sim.retry_after = 1, 0.4
+    rest = rest_for(sim, http, max_retries=5)
+    await rest.ticket(TICKET_PATH)
+    started = time.monotonic()
+    await rest.ticket(TICKET_PATH)  # limited: one retry after the announced pause, not a burst of them
+    assert time.monotonic() - started >= 0.4 and rest.rate_limited <= 3
+
+
 async def test_retries_are_bounded(sim: RipioSimulator, http: aiohttp.ClientSession) -> None:
     sim.fail_rest(10, status=500)
     rest = rest_for(sim, http, max_retries=2)

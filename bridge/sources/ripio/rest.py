@@ -1,8 +1,8 @@
 """Signed Ripio REST calls for one account: the stream ticket and the listing pages.
 
-Transport only (aiohttp): signs, spaces requests under the account's rate limit, retries HTTP 429,
-5xx and network errors with capped jittered backoff, and decodes bodies exactly (amounts are JSON
-numbers). Refused credentials, signatures or clocks raise ``RestError`` at once — retrying fast
+Transport only (aiohttp): signs, spaces requests under the account's rate limit, retries HTTP 429
+(after ``Retry-After`` when the server sends one), 5xx and network errors with capped jittered
+backoff, and decodes bodies exactly (amounts are JSON numbers). Refused credentials, signatures or clocks raise ``RestError`` at once — retrying fast
 cannot help — and the caller turns them into a configuration error.
 """
 
@@ -22,9 +22,19 @@ from bridge.jsonutil import JSONError, loads_exact
 from bridge.sources.ripio import messages as m
 from bridge.sources.ripio.auth import Credentials, signed_headers, signed_path
 
-__all__ = ["RipioRest", "TransientRestError"]
+__all__ = ["RipioRest", "TransientRestError", "MAX_RETRY_AFTER"]
 
 log = logging.getLogger(__name__)
+
+MAX_RETRY_AFTER = 60.0
+"""A ``Retry-After`` longer than this is cut short: the next retry or pass asks again."""
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: fall back to our own backoff
 
 
 class TransientRestError(Exception):
@@ -68,7 +78,7 @@ class RipioRest:
         if wait > 0:
             await asyncio.sleep(wait)
 
-    async def _once(self, method: str, path: str, params: Mapping[str, str]) -> tuple[int, Any]:
+    async def _once(self, method: str, path: str, params: Mapping[str, str]) -> tuple[int, Any, float | None]:
         query = urlencode(params) if params else ""
         full_path = self._base_path + path  # what the server sees, and so what it verifies
         headers = signed_headers(
@@ -84,11 +94,12 @@ class RipioRest:
         async with self._session.request(method, url, headers=headers) as response:
             status = response.status
             payload = await response.read()
+            retry_after = _seconds(response.headers.get("Retry-After"))
         try:
-            return status, loads_exact(payload) if payload else None
+            return status, loads_exact(payload) if payload else None, retry_after
         except JSONError as exc:
             if status >= 400:
-                return status, {"message": f"non-JSON error body ({exc})"}
+                return status, {"message": f"non-JSON error body ({exc})"}, retry_after
             raise
 
     async def request(
@@ -101,8 +112,9 @@ class RipioRest:
         for attempt in range(self._max_retries + 1):
             await self._slot()
             sent_at = time.monotonic()
+            retry_after: float | None = None
             try:
-                status, body = await self._once(method, path, params or {})
+                status, body, retry_after = await self._once(method, path, params or {})
                 return read(body, status), sent_at
             except m.RestError as exc:
                 if not exc.is_transient:  # say which call, for the operator who has to act
@@ -118,6 +130,8 @@ class RipioRest:
             if attempt == self._max_retries:
                 raise TransientRestError(f"Ripio account {self.account!r}: {method} {path}: {reason}")
             pause = delay / 2 + random.uniform(0, delay / 2)
+            if retry_after is not None:  # the server said when: believe it, within reason
+                pause = min(max(pause, retry_after), MAX_RETRY_AFTER)
             log.info("ripio account %r: %s %s failed (%s); retrying in %.2fs", self.account, method, path, reason, pause)
             await asyncio.sleep(pause)
             delay = min(delay * 2, 8.0)

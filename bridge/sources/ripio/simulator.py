@@ -293,6 +293,8 @@ class RipioSimulator:
         """Refuse every ticket on subscribe (a stream that belongs to another environment)."""
         self.close_on_subscribe = False
         """Close (1011) right after every subscription: a venue that accepts and hangs up."""
+        self.retry_after: float | None = None
+        """Send ``Retry-After`` (seconds) with every HTTP 429 (Ripio documents none)."""
         self._clock = clock
         self._rng = random.Random(seed)
         self._conns: set[_Conn] = set()
@@ -482,9 +484,9 @@ class RipioSimulator:
         self._rest_failures.extend([status] * times)
 
     @staticmethod
-    def _error(status: int, code: int | None, message: str) -> web.Response:
+    def _error(status: int, code: int | None, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
         body: dict[str, Any] = {"message": message} if code is None else {"error_code": code, "message": message, "data": None}
-        return web.Response(status=status, text=_json(body), content_type="application/json")
+        return web.Response(status=status, text=_json(body), content_type="application/json", headers=headers)
 
     async def _authenticate(self, request: web.Request) -> SimAccount | web.Response:
         headers = request.headers
@@ -511,7 +513,8 @@ class RipioSimulator:
             return self._error(401, 40100, "Invalid signature")
         if self._rate_limited(account):
             self.stats["rest_rate_limited"] += 1
-            return self._error(429, None, "Too many requests")
+            headers = {"Retry-After": f"{self.retry_after:g}"} if self.retry_after is not None else None
+            return self._error(429, None, "Too many requests", headers)
         if self._rest_failures:
             status = self._rest_failures.popleft()
             return self._error(status, 50000 if status >= 500 else 40000, "Internal server error")
