@@ -99,7 +99,9 @@ async def target(make_pipeline: PipelineFactory, kafka_bootstrap: str, topics: T
     webhook = OpenXSwitchWebhook(
         OpenXSwitchConfig(enabled=True, secrets=[SECRET], max_body_bytes=LIMIT, ack_timeout_seconds=ACK_TIMEOUT), pipeline
     )
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, isolation_level="read_committed", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, isolation_level="read_committed", enable_auto_commit=False,
+        max_partition_fetch_bytes=16 * 2**20, fetch_max_bytes=64 * 2**20,  # DLQ records up to the broker limit
+    )
     await consumer.start()
     partitions = [TopicPartition(topics.dead_letter, p) for p in range(topics.partitions)]
     consumer.assign(partitions)

@@ -72,7 +72,9 @@ class Follower:
 
 @contextlib.asynccontextmanager
 async def follow(bootstrap: str, topic: str, partitions: int) -> AsyncIterator[Follower]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False,
+        max_partition_fetch_bytes=16 * 2**20, fetch_max_bytes=64 * 2**20,  # DLQ records up to the broker limit
+    )
     await consumer.start()
     try:
         assigned = [TopicPartition(topic, p) for p in range(partitions)]
