@@ -44,10 +44,10 @@ def loads_exact(data: bytes | str) -> Any:
         raise JSONError("JSON nesting too deep") from None
     except ArithmeticError:  # decimal.InvalidOperation: a number literal beyond any exact range
         raise JSONError("number out of range (exponent too large)") from None
-    except ValueError as exc:  # e.g. an integer literal longer than Python's digit limit
-        raise JSONError(f"unreadable number: {str(exc)[:80]}") from None
     except json.JSONDecodeError as exc:
         raise JSONError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except ValueError as exc:  # e.g. an integer literal longer than Python's digit limit
+        raise JSONError(f"unreadable number: {str(exc)[:80]}") from None
 
 
 def _default(value: Any) -> Any:

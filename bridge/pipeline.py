@@ -180,7 +180,15 @@ class Pipeline:
         state = None
         if self.state_records is not None:  # exactly-once: the dedup state rides in the same transaction
             state = self.state_records(event, *self.gate.state_after(event))
-        await self._send(event, future, self.publisher.event_record(event), state)
+        try:
+            record = self.publisher.event_record(event)
+        except (TypeError, ValueError) as exc:  # unencodable: keep it, as a dead letter, and free the key
+            letter = DeadLetter(event.provider, event.source.channel, f"event not encodable: {exc}"[:500],
+                                repr(event.raw).encode("utf-8", "backslashreplace"), event.received_at, event.account.id)
+            await self._send(letter, future, self.publisher.dead_letter_record(letter))
+            self._advance(event.key)
+            return
+        await self._send(event, future, record, state)
 
     async def _send(
         self, item: Item, future: asyncio.Future[Outcome], record: Record, state: Record | None = None
