@@ -40,6 +40,7 @@ from bridge.settings import BridgeSettings, SupervisorSettings, secret_values
 from bridge.source import ConfigurationError, Source
 from bridge.sources.okx.config import OkxConfig
 from bridge.sources.openxswitch.config import OpenXSwitchConfig
+from bridge.sources.ripio.config import RipioConfig
 
 __all__ = ["ServiceSettings", "ExitCode", "BridgeApp", "Supervisor", "build_sources", "SourceFactory"]
 
@@ -47,15 +48,17 @@ log = logging.getLogger(__name__)
 
 
 class ServiceSettings(BridgeSettings):
-    """The core sections plus one section per provider (``BRIDGE_OKX__…``, ``BRIDGE_OPENXSWITCH__…``)."""
+    """The core sections plus one section per provider (``BRIDGE_OKX__…``, ``BRIDGE_RIPIO__…``,
+    ``BRIDGE_OPENXSWITCH__…``)."""
 
     okx: OkxConfig = OkxConfig()
+    ripio: RipioConfig = RipioConfig()
     openxswitch: OpenXSwitchConfig = OpenXSwitchConfig()
 
     @model_validator(mode="after")
     def _enabled_sources_have_accounts(self) -> "ServiceSettings":
         """An enabled provider without an enabled account would run nothing, silently."""
-        for name in ("okx",):
+        for name in ("okx", "ripio"):
             section = getattr(self, name)
             if section.enabled and not any(account.enabled for account in section.accounts):
                 raise ValueError(f"{name}.accounts: {name} is enabled but has no enabled account")
@@ -87,6 +90,10 @@ def build_sources(settings: ServiceSettings, pipeline: Pipeline) -> list[Source]
         from bridge.sources.okx.service import build_okx_sources
 
         sources.extend(build_okx_sources(settings.okx, pipeline))
+    if settings.ripio.enabled:
+        from bridge.sources.ripio.service import build_ripio_sources
+
+        sources.extend(build_ripio_sources(settings.ripio, pipeline))
     if settings.openxswitch.enabled:
         from bridge.sources.openxswitch.webhook import build_openxswitch_webhook
 
@@ -204,7 +211,7 @@ class Supervisor:
                     kept.source.name,
                     now - kept.down_since,  # type: ignore[operator]
                 )
-                health.mark_disconnected(f"stalled for {cfg.stall_restart_seconds:.0f}s; restarted")
+                health.mark_disconnected(f"not connected for {cfg.stall_restart_seconds:g}s; restarted")
                 await self._end(kept)
                 return "stalled"
 
@@ -413,7 +420,7 @@ class BridgeApp:
         names = ", ".join(source.name for source in self.sources) or "none"
         log.info("running; sources: %s", names, extra={"sources": [s.name for s in self.sources]})
         if not self.sources:
-            log.warning("no source is enabled: nothing will be published (enable okx / openxswitch in the config)")
+            log.warning("no source is enabled: nothing will be published (enable okx, ripio or openxswitch in the config)")
         return None
 
     async def _start_failure(self, error: BaseException) -> ExitCode:

@@ -149,8 +149,10 @@ def _summary(args: argparse.Namespace, settings: "ServiceSettings") -> str:
     config = args.config or os.environ.get("BRIDGE_CONFIG")
     variables = sorted(n for n in os.environ if n.startswith("BRIDGE_") and n not in ("BRIDGE_CONFIG", "BRIDGE_SECRETS_DIR"))
     enabled = []
-    if settings.okx.enabled:
-        enabled.append(f"okx ({sum(a.enabled for a in settings.okx.accounts)} accounts)")
+    for name, section in (("okx", settings.okx), ("ripio", settings.ripio)):
+        if section.enabled:
+            count = sum(account.enabled for account in section.accounts)
+            enabled.append(f"{name} ({count} account{'' if count == 1 else 's'})")
     if settings.openxswitch.enabled:
         enabled.append(f"openxswitch ({settings.openxswitch.path})")
     lines = [
@@ -170,7 +172,24 @@ def _run(settings: "ServiceSettings") -> int:
 
     register_secrets(secret_values(settings))
     configure_logging(settings.log.level, settings.log.format, settings.log.levels)
-    return int(asyncio.run(BridgeApp(settings).run()))
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return int(loop.run_until_complete(BridgeApp(settings).run()))
+    finally:
+        _close_loop(loop, timeout=2.0)
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+    """Like ``asyncio.run``'s cleanup, but bounded: a source task that ignores cancellation must
+    not keep the process alive past its shutdown deadline."""
+    leftovers = asyncio.all_tasks(loop)
+    for task in leftovers:
+        task.cancel()
+    if leftovers:
+        loop.run_until_complete(asyncio.wait(leftovers, timeout=timeout))
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

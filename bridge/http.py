@@ -19,7 +19,8 @@ from typing import Any, Awaitable, Callable, Protocol
 
 import orjson
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import REGISTRY
+from prometheus_client.exposition import choose_encoder
 
 from bridge.settings import ServerSettings
 
@@ -59,7 +60,8 @@ class HttpServer:
         self._started = time.monotonic()
         self.draining = False
         self.public = web.Application(middlewares=[self._drain_middleware], client_max_size=64 * 1024 * 1024)
-        self.separate_admin = settings.admin_port is not None and settings.admin_port != settings.port
+        admin_port = settings.admin_port
+        self.separate_admin = admin_port is not None and (admin_port == 0 or admin_port != settings.port)
         self.admin = web.Application() if self.separate_admin else self.public
         self.admin.router.add_get("/healthz", self._healthz)
         self.admin.router.add_get("/readyz", self._readyz)
@@ -133,4 +135,5 @@ class HttpServer:
     async def _metrics(self, request: web.Request) -> web.Response:
         if self._before_scrape is not None:
             self._before_scrape()
-        return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))  # OpenMetrics if asked
+        return web.Response(body=encoder(REGISTRY), headers={"Content-Type": content_type})
