@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from pathlib import Path
@@ -104,9 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="push the provider documents' examples through a real Kafka and show what a consumer reads",
         description="Starts a local Kafka broker unless KAFKA_BOOTSTRAP_SERVERS is set. Arguments after "
         "`demo` go to the demo itself (`transfer-bridge demo --help`).",
-        add_help=False,
+        add_help=False,  # `demo --help` is the demo's own help
     )
-    demo.add_argument("demo_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
     from bridge.schemas_cli import add_schema_commands
 
@@ -176,6 +176,9 @@ def _run(settings: "ServiceSettings") -> int:
     asyncio.set_event_loop(loop)
     try:
         return int(loop.run_until_complete(BridgeApp(settings).run()))
+    except Exception:  # a bug: say so in the log format operators collect, with exit code 1
+        logging.getLogger("bridge.cli").exception("unexpected error; exiting", extra={"exit_code": 1})
+        return 1
     finally:
         _close_loop(loop, timeout=2.0)
 
@@ -193,11 +196,14 @@ def _close_loop(loop: asyncio.AbstractEventLoop, timeout: float) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "demo":
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "demo":  # everything after `demo` belongs to the demo
         from bridge.demo import main as demo_main
 
-        return int(demo_main(list(args.demo_args)))
+        return int(demo_main(rest))
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
 
     from bridge.settings import ConfigError
 

@@ -226,3 +226,13 @@ def test_help_explains_commands_configuration_and_exit_codes() -> None:
 def test_usage_error_exits_2() -> None:
     done = subprocess.run([sys.executable, "-m", "bridge", "launch"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "invalid choice: 'launch'" in done.stderr
+
+
+def test_arguments_after_demo_belong_to_the_demo() -> None:
+    done = subprocess.run([sys.executable, "-m", "bridge", "demo", "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith("usage: transfer-bridge demo")
+
+
+def test_unknown_option_of_a_command_is_a_usage_error() -> None:
+    done = subprocess.run([sys.executable, "-m", "bridge", "check-config", "--bogus"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "unrecognized arguments: --bogus" in done.stderr
