@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import yaml
@@ -108,7 +108,3 @@ async def eventually(condition: Callable[[], Awaitable[bool] | bool], timeout: f
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not met within {timeout}s")
         await asyncio.sleep(0.05)
-
-
-def names(sources: Sequence[Any]) -> list[str]:
-    return [source.name for source in sources]

@@ -16,7 +16,6 @@ import pytest
 from bridge import metrics
 from bridge.app import ExitCode
 from bridge.events import Provider
-from bridge.pipeline import Pipeline
 from bridge.settings import KafkaSettings, TopicSettings
 from bridge.source import ConfigurationError, SourceHealth
 from bridge.sources.okx.scenario import compare
