@@ -272,6 +272,12 @@ class Pipeline:
             self._spawn(self._send(letter, future, self.publisher.dead_letter_record(letter)))
             self._advance(item.key)
             return
+        if len(item.raw) > 65_536:
+            # Keep the head of the payload rather than nothing; the header says it was cut.
+            cut = DeadLetter(item.provider, item.channel, item.reason, item.raw[:65_536], item.received_at,
+                             item.account_id, {**item.headers, "truncated_from_bytes": str(len(item.raw))})
+            self._spawn(self._send(cut, future, self.publisher.dead_letter_record(cut)))
+            return
         log.error("dead letter too large for Kafka, provider=%s reason=%s", item.provider, item.reason)
         self._finish(future, None, error)
 

@@ -76,7 +76,10 @@ class KafkaSettings(_Section):
     ssl_keyfile: Path | None = None
     linger_ms: int = Field(default=5, ge=0, le=1000)
     max_batch_size: int = Field(default=262_144, ge=16_384)
-    max_request_size: int = Field(default=4_194_304, ge=1_048_576)
+    max_request_size: int = Field(
+        default=1_000_000, ge=65_536,
+        description="keep below the broker's message.max.bytes (1 MiB default) so oversized records are refused before they reach a batch (a broker-side rejection can wedge the idempotent partition)",
+    )
     compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
     request_timeout_ms: int = Field(default=30_000, ge=1000)
     retry_backoff_ms: int = Field(default=200, ge=10)
