@@ -66,6 +66,18 @@ def kafka_client_options(settings: KafkaSettings) -> dict[str, Any]:
     return options
 
 
+class _AuthFailureWatch(logging.Handler):
+    """aiokafka reports a refused SASL login only as "unable to bootstrap"; its log says why."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.seen = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "SaslAuthenticationFailed" in record.getMessage():
+            self.seen = True
+
+
 class Publisher:
     transactional = False
     """True when events and their dedup state must travel in one transaction (exactly-once mode)."""
@@ -142,6 +154,14 @@ class Publisher:
         if self.schema_registry is not None and self._wire_prefix is None:
             await self.resolve_schema_ids()
         deadline = asyncio.get_running_loop().time() + timeout
+        refused = _AuthFailureWatch()
+        logging.getLogger("aiokafka").addHandler(refused)
+        try:
+            await self._start_until(deadline, timeout, refused)
+        finally:
+            logging.getLogger("aiokafka").removeHandler(refused)
+
+    async def _start_until(self, deadline: float, timeout: float, refused: "_AuthFailureWatch") -> None:
         while True:
             producer = self._new_producer()
             try:
@@ -152,6 +172,12 @@ class Publisher:
                 return
             except KafkaError as exc:
                 await producer.stop()
+                if refused.seen:
+                    # The broker answered and said no: retrying does not fix credentials.
+                    raise ConnectionError(
+                        f"Kafka authentication failed for user {self.kafka.sasl_username!r} with "
+                        f"{self.kafka.sasl_mechanism or 'PLAIN'} at {self.kafka.bootstrap_servers}"
+                    ) from None
                 if asyncio.get_running_loop().time() > deadline:
                     raise ConnectionError(
                         f"Kafka at {self.kafka.bootstrap_servers} not reachable within {timeout:.0f}s: {exc}"
