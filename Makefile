@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test kafka-start kafka-stop clean bench chaos
+.PHONY: install demo test kafka-start kafka-stop clean bench bench-quick chaos
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# Benchmarks with same-run baselines (own local broker). `make bench QUICK=1` or `make bench-quick`
+# is the smoke check (< 2 min); BENCH_ARGS passes more options (--only, --bootstrap, --profile).
+bench: $(STAMP)
+	$(PY) -m tests.benchmarks $(if $(QUICK),--quick) $(BENCH_ARGS)
+
+bench-quick: $(STAMP)
+	$(PY) -m tests.benchmarks --quick $(BENCH_ARGS)
 
 chaos: $(STAMP)
 	$(PY) -m tests.chaos.run $(CHAOS_ARGS)

@@ -1,0 +1,1 @@
+"""Benchmark suite (``python -m tests.benchmarks``): figures next to same-run baselines, never timed tests."""
