@@ -187,13 +187,13 @@ async def aiokafka_worker(params: dict[str, Any]) -> None:
 
 
 async def _paced(producer: Any, records: Sequence[Any], rate: float, duration: float) -> dict[str, Any]:
-    count = min(len(records), int(rate * duration))
+    count = int(rate * duration)  # records are reused round robin when there are fewer
     latencies: list[float] = []
     pending = []
     start = time.monotonic() + 0.05
     cpu0 = time.process_time()
     for index in range(count):
-        topic, key, value, headers = records[index]
+        topic, key, value, headers = records[index % len(records)]
         delay = start + index / rate - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)

@@ -119,7 +119,10 @@ async def _run(args: argparse.Namespace) -> int:
         await delete_topics(bootstrap, ctx.topics_created)
         if broker is not None:
             await asyncio.to_thread(broker.cleanup)
-        shutil.rmtree(workdir, ignore_errors=True)
+        if args.keep:
+            print(f"worker logs and files kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
 
     rows: list[Row] = [row for result in results for row in result.rows]
     info["load_average_at_end"] = load_average()
@@ -151,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(SCENARIOS)}")
     parser.add_argument("--bootstrap", help="use this Kafka instead of starting a local broker")
     parser.add_argument("--profile", action="store_true", help="also profile the throughput hot path with pyinstrument")
+    parser.add_argument("--keep", action="store_true", help="keep the worker logs and scratch files (printed at the end)")
     args = parser.parse_args(argv)
     return asyncio.run(_run(args))
 
