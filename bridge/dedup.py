@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from enum import StrEnum
 from typing import Iterable, Protocol
 
@@ -71,7 +70,10 @@ class MemoryStore:
 
 
 def state_id(event: TransferEvent) -> bytes:
-    return uuid.UUID(event.event_id).bytes[:8]
+    """The first 8 bytes of the event's UUID. ``event_id`` is validated as a canonical lowercase
+    UUID, so its first 16 hex digits (dashes skipped) are those bytes: no ``UUID`` object needed."""
+    event_id = event.event_id
+    return bytes.fromhex(event_id[:8] + event_id[9:13] + event_id[14:18])
 
 
 class DedupGate:
@@ -109,7 +111,10 @@ class DedupGate:
 
     def state_after(self, event: TransferEvent, *, now_ms: int | None = None) -> tuple[bytes, int | None]:
         """The state bytes (and final time) the transfer will have once ``event`` is published."""
-        state = self._index.get(short_hash(event.key), b"\x00")
+        return self._state_after(short_hash(event.key), event, now_ms)
+
+    def _state_after(self, key: int, event: TransferEvent, now_ms: int | None) -> tuple[bytes, int | None]:
+        state = self._index.get(key, b"\x00")
         flags = state[0] | (FINAL_FLAG if event.is_final else 0)
         final_at = None
         if flags & FINAL_FLAG:
@@ -119,7 +124,7 @@ class DedupGate:
     def mark(self, event: TransferEvent, *, now_ms: int | None = None) -> None:
         """Record a state Kafka has acknowledged."""
         key = short_hash(event.key)
-        new_state, final_at = self.state_after(event, now_ms=now_ms)
+        new_state, final_at = self._state_after(key, event, now_ms)
         self._index[key] = new_state
         self._dirty[key] = (key, new_state, final_at)
         if len(self._dirty) >= 5000:

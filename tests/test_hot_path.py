@@ -1,0 +1,50 @@
+"""The hot path's shortcuts give exactly what the plain code gave (benchmark optimisations, issue 8)."""
+
+from __future__ import annotations
+
+import uuid
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bridge.dedup import DedupGate, MemoryStore, state_id
+from bridge.events import Account, Direction, Provider, Source, Status, build_event, event_id_of
+
+
+def _event(transfer_id: str, status: Status = Status.PENDING, confirmations: int | None = 1):
+    return build_event(
+        provider=Provider.OKX,
+        direction=Direction.DEPOSIT,
+        transfer_id=transfer_id,
+        status=status,
+        provider_status="0",
+        amount="0.00000001",
+        asset="BTC",
+        confirmations=confirmations,
+        occurred_at="2025-05-05T00:53:29.206Z",
+        received_at="2025-05-05T00:53:29.310Z",
+        source=Source(channel="deposit-info"),
+        account=Account(id="1"),
+    )
+
+
+@given(st.text(min_size=1), st.text())
+def test_state_id_is_the_first_eight_bytes_of_the_event_uuid(key: str, fingerprint: str) -> None:
+    event_id = event_id_of(key, fingerprint)
+
+    class Carrier:
+        pass
+
+    carrier = Carrier()
+    carrier.event_id = event_id  # type: ignore[attr-defined]
+    assert state_id(carrier) == uuid.UUID(event_id).bytes[:8]  # type: ignore[arg-type]
+
+
+def test_mark_records_the_same_state_bytes_state_after_announced() -> None:
+    gate = DedupGate(MemoryStore())
+    first, second = _event("7", confirmations=1), _event("7", confirmations=2)
+    gate.mark(first, now_ms=1)
+    expected = gate.state_after(second, now_ms=2)
+    gate.mark(second, now_ms=2)
+    assert gate._index[next(iter(gate._index))] == expected[0]
+    assert gate._dirty[next(iter(gate._dirty))][1:] == expected
