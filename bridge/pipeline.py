@@ -18,7 +18,7 @@ import logging
 import time
 from collections import deque
 from enum import StrEnum
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, Callable, Iterable
 
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
@@ -45,6 +45,13 @@ class Outcome(StrEnum):
 
 
 _DECISION_OUTCOME = {Decision.DUPLICATE: Outcome.DUPLICATE, Decision.STALE: Outcome.STALE}
+
+
+@lru_cache(maxsize=None)
+def _labelled(metric: Any, *labels: str) -> Any:
+    """The metric's child for these labels. ``labels()`` returns the same child every time but pays
+    a lock and a dict lookup per call; the label sets here are few (providers × directions)."""
+    return metric.labels(*labels)
 
 
 class Pipeline:
@@ -157,7 +164,7 @@ class Pipeline:
         if isinstance(item, DeadLetter):
             await self._send(item, future, self.publisher.dead_letter_record(item))
             return future
-        metrics.EVENTS_RECEIVED.labels(item.provider.value, item.direction.value).inc()
+        _labelled(metrics.EVENTS_RECEIVED, item.provider.value, item.direction.value).inc()
         chain = self._chains.get(item.key)
         if chain is not None:
             chain.append((item, future))
@@ -171,9 +178,7 @@ class Pipeline:
     async def _start_event(self, event: TransferEvent, future: asyncio.Future[Outcome]) -> None:
         decision = self.gate.check(event)
         if decision is not Decision.PUBLISH:
-            metrics.EVENTS_DEDUPLICATED.labels(
-                event.provider.value, event.direction.value, decision.value
-            ).inc()
+            _labelled(metrics.EVENTS_DEDUPLICATED, event.provider.value, event.direction.value, decision.value).inc()
             self._finish(future, _DECISION_OUTCOME[decision])
             self._advance(event.key)
             return
@@ -242,10 +247,10 @@ class Pipeline:
             return
         self.gate.mark(item)
         provider = item.provider.value
-        metrics.EVENTS_PUBLISHED.labels(provider, item.direction.value).inc()
+        _labelled(metrics.EVENTS_PUBLISHED, provider, item.direction.value).inc()
         if item.status is Status.UNKNOWN:
             metrics.EVENTS_UNKNOWN_STATUS.labels(provider, item.direction.value).inc()
-        metrics.END_TO_END_LATENCY.labels(provider).observe(max(0.0, time.time() - to_epoch_ms(item.occurred_at) / 1000))
+        _labelled(metrics.END_TO_END_LATENCY, provider).observe(max(0.0, time.time() - to_epoch_ms(item.occurred_at) / 1000))
         self._finish(future, Outcome.PUBLISHED)
         self._advance(item.key)
 
