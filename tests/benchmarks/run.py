@@ -112,9 +112,9 @@ async def _run(args: argparse.Namespace) -> int:
             from tests.benchmarks.throughput import profile
 
             path = RESULTS_DIR / f"profile-{stamp}.txt"
-            print("\n== profile of the throughput hot path (pyinstrument)", flush=True)
+            print("\n== profile of the throughput hot path (py-spy, else pyinstrument)", flush=True)
             await profile(ctx, path)
-            print(f"   written to {path.relative_to(REPO)} and {path.with_suffix('.html').relative_to(REPO)}", flush=True)
+            print(f"   written to {path.relative_to(REPO)} (+ raw stacks or HTML next to it)", flush=True)
     finally:
         await delete_topics(bootstrap, ctx.topics_created)
         if broker is not None:

@@ -30,7 +30,12 @@ __all__ = ["run", "measure_bridge", "ACCOUNTS"]
 ACCOUNTS = 4
 
 
-async def measure_bridge(ctx: Context, accounts: list[SimAccount], flood: Flood, *, tag: str, profile: Path | None = None) -> dict[str, Any]:
+async def measure_bridge(
+    ctx: Context, accounts: list[SimAccount], flood: Flood, *, tag: str, profile: Path | None = None, sample: Path | None = None
+) -> dict[str, Any]:
+    """``profile``: pyinstrument inside the worker; ``sample``: py-spy from outside (raw stacks)."""
+    from tests.benchmarks.sampling import Sampler, py_spy
+
     topics = ctx.topics(tag)
     with tempfile.TemporaryDirectory(dir=ctx.workdir) as state:
         async with OkxSimulator(accounts, idle_timeout=600) as sim:
@@ -43,6 +48,9 @@ async def measure_bridge(ctx: Context, accounts: list[SimAccount], flood: Flood,
                 await sim.wait_subscribed(timeout=60)
                 await child.request("SETTLE", {"timeout": 60}, tag="SETTLED", timeout=90)
                 await child.request("EXPECT", {"count": flood.events, "timeout": 900}, tag="ARMED")
+                sampler = Sampler(py_spy() or "py-spy", child.pid, sample) if sample is not None else None
+                if sampler is not None:
+                    await sampler.start()
                 broker0 = process_cpu_seconds(ctx.broker_pid)
                 cpu0, began = time.process_time(), time.monotonic()
                 for name, text in flood.frames:
@@ -51,6 +59,8 @@ async def measure_bridge(ctx: Context, accounts: list[SimAccount], flood: Flood,
                 provider_seconds, provider_cpu = time.monotonic() - began, time.process_time() - cpu0
                 result = await child.expect("RESULT", 900)
                 broker1 = process_cpu_seconds(ctx.broker_pid)
+                if sampler is not None:
+                    await sampler.stop()
             finally:
                 await child.close()
     result["published_in_kafka"] = await records_in_topics(ctx.bootstrap, [topics.deposit, topics.withdrawal])
@@ -159,7 +169,20 @@ async def run(ctx: Context) -> ScenarioResult:
 
 
 async def profile(ctx: Context, path: Path) -> dict[str, Any]:
-    """The throughput flood once more, the bridge worker under pyinstrument (slower: not a figure)."""
+    """The throughput flood once more, profiled (not a figure): sampled by py-spy when it is
+    installed (no overhead in the worker; ``path`` gets the stage breakdown, ``.collapsed`` the raw
+    stacks), else under pyinstrument inside the worker (``path`` and ``.html``)."""
+    from tests.benchmarks.sampling import py_spy, summarize
+
     accounts = bench_accounts(ACCOUNTS)
     flood = await build_flood(accounts, 20_000 if ctx.quick else 100_000)
-    return await measure_bridge(ctx, accounts, flood, tag="profile", profile=path)
+    if py_spy() is None:
+        ctx.say("py-spy not installed: profiling with pyinstrument inside the worker (its overhead skews towards many small calls)")
+        return await measure_bridge(ctx, accounts, flood, tag="profile", profile=path)
+    raw = path.with_suffix(".collapsed")
+    result = await measure_bridge(ctx, accounts, flood, tag="profile", sample=raw)
+    summary = summarize(raw)
+    rate = flood.events / result["seconds"]
+    path.write_text(f"py-spy samples of the bridge worker during a {flood.events:,}-event throughput flood ({rate:,.0f} events/s while sampled)\n\n{summary}\n")
+    print("\n".join(summary.splitlines()[:40]))
+    return result
