@@ -48,3 +48,24 @@ def test_mark_records_the_same_state_bytes_state_after_announced() -> None:
     gate.mark(second, now_ms=2)
     assert gate._index[next(iter(gate._index))] == expected[0]
     assert gate._dirty[next(iter(gate._dirty))][1:] == expected
+
+
+@given(st.text(st.characters(exclude_categories=())), st.text())
+def test_event_id_is_the_uuid5_of_key_and_fingerprint(key: str, fingerprint: str) -> None:
+    from bridge.events import EVENT_ID_NAMESPACE
+
+    try:
+        expected: object = str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{key}\x1e{fingerprint}"))
+    except UnicodeEncodeError:
+        expected = UnicodeEncodeError
+    try:
+        got: object = event_id_of(key, fingerprint)
+    except UnicodeEncodeError:
+        got = UnicodeEncodeError
+    assert got == expected
+
+
+def test_event_id_of_a_known_state_is_unchanged() -> None:
+    assert event_id_of("okx:deposit:1", "pending\x1f0\x1f\x1f\x1f1\x1f") == str(
+        uuid.uuid5(uuid.UUID("6f1c4d2e-8a3b-5c7d-9e0f-1a2b3c4d5e6f"), "okx:deposit:1\x1epending\x1f0\x1f\x1f\x1f1\x1f")
+    )
