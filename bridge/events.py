@@ -9,9 +9,11 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass, field
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.jsonutil import dumps
@@ -226,10 +228,27 @@ def build_event(
     )
 
 
+def _fields(value: Any) -> Any:
+    """orjson hook: a nested contract model (``account``, ``source``) is written as its fields."""
+    if isinstance(value, BaseModel):
+        return value.__dict__
+    if isinstance(value, Decimal):  # as in ``bridge.jsonutil.dumps``: the digits it came with
+        return orjson.Fragment(str(value).encode())
+    raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
 def encode_event(event: TransferEvent, *, include_raw: bool = True) -> bytes:
-    """The Kafka value: JSON, ``raw`` numbers written with their original digits."""
-    body = event.model_dump(mode="python", exclude=None if include_raw else {"raw"})
-    return dumps(body)
+    """The Kafka value: JSON, ``raw`` numbers written with their original digits.
+
+    A validated, frozen event already holds exactly what ``model_dump`` would return (fields in
+    declaration order, enums, nested models, ``raw`` as parsed), so orjson writes its fields
+    directly; what orjson refuses (integers beyond 64 bits, lone surrogates) takes the general path.
+    """
+    fields = event.__dict__ if include_raw else {k: v for k, v in event.__dict__.items() if k != "raw"}
+    try:
+        return orjson.dumps(fields, default=_fields)
+    except TypeError:
+        return dumps(event.model_dump(mode="python", exclude=None if include_raw else {"raw"}))
 
 
 def short_hash(text: str) -> int:

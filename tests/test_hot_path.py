@@ -8,10 +8,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.dedup import DedupGate, MemoryStore, state_id
-from bridge.events import Account, Direction, Provider, Source, Status, build_event, event_id_of
+from bridge.events import Account, Direction, Provider, Source, Status, build_event, encode_event, event_id_of
+from bridge.jsonutil import dumps
+from tests.fuzz.strategies import json_values
 
 
-def _event(transfer_id: str, status: Status = Status.PENDING, confirmations: int | None = 1):
+def _event(transfer_id: str, status: Status = Status.PENDING, confirmations: int | None = 1, **optional: object):
     return build_event(
         provider=Provider.OKX,
         direction=Direction.DEPOSIT,
@@ -25,6 +27,7 @@ def _event(transfer_id: str, status: Status = Status.PENDING, confirmations: int
         received_at="2025-05-05T00:53:29.310Z",
         source=Source(channel="deposit-info"),
         account=Account(id="1"),
+        **optional,
     )
 
 
@@ -68,4 +71,15 @@ def test_event_id_is_the_uuid5_of_key_and_fingerprint(key: str, fingerprint: str
 def test_event_id_of_a_known_state_is_unchanged() -> None:
     assert event_id_of("okx:deposit:1", "pending\x1f0\x1f\x1f\x1f1\x1f") == str(
         uuid.uuid5(uuid.UUID("6f1c4d2e-8a3b-5c7d-9e0f-1a2b3c4d5e6f"), "okx:deposit:1\x1epending\x1f0\x1f\x1f\x1f1\x1f")
+    )
+
+
+_raw_values = json_values() | st.characters(categories=["Cs"]).map(lambda c: f"x{c}")  # lone surrogates too
+
+
+@given(st.dictionaries(st.text(max_size=8), _raw_values, max_size=6), st.booleans())
+def test_encoded_event_is_byte_for_byte_the_model_dump_encoding(raw: dict[str, object], include_raw: bool) -> None:
+    event = _event("9", raw=raw, address_tag={"memo": "m"}, network="tron", fee="0.1")
+    assert encode_event(event, include_raw=include_raw) == dumps(
+        event.model_dump(mode="python", exclude=None if include_raw else {"raw"})
     )
