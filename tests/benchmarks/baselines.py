@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from tests.benchmarks.common import Channel, latency_summary, peak_rss_bytes
+from tests.benchmarks.common import Channel, kafka_settings, latency_summary, peak_rss_bytes
 
 __all__ = ["build_records", "write_records", "kcat_binary", "run_kcat", "aiokafka_worker", "naive_okx_worker"]
 
@@ -158,11 +158,11 @@ async def aiokafka_worker(params: dict[str, Any]) -> None:
     from aiokafka import AIOKafkaProducer
 
     from bridge.publish import Publisher
-    from bridge.settings import KafkaSettings, TopicSettings
+    from bridge.settings import TopicSettings
 
     channel = await Channel.open()
     topics = params["topics"]
-    options = Publisher(KafkaSettings(bootstrap_servers=params["bootstrap"]), TopicSettings(**topics)).producer_options()
+    options = Publisher(kafka_settings(params["bootstrap"]), TopicSettings(**topics)).producer_options()
     records = _read_records(params["records_file"], {"deposit": topics["deposit"], "withdrawal": topics["withdrawal"]})
     producer = AIOKafkaProducer(**options)
     await producer.start()

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence
 
-from bridge.settings import TopicSettings
+from bridge.settings import KafkaSettings, TopicSettings
 from bridge.sources.okx.simulator import SimAccount
 
 __all__ = [
@@ -41,6 +41,8 @@ __all__ = [
     "bench_topics",
     "records_in_topics",
     "create_topics",
+    "kafka_settings",
+    "KAFKA_OPTIONS_ENV",
     "delete_topics",
 ]
 
@@ -165,12 +167,22 @@ async def records_in_topics(bootstrap: str, topics: Sequence[str]) -> int:
         await consumer.stop()
 
 
+KAFKA_OPTIONS_ENV = "BENCH_KAFKA_OPTIONS"
+
+
+def kafka_settings(bootstrap: str) -> "KafkaSettings":
+    """The bridge's Kafka settings (service defaults) plus any ``--kafka-option`` of this run, which
+    the orchestrator hands to every worker through the environment: bridge and baselines alike."""
+    from bridge.settings import KafkaSettings
+
+    return KafkaSettings(bootstrap_servers=bootstrap, **json.loads(os.environ.get(KAFKA_OPTIONS_ENV) or "{}"))
+
+
 async def create_topics(bootstrap: str, topics: TopicSettings) -> None:
     """Create a side's topics the way the bridge does (same partitions), for clients that do not."""
     from bridge.publish import Publisher
-    from bridge.settings import KafkaSettings
 
-    await Publisher(KafkaSettings(bootstrap_servers=bootstrap), topics).ensure_topics()
+    await Publisher(kafka_settings(bootstrap), topics).ensure_topics()
 
 
 async def delete_topics(bootstrap: str, topics: Sequence[str]) -> None:

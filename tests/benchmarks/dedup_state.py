@@ -26,7 +26,7 @@ import tracemalloc
 from pathlib import Path
 from typing import Any, Iterator
 
-from tests.benchmarks.common import Channel, Child, Context, rss_bytes
+from tests.benchmarks.common import Channel, Child, Context, kafka_settings, rss_bytes
 from tests.benchmarks.report import ScenarioResult
 
 __all__ = ["run", "fill_worker", "memory_worker", "restart_worker", "naive_worker"]
@@ -152,14 +152,14 @@ async def restart_worker(params: dict[str, Any]) -> None:
     imported = time.monotonic()
     from bridge.assemble import build_pipeline
     from bridge.pipeline import Outcome
-    from bridge.settings import DedupSettings, KafkaSettings, PipelineSettings, TopicSettings
+    from bridge.settings import DedupSettings, PipelineSettings, TopicSettings
 
     channel = await Channel.open()
     repeat = _events(_sample_indices(params["transfers"])[0])[0]
     modules = time.monotonic()
     rss0 = rss_bytes()
     pipeline = build_pipeline(
-        KafkaSettings(bootstrap_servers=params["bootstrap"]),
+        kafka_settings(params["bootstrap"]),
         TopicSettings(**params["topics"]),
         DedupSettings(store="sqlite", path=Path(params["path"])),
         PipelineSettings(),

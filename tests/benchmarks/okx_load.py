@@ -25,7 +25,7 @@ from typing import Any, Awaitable, Callable, Sequence
 
 from bridge.sources.okx.simulator import PUSH_ONLY_SCRIPTS, SCRIPTS, OkxSimulator, SimAccount, SimTransfer
 
-from tests.benchmarks.common import Channel, bench_accounts, peak_rss_bytes, rss_bytes
+from tests.benchmarks.common import Channel, bench_accounts, kafka_settings, peak_rss_bytes, rss_bytes
 
 __all__ = ["Flood", "build_flood", "frame_text", "bridge_worker", "okx_bridge_params"]
 
@@ -158,14 +158,14 @@ def _decided(totals: dict[str, int]) -> int:
 
 async def bridge_worker(params: dict[str, Any]) -> None:
     from bridge.assemble import build_pipeline
-    from bridge.settings import DedupSettings, KafkaSettings, PipelineSettings, TopicSettings
+    from bridge.settings import DedupSettings, PipelineSettings, TopicSettings
     from bridge.sources.okx.config import OkxConfig
     from bridge.sources.okx.service import build_okx_sources
 
     channel = await Channel.open()
     state = Path(params["state_dir"])
     pipeline = build_pipeline(
-        KafkaSettings(bootstrap_servers=params["bootstrap"]),
+        kafka_settings(params["bootstrap"]),
         TopicSettings(**params["topics"]),
         DedupSettings(store="sqlite", path=state / "dedup.sqlite3"),
         PipelineSettings(),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -24,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from tests.benchmarks.common import REPO, RESULTS_DIR, Context, delete_topics
+from tests.benchmarks.common import KAFKA_OPTIONS_ENV, REPO, RESULTS_DIR, Context, delete_topics
 from tests.benchmarks.report import Row, ScenarioResult, render_table
 
 __all__ = ["main", "SCENARIOS"]
@@ -71,6 +72,16 @@ async def _run(args: argparse.Namespace) -> int:
     if unknown:
         print(f"unknown scenario(s): {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}", file=sys.stderr)
         return 2
+    overrides: dict[str, Any] = {}
+    for option in args.kafka_option:
+        name, _, value = option.partition("=")
+        try:
+            overrides[name.strip()] = json.loads(value)
+        except ValueError:
+            overrides[name.strip()] = value
+    if overrides:
+        os.environ[KAFKA_OPTIONS_ENV] = json.dumps(overrides)  # workers inherit it
+        print(f"Kafka settings overridden for bridge and baselines: {overrides}")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     RESULTS_DIR.mkdir(exist_ok=True)
     began = time.monotonic()
@@ -132,11 +143,11 @@ async def _run(args: argparse.Namespace) -> int:
         "started_utc": stamp,
         "seconds": round(elapsed, 1),
         "machine": info,
-        "kafka": {"bootstrap": bootstrap, "own_broker": broker is not None},
+        "kafka": {"bootstrap": bootstrap, "own_broker": broker is not None, "settings_overridden": overrides},
         "rows": [row.as_dict() for row in rows],
         "scenarios": {r.name: {"figures": r.figures, "skipped": r.skipped} for r in results},
     }
-    base = RESULTS_DIR / f"bench-{stamp}{'-quick' if args.quick else ''}"
+    base = RESULTS_DIR / f"bench-{stamp}{'-quick' if args.quick else ''}{'-whatif' if overrides else ''}"
     base.with_suffix(".json").write_text(json.dumps(document, indent=2, default=str))
     base.with_suffix(".md").write_text(render_table(rows, markdown=True) + "\n")
     print(f"\n== all scenarios ({elapsed:.0f}s, load {info['load_average_at_start']} → {info['load_average_at_end']})")
@@ -154,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(SCENARIOS)}")
     parser.add_argument("--bootstrap", help="use this Kafka instead of starting a local broker")
     parser.add_argument("--profile", action="store_true", help="also profile the throughput hot path with pyinstrument")
+    parser.add_argument("--kafka-option", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a KafkaSettings field for the bridge and the baselines alike (e.g. linger_ms=2): what-if runs")
     parser.add_argument("--keep", action="store_true", help="keep the worker logs and scratch files (printed at the end)")
     args = parser.parse_args(argv)
     return asyncio.run(_run(args))

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from bridge.publish import Publisher
-from bridge.settings import KafkaSettings, TopicSettings
+from bridge.settings import TopicSettings
 from bridge.sources.okx.simulator import OkxSimulator, SimAccount
 
 from tests.benchmarks.baselines import build_records, kcat_binary, run_kcat, write_records
-from tests.benchmarks.common import Child, Context, bench_accounts, create_topics, process_cpu_seconds, records_in_topics
+from tests.benchmarks.common import Child, Context, bench_accounts, create_topics, kafka_settings, process_cpu_seconds, records_in_topics
 from tests.benchmarks.okx_load import Flood, build_flood, okx_bridge_params
 from tests.benchmarks.report import ScenarioResult
 
@@ -117,7 +117,7 @@ async def run(ctx: Context) -> ScenarioResult:
     record_bytes = sum(len(r["value"].encode()) for r in records) / len(records)
     header_bytes = sum(len(r["key"]) + sum(len(n) + len(v) for n, v in r["headers"]) for r in records) / len(records)
 
-    options = Publisher(KafkaSettings(bootstrap_servers=ctx.bootstrap), TopicSettings()).producer_options()
+    options = Publisher(kafka_settings(ctx.bootstrap), TopicSettings()).producer_options()
     kcat = None
     binary = kcat_binary(ctx.say)
     if binary is not None:

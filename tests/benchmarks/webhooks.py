@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import aiohttp
 
-from tests.benchmarks.common import Channel, Child, Context, create_topics, latency_summary, peak_rss_bytes, records_in_topics
+from tests.benchmarks.common import Channel, Child, Context, create_topics, kafka_settings, latency_summary, peak_rss_bytes, records_in_topics
 from tests.benchmarks.report import ScenarioResult
 
 __all__ = ["run", "bridge_worker", "http_only_worker", "naive_worker"]
@@ -58,13 +58,13 @@ async def _answer_cpu(channel: Channel) -> None:
 async def bridge_worker(params: dict[str, Any]) -> None:
     """The service's receiver: ``OpenXSwitchWebhook`` on a pipeline with the SQLite dedup store."""
     from bridge.assemble import build_pipeline
-    from bridge.settings import DedupSettings, KafkaSettings, PipelineSettings, TopicSettings
+    from bridge.settings import DedupSettings, PipelineSettings, TopicSettings
     from bridge.sources.openxswitch.config import OpenXSwitchConfig
     from bridge.sources.openxswitch.webhook import OpenXSwitchWebhook
 
     channel = await Channel.open()
     pipeline = build_pipeline(
-        KafkaSettings(bootstrap_servers=params["bootstrap"]),
+        kafka_settings(params["bootstrap"]),
         TopicSettings(**params["topics"]),
         DedupSettings(store="sqlite", path=Path(params["state_dir"]) / "dedup.sqlite3"),
         PipelineSettings(),
