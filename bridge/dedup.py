@@ -95,8 +95,8 @@ class DedupGate:
 
     async def open(self) -> None:
         """Load the whole index before any source runs, so the first event is already gated."""
-        rows = await asyncio.to_thread(lambda: list(self._store.load()))
-        self._index = dict(rows)
+        # Built in the thread straight from the store's rows: no list of a million row tuples.
+        self._index = await asyncio.to_thread(lambda: dict(self._store.load()))
         self._flusher = asyncio.create_task(self._flush_loop(), name="dedup-flush")
 
     def check(self, event: TransferEvent) -> Decision:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Iterable
+from typing import Iterator
 
 from bridge.dedup import Row
 
@@ -36,9 +36,11 @@ class SQLiteStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
 
-    def load(self) -> Iterable[tuple[int, bytes]]:
+    def load(self) -> Iterator[tuple[int, bytes]]:
+        """Every row, streamed (the caller builds its index as they come; the lock is held until
+        the last row was read)."""
         with self._mutex:
-            return self._db.execute("SELECT key_hash, state FROM transfer_state").fetchall()
+            yield from self._db.execute("SELECT key_hash, state FROM transfer_state")
 
     def save(self, rows: list[Row]) -> None:
         with self._mutex:

@@ -83,3 +83,17 @@ def test_encoded_event_is_byte_for_byte_the_model_dump_encoding(raw: dict[str, o
     assert encode_event(event, include_raw=include_raw) == dumps(
         event.model_dump(mode="python", exclude=None if include_raw else {"raw"})
     )
+
+
+async def test_a_reopened_gate_has_every_saved_state(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from bridge.store_sqlite import SQLiteStore
+
+    rows = [(n - 5_000, bytes((n % 2,)) + n.to_bytes(8, "big"), None) for n in range(10_000)]
+    store = SQLiteStore(tmp_path / "dedup.sqlite3")
+    store.save(rows)
+    store.close()
+    gate = DedupGate(SQLiteStore(tmp_path / "dedup.sqlite3"))
+    await gate.open()
+    assert gate._index == {key: state for key, state, _ in rows}
+    gate.mark(_event("after-load"), now_ms=1)  # the store's lock was given back once loading finished
+    await gate.close()
