@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test kafka-start kafka-stop clean bench bench-quick chaos
+.PHONY: install demo test kafka-start kafka-stop clean bench bench-quick chaos fuzz
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(PY) -m tests.benchmarks --quick $(BENCH_ARGS)
+
+# Long randomized fuzzing (the suite's fuzz tests are derandomized); FUZZ_EXAMPLES per test.
+fuzz: $(STAMP)
+	FUZZ_RANDOM=1 FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-3000} $(PY) -m pytest tests/fuzz -q -p no:cacheprovider
 
 chaos: $(STAMP)
 	$(PY) -m tests.chaos.run $(CHAOS_ARGS)

@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     _config_options(check)
     check.add_argument("--format", choices=("yaml", "json"), default="yaml", help="output format (default: yaml)")
 
-    demo = commands.add_parser(
+    commands.add_parser(
         "demo",
         help="push the provider documents' examples through a real Kafka and show what a consumer reads",
         description="Starts a local Kafka broker unless KAFKA_BOOTSTRAP_SERVERS is set. Arguments after "

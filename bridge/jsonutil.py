@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["JSONError", "loads_exact", "dumps", "canonical_decimal", "DecimalError"]
+__all__ = ["JSONError", "loads_exact", "dumps", "canonical_decimal", "DecimalError", "small_int"]
 
 
 class JSONError(ValueError):
@@ -117,3 +117,31 @@ def canonical_decimal(value: Any, *, field: str = "amount") -> str:
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return text
+
+
+_SMALL_INT_DIGITS = 20
+
+
+def small_int(value: Any) -> int:
+    """A whole number of at most 20 digits from an int, a Decimal or a digit string.
+
+    The size is checked before any conversion: ``1e999999`` is 9 bytes of JSON but ``int()`` of it
+    builds a million-digit integer (seconds of CPU on the event loop). Raises ValueError otherwise.
+    """
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a whole number")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, Decimal):
+        if not value.is_finite() or value.adjusted() >= _SMALL_INT_DIGITS:
+            raise ValueError(f"{str(value)[:40]!r} is not a whole number of at most {_SMALL_INT_DIGITS} digits")
+        if value != value.to_integral_value():
+            raise ValueError(f"{str(value)[:40]!r} is not a whole number")
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        digits = text[1:] if text[:1] in "+-" else text
+        if not digits.isascii() or not digits.isdigit() or len(digits) > _SMALL_INT_DIGITS:
+            raise ValueError(f"{value[:40]!r} is not a whole number of at most {_SMALL_INT_DIGITS} digits")
+        return int(text)
+    raise ValueError(f"expected a whole number, got {type(value).__name__}")

@@ -6,11 +6,10 @@ A parser raises ``ParseError`` with a reason a human can act on; ``parse_items``
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any, Callable, Iterable, Mapping
 
 from bridge.events import DeadLetter, Provider, TransferEvent
-from bridge.jsonutil import DecimalError, canonical_decimal, dumps
+from bridge.jsonutil import DecimalError, canonical_decimal, dumps, small_int
 from bridge.timeutil import TimestampError
 
 __all__ = [
@@ -92,14 +91,10 @@ def optional_int(item: Mapping[str, Any], name: str) -> int | None:
         return None
     if isinstance(value, bool):
         raise ParseError(f"field {name!r}: expected an integer, got bool")
-    if isinstance(value, int):
-        number = value
-    elif isinstance(value, Decimal) and value == value.to_integral_value():
-        number = int(value)
-    elif isinstance(value, str) and value.strip().isdigit():
-        number = int(value)
-    else:
-        raise ParseError(f"field {name!r}: {str(value)[:40]!r} is not a whole number")
+    try:
+        number = small_int(value)
+    except ValueError as exc:
+        raise ParseError(f"field {name!r}: {exc}") from None
     if number < 0 or number > 2**31:
         raise ParseError(f"field {name!r}: {number} is out of range")
     return number
@@ -151,7 +146,7 @@ def parse_items(
                     provider=provider,
                     channel=channel,
                     reason=_reason(exc),
-                    raw=_item_bytes(item),
+                    raw=item_bytes(item),
                     received_at=received_at,
                     account_id=account_id,
                 )
@@ -159,7 +154,7 @@ def parse_items(
     return results
 
 
-def _item_bytes(item: Any) -> bytes:
+def item_bytes(item: Any) -> bytes:
     try:
         return dumps(item)
     except (TypeError, ValueError):

@@ -78,6 +78,11 @@ class _AuthFailureWatch(logging.Handler):
             self.seen = True
 
 
+def _header_bytes(text: str) -> bytes:
+    """UTF-8, with what cannot be encoded (lone surrogates from a hostile payload) escaped, never raised."""
+    return text.encode("utf-8", "backslashreplace")
+
+
 class Publisher:
     transactional = False
     """True when events and their dedup state must travel in one transaction (exactly-once mode)."""
@@ -122,16 +127,16 @@ class Publisher:
     def dead_letter_record(self, letter: DeadLetter) -> Record:
         headers = [
             ("dlq_provider", letter.provider.value.encode()),
-            ("dlq_channel", letter.channel.encode()),
-            ("dlq_reason", letter.reason.encode("utf-8", "replace")[:4000]),
+            ("dlq_channel", _header_bytes(letter.channel)),
+            ("dlq_reason", _header_bytes(letter.reason)[:4000]),
             ("dlq_received_at", letter.received_at.encode()),
         ]
         if letter.account_id:
-            headers.append(("dlq_account", letter.account_id.encode()))
-        headers.extend((f"dlq_{k}", v.encode("utf-8", "replace")) for k, v in letter.headers.items())
+            headers.append(("dlq_account", _header_bytes(letter.account_id)))
+        headers.extend((f"dlq_{k}", _header_bytes(v)) for k, v in letter.headers.items())
         return Record(
             topic=self.topics.dead_letter,
-            key=f"{letter.provider.value}:{letter.channel}".encode(),
+            key=f"{letter.provider.value}:".encode() + _header_bytes(letter.channel),
             value=letter.raw,
             headers=headers,
         )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from bridge.jsonutil import small_int
+
 __all__ = ["TimestampError", "from_epoch_ms", "from_iso", "format_utc_ms", "to_epoch_ms"]
 
 
@@ -25,8 +27,8 @@ def from_epoch_ms(value: str | int, *, field: str) -> str:
     if isinstance(value, bool):
         raise TimestampError(f"{field}: boolean is not a timestamp")
     try:
-        millis = int(value)
-    except (TypeError, ValueError):
+        millis = small_int(value)
+    except ValueError:
         raise TimestampError(f"{field}: {str(value)[:40]!r} is not epoch milliseconds") from None
     if not _MIN_MS <= millis <= _MAX_MS:
         raise TimestampError(f"{field}: {millis} is outside 2000..2100 in epoch milliseconds")

@@ -20,7 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Sequence
 
 from bridge.settings import KafkaSettings, TopicSettings
 from bridge.sources.okx.simulator import SimAccount
@@ -292,14 +292,6 @@ class Child:
             except asyncio.TimeoutError:
                 self.process.kill()
                 await self.process.wait()
-
-
-async def with_child(role: str, params: dict[str, Any], ctx: Context, body: Callable[[Child], Awaitable[Any]]) -> Any:
-    child = await Child.start(role, params, workdir=ctx.workdir)
-    try:
-        return await body(child)
-    finally:
-        await child.close()
 
 
 # -- worker processes (worker side) --------------------------------------------------------------

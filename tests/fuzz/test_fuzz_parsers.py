@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from bridge.events import DeadLetter, TransferEvent, Via
@@ -180,6 +180,8 @@ def test_okx_arbitrary_objects_are_a_parse_error_or_a_push(message: dict[str, An
 
 @fuzz_settings(BYTES)
 @given(OKX_BASES.flatmap(wire_bytes))
+@example(b'{"arg":{"channel":"deposit-info","uid":"x\\ud800"},"data":null}')  # lone surrogate in arg.uid
+@example(b'{"arg":{"channel":"deposit-info","uid":"x\\ud800"},"data":[{"ccy":"USDT"}]}')
 def test_okx_frames_from_the_wire_never_escape_the_documented_errors(data: bytes) -> None:
     okx_push(data)
 

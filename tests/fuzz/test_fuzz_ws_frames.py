@@ -29,11 +29,9 @@ from hypothesis import strategies as st
 from bridge.jsonutil import JSONError, loads_exact
 from bridge.settings import TopicSettings
 from bridge.sources.okx.scenario import scenario_config
-from bridge.sources.okx.service import WS_DLQ_CHANNEL as OKX_DLQ_CHANNEL
-from bridge.sources.okx.service import OkxAccountSource, build_okx_sources
+from bridge.sources.okx.service import build_okx_sources
 from bridge.sources.okx.simulator import OkxSimulator
-from bridge.sources.ripio.service import STREAM_DLQ_CHANNEL as RIPIO_DLQ_CHANNEL
-from bridge.sources.ripio.service import RipioAccountSource, build_ripio_sources
+from bridge.sources.ripio.service import build_ripio_sources
 from bridge.sources.ripio.simulator import RipioSimulator
 from bridge.testing.kafka_io import read_topic
 from tests.conftest import PipelineFactory

@@ -11,7 +11,6 @@ import orjson
 import pytest
 from aiohttp import web
 
-from bridge import metrics
 from bridge.jsonutil import dumps, loads_exact
 from bridge.settings import TopicSettings
 from bridge.sources.openxswitch.config import OpenXSwitchConfig

@@ -22,6 +22,7 @@ from bridge.networks import canonical_network
 from bridge.parsing import (
     ParseError,
     ParseResult,
+    item_bytes,
     optional_decimal,
     optional_int,
     optional_str,
@@ -150,7 +151,7 @@ def parse_rows(
                 provider=Provider.OKX,
                 channel=channel,
                 reason=f"'data' is not a list but {type(rows).__name__}",
-                raw=repr(rows).encode(),
+                raw=item_bytes(rows),
                 received_at=received_at,
                 account_id=uid,
             )
@@ -171,5 +172,5 @@ def parse_push(message: Mapping[str, Any], *, received_at: str) -> list[ParseRes
     channel = arg.get("channel")
     if not isinstance(channel, str) or channel not in _PARSERS:
         raise ParseError(f"push for unexpected channel {channel!r}")
-    uid = arg.get("uid") if isinstance(arg.get("uid"), str) else None
+    uid = optional_str(arg, "uid")
     return parse_rows(channel, message.get("data"), received_at=received_at, via=Via.PUSH, uid=uid)

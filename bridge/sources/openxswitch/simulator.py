@@ -42,7 +42,6 @@ from typing import Any, Iterable, Sequence
 import aiohttp
 
 from bridge.events import FINAL_STATUSES, TransferEvent
-from bridge.jsonutil import loads_exact
 from bridge.sources.openxswitch import messages as m
 from bridge.sources.openxswitch.parse import parse_delivery
 from bridge.sources.openxswitch.signature import HEADER, Encoding, sign

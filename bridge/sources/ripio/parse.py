@@ -29,6 +29,7 @@ from bridge.networks import canonical_network
 from bridge.parsing import (
     ParseError,
     ParseResult,
+    item_bytes,
     optional_bool,
     optional_decimal,
     optional_str,
@@ -154,7 +155,7 @@ def parse_rows(topic: str, rows: Any, *, received_at: str, user_id: str | None =
                 provider=Provider.RIPIO,
                 channel=topic,
                 reason=f"listing rows are not a list but {type(rows).__name__}",
-                raw=repr(rows).encode(),
+                raw=item_bytes(rows),
                 received_at=received_at,
                 account_id=user_id,
             )
