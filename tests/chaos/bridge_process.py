@@ -1,45 +1,38 @@
-"""The bridge under chaos: a separate process the suite can ``kill -9`` at any moment.
+"""The bridge under chaos: the real service shell in a separate process the suite can ``kill -9``.
 
-``python -m tests.chaos.bridge_process CONFIG.json`` assembles the pipeline the config asks for
-(embedded SQLite or exactly-once Kafka dedup) and every configured source, prints ``READY`` once the
-dedup state is loaded and Kafka is connected, and runs until killed or sent SIGTERM.
+``python -m tests.chaos.bridge_process CONFIG.json`` builds ``ServiceSettings`` from the file and
+runs ``BridgeApp`` — the same start-up, supervision, webhook route and shutdown as production, so
+what survives the chaos run is what the deployed service does, not a test assembly. It prints
+``READY`` once the dedup state is restored, Kafka answered, the webhook route listens and every
+source runs; it then runs until killed, or until SIGTERM (exit code of the app).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import signal
 import sys
 from typing import Any
 
-from bridge.assemble import build_pipeline
-from bridge.settings import DedupSettings, KafkaSettings, TopicSettings
-from bridge.sources.okx.config import OkxConfig
-from bridge.sources.okx.service import build_okx_sources
+from bridge.app import BridgeApp, ServiceSettings
+from bridge.logs import configure_logging
 
 
-async def run(config: dict[str, Any]) -> None:
-    pipeline = build_pipeline(
-        KafkaSettings(**config["kafka"]), TopicSettings(**config["topics"]), DedupSettings(**config["dedup"])
-    )
-    await pipeline.start()
-    sources: list[Any] = []
-    if "okx" in config:
-        sources += build_okx_sources(OkxConfig(**config["okx"]), pipeline)
-    tasks = [asyncio.create_task(source.run(), name=source.name) for source in sources]
-    print("READY", flush=True)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    await stop.wait()
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    await pipeline.close(timeout=30)
+async def run(config: dict[str, Any]) -> int:
+    """Run the service; ``READY`` on stdout tells the orchestrator when faults may resume."""
+    settings = ServiceSettings(**config)
+    configure_logging(settings.log.level, settings.log.format, settings.log.levels)
+    app = BridgeApp(settings)
+    runner = asyncio.create_task(app.run())
+    started = asyncio.create_task(app.started.wait())
+    await asyncio.wait({runner, started}, return_when=asyncio.FIRST_COMPLETED)
+    if started.done():
+        print("READY", flush=True)
+    else:
+        started.cancel()
+    return int(await runner)
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     with open(sys.argv[1]) as handle:
-        asyncio.run(run(json.load(handle)))
+        raise SystemExit(asyncio.run(run(json.load(handle))))
