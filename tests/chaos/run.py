@@ -16,8 +16,8 @@ the local Kafka broker is SIGKILLed and restarted during load. At the end every 
 * ``lost`` — any state missing. A WebSocket provider pushes a state once and its REST history
   shows only the current state, so an *intermediate* state pushed to a bridge that was SIGKILLed
   before Kafka had it cannot be recovered by any bridge: such losses are counted as
-  ``lost_at_bridge_kill`` (pushed at most ``KILL_SLACK`` seconds before a kill). Any other loss
-  is ``lost_unexplained`` and fails the run;
+  ``lost_at_bridge_kill`` (Kafka up for at most ``KILL_SLACK`` seconds between the push and a
+  kill). Any other loss is ``lost_unexplained`` and fails the run;
 * duplicates by ``event_id``: 0 in exactly-once mode; counted in the embedded mode, where a repeat
   must carry the identical ``event_id`` (``same_state_different_event_ids`` must be 0 in both).
 """
@@ -58,8 +58,8 @@ PROVIDERS = ("okx", "ripio", "openxswitch")
 SHARE = {"okx": 0.4, "ripio": 0.3, "openxswitch": 0.3}
 """Share of the scripted transfers per provider (≈3.3 states per transfer on average)."""
 KILL_SLACK = 5.0
-"""A lost intermediate state counts as lost at a kill when it became current (was pushed) at most
-this long before a SIGKILL of the bridge: events reach Kafka within milliseconds otherwise."""
+"""A lost intermediate state counts as lost at a kill when Kafka was up for at most this long
+between its push and a SIGKILL of the bridge: events reach Kafka within milliseconds otherwise."""
 
 Fingerprint = tuple[str, int | None, str | None]
 
@@ -184,24 +184,47 @@ class BridgeProcess:
         return await asyncio.to_thread(self.process.wait, 60)
 
 
+class Throttle:
+    """Spaces state changes evenly: the simulators would otherwise push as fast as the bridge
+    reads, thousands of states a second, which no provider does and which would turn every
+    SIGKILL into the loss of a whole socket buffer of intermediate states."""
+
+    def __init__(self, per_second: float | None):
+        self.interval = 1.0 / per_second if per_second else 0.0
+        self._next = 0.0
+
+    async def wait(self) -> None:
+        if not self.interval:
+            return
+        now = time.monotonic()
+        slot = max(self._next, now)
+        self._next = slot + self.interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
 class ChaosOkx(OkxSimulator):
-    """Remembers when each state became current, to tell losses at a kill from real ones."""
+    """Paced; remembers when each state became current, to tell losses at a kill from real ones."""
 
     advanced_at: dict[str, list[float]]
+    throttle: Throttle
 
     async def advance(self, transfer: OkxTransfer) -> bool:
         if not transfer.finished:
+            await self.throttle.wait()
             self.advanced_at.setdefault(transfer.key, []).append(time.monotonic())
         return await super().advance(transfer)
 
 
 class ChaosRipio(RipioSimulator):
-    """Remembers when each state became current, to tell losses at a kill from real ones."""
+    """Paced; remembers when each state became current, to tell losses at a kill from real ones."""
 
     advanced_at: dict[str, list[float]]
+    throttle: Throttle
 
     async def advance(self, transfer: RipioTransfer) -> bool:
         if not transfer.finished:
+            await self.throttle.wait()
             self.advanced_at.setdefault(transfer.key, []).append(time.monotonic())
         return await super().advance(transfer)
 
@@ -210,13 +233,22 @@ def _value_fingerprint(value: dict[str, Any]) -> Fingerprint:
     return (value["provider_status"], value["confirmations"], value["tx_hash"])
 
 
+def _healthy_seconds(start: float, end: float, outages: list[tuple[float, float]]) -> float:
+    """Seconds of ``[start, end]`` during which Kafka was up (outside every broker outage)."""
+    down = sum(max(0.0, min(end, b) - max(start, a)) for a, b in outages)
+    return (end - start) - down
+
+
 def _websocket_figures(
     truth: dict[str, list[Fingerprint]],
     values: list[dict[str, Any]],
     advanced_at: dict[str, list[float]],
     kills: list[float],
+    outages: list[tuple[float, float]],
 ) -> ProviderFigures:
-    """Kafka against a WebSocket simulator's truth; losses split by whether a kill explains them."""
+    """Kafka against a WebSocket simulator's truth; losses split by whether a kill explains them:
+    the state was pushed, and a SIGKILL of the bridge followed before Kafka had been reachable
+    for ``KILL_SLACK`` seconds (an event waits in memory while the broker is down)."""
     seen: dict[str, list[Fingerprint]] = defaultdict(list)
     for value in values:
         seen[value["key"]].append(_value_fingerprint(value))
@@ -233,11 +265,15 @@ def _websocket_figures(
                 figures.lost_final += 1
                 continue
             became_current = times[index] if index < len(times) else 0.0
-            ages = [kill - became_current for kill in kills if 0.0 <= kill - became_current <= KILL_SLACK]
+            ages = [
+                _healthy_seconds(became_current, kill, outages)
+                for kill in kills
+                if kill >= became_current and _healthy_seconds(became_current, kill, outages) <= KILL_SLACK
+            ]
             if ages:
                 figures.lost_at_bridge_kill += 1
-                oldest = max(figures.detail.get("lost_at_kill_max_age_s", 0.0), min(ages))
-                figures.detail["lost_at_kill_max_age_s"] = round(oldest, 3)
+                oldest = max(figures.detail.get("lost_at_kill_max_kafka_up_s", 0.0), min(ages))
+                figures.detail["lost_at_kill_max_kafka_up_s"] = round(oldest, 3)
             else:
                 figures.lost_unexplained += 1
                 figures.detail.setdefault("unexplained_examples", []).append(f"{key}#{index}")
@@ -288,6 +324,7 @@ def _webhook_figures(sim: OpenXSwitchSimulator, driver: WebhookDriver, front: Fl
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
         "patterns": dict(driver.patterns),
         "front": dict(front.stats),
+        "bridge_503": statuses[503] - front.stats["503_before_forward"] - front.stats["503_after_forward"],
     }
     return figures
 
@@ -333,13 +370,17 @@ async def run_chaos(
     timeout: float = 1800.0,
     broker: LocalKafka | None = None,
     settle_timeout: float = 180.0,
+    duration: float = 240.0,
 ) -> ChaosReport:
-    """One chaos run; ``broker`` reuses a running ``LocalKafka`` (it is killed and restarted)."""
+    """One chaos run; the WebSocket providers spread their states over ``duration`` seconds and
+    the webhooks follow their progress. ``broker`` reuses a running ``LocalKafka`` (it is killed
+    and restarted)."""
     rng = random.Random(seed)
     started = time.monotonic()
     fault_names = ("bridge_kill9", "broker_kill9", "provider_drop", "upgrade_notice", "lost_message_id", "webhook_503", "webhook_refused")
     faults = {name: FaultFigures() for name in fault_names}
     kills: list[float] = []
+    outages: list[tuple[float, float]] = []
     suffix = uuid.uuid4().hex[:8]
     topics: dict[str, Any] = {
         "deposit": f"chaos.{suffix}.deposit.v1",
@@ -360,8 +401,10 @@ async def run_chaos(
                 dedup = {"store": "kafka", "state_topic": f"chaos.{suffix}.state", "transactional_id": f"chaos-{suffix}"}
             okx = ChaosOkx(seed=seed)
             okx.advanced_at = {}
+            okx.throttle = Throttle(None)
             ripio = ChaosRipio(seed=seed)
             ripio.advanced_at = {}
+            ripio.throttle = Throttle(None)
             webhook_secret = secrets.token_hex(24)
             webhook_port = _free_port()
             front = FlakyFront(f"http://127.0.0.1:{webhook_port}/webhooks/openxswitch", rate=0.1, seed=seed)
@@ -387,8 +430,8 @@ async def run_chaos(
                 bridge = BridgeProcess(config_path, work / "bridge.log")
                 try:
                     report = await _drive(
-                        rng, seed, counts, bridge, kafka, okx, ripio, front, webhook_secret, faults, kills,
-                        bridge_kills, broker_kills, timeout, settle_timeout, topics,
+                        rng, seed, counts, bridge, kafka, okx, ripio, front, webhook_secret, faults, kills, outages,
+                        bridge_kills, broker_kills, timeout, settle_timeout, duration, topics,
                     )  # fmt: skip
                 finally:
                     bridge.kill9()
@@ -420,10 +463,12 @@ async def _drive(
     webhook_secret: str,
     faults: dict[str, FaultFigures],
     kills: list[float],
+    outages: list[tuple[float, float]],
     bridge_kills: int,
     broker_kills: int,
     timeout: float,
     settle_timeout: float,
+    duration: float,
     topics: dict[str, Any],
 ) -> ChaosReport:
     await bridge.start()
@@ -438,6 +483,8 @@ async def _drive(
     driver = WebhookDriver(oxs, oxs.transfers, seed=seed)
     okx_expected = sum(len(t.script) for t in okx_created)
     ripio_expected = sum(len(t.script) for t in ripio_created)
+    okx.throttle = Throttle(okx_expected / duration if duration else None)
+    ripio.throttle = Throttle(ripio_expected / duration if duration else None)
     expected = okx_expected + ripio_expected + driver.expected_states
     steps = {"okx": 0, "ripio": 0}
 
@@ -496,7 +543,9 @@ async def _drive(
                 await asyncio.sleep(rng.uniform(1.0, 3.0))
                 await asyncio.to_thread(kafka.restart)
                 # Recovered once Kafka takes events again: a webhook delivery answered 2xx.
-                if await _until(lambda: webhook_run.done() or sum(1 for d in oxs.sent if d.acked) > acked_before + 3, 120):
+                recovered = await _until(lambda: webhook_run.done() or sum(1 for d in oxs.sent if d.acked) > acked_before + 3, 120)
+                outages.append((t0, time.monotonic()))
+                if recovered:
                     faults["broker_kill9"].recover_seconds.append(time.monotonic() - t0)
         await everything
     finally:
@@ -537,8 +586,8 @@ async def _drive(
     records, dead = await _read_all(kafka.bootstrap, topics)
     by_provider = _split(records)
     providers = {
-        "okx": _websocket_figures(okx_truth, by_provider["okx"], okx.advanced_at, kills),
-        "ripio": _websocket_figures(ripio_truth, by_provider["ripio"], ripio.advanced_at, kills),
+        "okx": _websocket_figures(okx_truth, by_provider["okx"], okx.advanced_at, kills, outages),
+        "ripio": _websocket_figures(ripio_truth, by_provider["ripio"], ripio.advanced_at, kills, outages),
         "openxswitch": _webhook_figures(oxs, driver, front, by_provider["openxswitch"]),
     }
     for name, figures in providers.items():
@@ -593,13 +642,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--broker-kills", type=int, default=2)
     parser.add_argument("--mode", choices=["embedded", "exactly-once", "both"], default="both")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--duration", type=float, default=240.0, help="seconds over which the WebSocket states are spread")
     parser.add_argument("--json", type=Path, help="also write the reports here")
     args = parser.parse_args(argv)
     modes = ["embedded", "exactly-once"] if args.mode == "both" else [args.mode]
     reports = []
     for mode in modes:
         report = asyncio.run(
-            run_chaos(transfers=args.transfers, bridge_kills=args.bridge_kills, broker_kills=args.broker_kills, mode=mode, seed=args.seed)
+            run_chaos(
+                transfers=args.transfers,
+                bridge_kills=args.bridge_kills,
+                broker_kills=args.broker_kills,
+                mode=mode,
+                seed=args.seed,
+                duration=args.duration,
+            )
         )
         print(report.table(), flush=True)
         reports.append(asdict(report))

@@ -22,7 +22,9 @@ def chaos_broker() -> Iterator[LocalKafka]:
 
 
 async def _reduced(mode: str, broker: LocalKafka) -> ChaosReport:
-    report = await run_chaos(transfers=240, bridge_kills=2, broker_kills=1, mode=mode, seed=3, timeout=300, broker=broker, settle_timeout=60)
+    report = await run_chaos(
+        transfers=240, bridge_kills=2, broker_kills=1, mode=mode, seed=3, duration=15, timeout=300, broker=broker, settle_timeout=60
+    )
     print(report.table())
     return report
 
