@@ -497,7 +497,7 @@ async def _drive(
     deadline = time.monotonic() + timeout
     okx_run = asyncio.create_task(
         okx.run_lifecycles(
-            okx_created, repeat_every=7, drop_every=100, notice_every=500, timeout=timeout,
+            okx_created, repeat_every=7, drop_every=100, notice_every=max(50, min(500, okx_expected // 4)), timeout=timeout,
             on_step=lambda n: steps.__setitem__("okx", n),
         )
     )  # fmt: skip

@@ -34,6 +34,8 @@ async def test_kill9_of_bridge_and_broker_loses_no_final_state_and_no_acknowledg
     report = await _reduced(mode, chaos_broker)
     assert report.faults["bridge_kill9"]["injected"] >= 1
     assert report.faults["broker_kill9"]["injected"] == 1
+    assert report.faults["provider_drop"]["injected"] >= 1 and report.faults["upgrade_notice"]["injected"] >= 1
+    assert report.faults["webhook_503"]["injected"] >= 1
     assert set(report.providers) == {"okx", "ripio", "openxswitch"}
     assert all(figures.states > 0 for figures in report.providers.values())
     webhook = report.providers["openxswitch"]
