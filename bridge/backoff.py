@@ -30,6 +30,7 @@ class Backoff:
         self.min_uptime = min_uptime
         self._rng = rng or random.Random()
         self._attempt = 0
+        self._ceiling = initial
         self._connected_at: float | None = None
 
     @property
@@ -45,7 +46,10 @@ class Backoff:
         if self._connected_at is not None and time.monotonic() - self._connected_at >= self.min_uptime:
             self._attempt = 0
         self._connected_at = None
-        ceiling = min(self.maximum, self.initial * self.factor**self._attempt)
+        # The ceiling grows by ``factor`` per attempt until ``maximum``; computed step by step because
+        # ``initial * factor ** attempt`` overflows a float after about a thousand attempts.
+        ceiling = self.initial if self._attempt == 0 else min(self.maximum, self._ceiling * self.factor)
+        self._ceiling = ceiling = min(self.maximum, ceiling)
         self._attempt += 1
         return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
 

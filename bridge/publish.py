@@ -83,6 +83,31 @@ def _header_bytes(text: str) -> bytes:
     return text.encode("utf-8", "backslashreplace")
 
 
+async def stop_producer(producer: AIOKafkaProducer, *, timeout: float) -> bool:
+    """Stop ``producer``, giving its flush ``timeout`` seconds; False if records were abandoned.
+
+    Abandoned records were never acknowledged, so nothing that depends on an ack (dedup marks,
+    webhook 2xx) was given for them: the provider's redelivery or the backfill brings them again.
+    """
+    stopping = asyncio.ensure_future(producer.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=timeout)
+    flushed = bool(done)
+    if not flushed:
+        log.warning("Kafka producer did not flush within %.0f s; closing it with unacknowledged records", timeout)
+        sender = getattr(getattr(producer, "_sender", None), "sender_task", None)
+        if sender is not None:
+            sender.cancel()  # stop() waits on the sender or a flush; ending the sender ends the wait
+        done, _ = await asyncio.wait({stopping}, timeout=5.0)
+        if not done:
+            stopping.cancel()
+            return False
+    try:
+        stopping.result()
+    except (KafkaError, OSError, asyncio.CancelledError) as exc:
+        log.warning("Kafka producer stopped with %s", exc.__class__.__name__)
+    return flushed
+
+
 class Publisher:
     transactional = False
     """True when events and their dedup state must travel in one transaction (exactly-once mode)."""
@@ -246,10 +271,7 @@ class Publisher:
         """Replace a producer that stopped making progress (stuck idempotent state after an outage)."""
         old, self._producer = self._producer, None
         if old is not None:
-            try:
-                await asyncio.wait_for(old.stop(), 10)
-            except (KafkaError, asyncio.TimeoutError, OSError):
-                log.warning("old producer did not stop cleanly")
+            await stop_producer(old, timeout=10.0)
         producer = self._new_producer()
         await producer.start()
         self._producer = producer
@@ -258,7 +280,8 @@ class Publisher:
         if self._producer is not None:
             await self._producer.flush()
 
-    async def stop(self) -> None:
+    async def stop(self, *, timeout: float = 10.0) -> None:
+        """Flush and close, bounded: with the broker gone, aiokafka's own stop() waits forever."""
         if self._producer is not None:
             producer, self._producer = self._producer, None
-            await producer.stop()
+            await stop_producer(producer, timeout=timeout)

@@ -123,7 +123,7 @@ class TransactionalPublisher(Publisher):
             log.warning("producer rebuild failed (%s); retrying shortly", exc.__class__.__name__)
             await asyncio.sleep(1.0)
 
-    async def stop(self) -> None:
+    async def stop(self, *, timeout: float = 10.0) -> None:
         if self._committer is not None:
             self._committer.cancel()
             try:
@@ -131,4 +131,4 @@ class TransactionalPublisher(Publisher):
             except (asyncio.CancelledError, Exception):
                 pass
             self._committer = None
-        await super().stop()
+        await super().stop(timeout=timeout)
