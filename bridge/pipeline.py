@@ -96,12 +96,13 @@ class Pipeline:
     async def close(self, *, timeout: float = 30.0) -> bool:
         """Stop accepting, wait for every accepted item to be acked, persist the dedup state."""
         self._closing = True
+        deadline = time.monotonic() + timeout
         drained = await self.drain(timeout=timeout)
         if self._watchdog is not None:
             self._watchdog.cancel()
         for task in list(self._tasks):
             task.cancel()
-        await self.publisher.stop()
+        await self.publisher.stop(timeout=max(1.0, deadline - time.monotonic()))
         await self.gate.close()
         return drained
 
@@ -162,7 +163,7 @@ class Pipeline:
         metrics.IN_FLIGHT.inc()
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         if isinstance(item, DeadLetter):
-            await self._send(item, future, self.publisher.dead_letter_record(item))
+            await self._guarded(self._send(item, future, self.publisher.dead_letter_record(item)), item, future)
             return future
         _labelled(metrics.EVENTS_RECEIVED, item.provider.value, item.direction.value).inc()
         chain = self._chains.get(item.key)
@@ -170,8 +171,26 @@ class Pipeline:
             chain.append((item, future))
             return future
         self._chains[item.key] = deque()
-        await self._start_event(item, future)
+        await self._guarded(self._start_event(item, future), item, future)
         return future
+
+    async def _guarded(self, sending: Any, item: Item, future: asyncio.Future[Outcome]) -> None:
+        """Run the first send of an accepted item; if the caller is cancelled meanwhile, finish it anyway.
+
+        The send waits while aiokafka's buffer is full; a source cancelled there (supervisor restart,
+        shutdown, the OKX notice handover) must neither keep the item's window slot nor leave its
+        transfer's key blocked for good. Cancellation can only land before the record entered the
+        producer, so sending it again in the background is the same send, not a second one.
+        """
+        try:
+            await sending
+        except asyncio.CancelledError:
+            if not future.done():
+                if isinstance(item, DeadLetter):
+                    self._spawn(self._send(item, future, self.publisher.dead_letter_record(item)))
+                else:
+                    self._spawn(self._start_event(item, future))
+            raise
 
     # -- internals -----------------------------------------------------------------------------
 
