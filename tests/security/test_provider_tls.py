@@ -4,9 +4,8 @@ Each client (OKX WebSocket, Ripio ticket over HTTPS, Ripio WebSocket) is pointed
 server holding a certificate from this session's throwaway CA. With default settings the TLS
 handshake must fail on certificate verification, so the server never sees a completed handshake.
 
-A configurable CA bundle (trust a private CA or a TLS-inspecting proxy without turning
-verification off) is specified by the ``ca_bundle`` tests; the provider configs do not offer one
-yet, so those are marked as expected failures (strict: they must be unmarked once it exists).
+A configurable CA bundle (``ca_bundle``) trusts a private CA or a TLS-inspecting proxy without
+turning verification off.
 """
 
 from __future__ import annotations
@@ -30,11 +29,6 @@ from tests.conftest import PipelineFactory
 from tests.security.material import Material
 
 pytestmark = pytest.mark.kafka  # the sources hand items to a real pipeline
-
-NO_CA_BUNDLE = pytest.mark.xfail(
-    strict=True, reason="OkxConfig/RipioConfig have no ca_bundle setting yet (extra fields are forbidden)"
-)
-
 
 class TlsServer:
     """Accepts TLS on 127.0.0.1 with the test CA's server certificate; counts completed handshakes."""
@@ -142,7 +136,6 @@ async def test_ripio_refuses_a_websocket_server_whose_certificate_no_trusted_ca_
         assert server.handshakes == 0
 
 
-@NO_CA_BUNDLE
 async def test_okx_trusts_a_server_signed_by_the_configured_ca_bundle(tls_material: Material, make_pipeline: PipelineFactory) -> None:
     async with TlsServer(tls_material).running() as server:
         source = okx_source(
@@ -152,7 +145,6 @@ async def test_okx_trusts_a_server_signed_by_the_configured_ca_bundle(tls_materi
             await until(lambda: server.handshakes > 0)
 
 
-@NO_CA_BUNDLE
 async def test_ripio_trusts_servers_signed_by_the_configured_ca_bundle(tls_material: Material, make_pipeline: PipelineFactory) -> None:
     async with RipioSimulator() as sim, TlsServer(tls_material).running() as server:
         source = ripio_source(
@@ -160,3 +152,10 @@ async def test_ripio_trusts_servers_signed_by_the_configured_ca_bundle(tls_mater
         )
         async with running(source):
             await until(lambda: server.handshakes > 0)
+
+
+def test_a_ca_bundle_that_does_not_exist_is_a_configuration_error_naming_the_field(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="ca_bundle"):
+        OkxConfig(ca_bundle=tmp_path / "missing.pem")

@@ -14,6 +14,7 @@ logger pinned at INFO: its DEBUG frame dumps would otherwise print them.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import logging
 import time
 from collections import deque
@@ -135,12 +136,14 @@ class OkxConnection:
         ping_interval: float,
         pong_timeout: float,
         handshake_timeout: float,
+        ssl_context: ssl.SSLContext | None = None,
         clock: Callable[[], float] = time.time,
     ) -> "OkxConnection":
         """Connect, log in, subscribe; returns once every subscription is acknowledged."""
         ws = await connect(
             url,
             open_timeout=handshake_timeout,
+            ssl=ssl_context,
             ping_interval=None,  # OKX wants its text ping; protocol pings do not count
             close_timeout=2,
             max_size=8 * 2**20,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, field_validator, model_validator
 
 __all__ = ["OkxAccount", "OkxConfig", "PRODUCTION_WS_URL", "PRODUCTION_REST_URL"]
 
@@ -58,6 +58,9 @@ class OkxConfig(_Section):
     enabled: bool = False
     ws_url: str = PRODUCTION_WS_URL
     rest_url: str = PRODUCTION_REST_URL
+    ca_bundle: FilePath | None = Field(
+        default=None, description="PEM file of the CAs to trust for ws_url and rest_url instead of the system's"
+    )
     accounts: list[OkxAccount] = Field(default_factory=list)
 
     # connection life

@@ -39,6 +39,7 @@ from bridge.sources.okx.client import Frame, HandshakeError, KeepaliveTimeout, O
 from bridge.sources.okx.config import OkxAccount, OkxConfig
 from bridge.sources.okx.parse import parse_push, parse_rows
 from bridge.timeutil import format_utc_ms
+from bridge.tls import client_context, websocket_ssl
 
 __all__ = ["OkxAccountSource", "BackfillCoordinator", "build_okx_sources", "WS_DLQ_CHANNEL"]
 
@@ -123,7 +124,8 @@ class OkxAccountSource:
     async def run(self) -> None:
         self._trigger = asyncio.Event()
         timeout = aiohttp.ClientTimeout(total=self.config.rest_timeout)
-        async with aiohttp.ClientSession(timeout=timeout) as http:
+        connector = aiohttp.TCPConnector(ssl=client_context(self.config.ca_bundle))
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
             history = HistoryClient(
                 http,
                 self.config.rest_url,
@@ -157,6 +159,7 @@ class OkxAccountSource:
             ping_interval=cfg.ping_interval,
             pong_timeout=cfg.effective_pong_timeout,
             handshake_timeout=cfg.handshake_timeout,
+            ssl_context=websocket_ssl(cfg.ws_url, cfg.ca_bundle),
             clock=self._clock,
         )
 

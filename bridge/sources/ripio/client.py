@@ -17,6 +17,7 @@ its DEBUG frame dumps would otherwise print it.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import logging
 import time
 from collections import deque
@@ -118,6 +119,7 @@ class RipioConnection:
         ws_ping_interval: float | None,
         ws_ping_timeout: float,
         handshake_timeout: float,
+        ssl_context: ssl.SSLContext | None = None,
         confirm_timeout: float,
         clock: Callable[[], float] = time.time,
     ) -> "RipioConnection":
@@ -126,6 +128,7 @@ class RipioConnection:
         ws = await connect(
             url,
             open_timeout=handshake_timeout,
+            ssl=ssl_context,
             ping_interval=ws_ping_interval,
             ping_timeout=ws_ping_timeout,
             close_timeout=2,

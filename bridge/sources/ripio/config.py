@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, field_validator, model_validator
 
 from bridge.sources.ripio.auth import MAX_TOLERANCE_MS
 from bridge.sources.ripio.parse import TOPICS
@@ -75,6 +75,9 @@ class RipioAccount(_Section):
 class RipioConfig(_Section):
     enabled: bool = False
     rest_url: str = PRODUCTION_REST_URL
+    ca_bundle: FilePath | None = Field(
+        default=None, description="PEM file of the CAs to trust for ws_url and rest_url instead of the system's"
+    )
     ws_url: str = PRODUCTION_WS_URL
     topics: tuple[str, ...] = ("deposit", "withdrawal")
     accounts: list[RipioAccount] = Field(default_factory=list)

@@ -39,6 +39,7 @@ from bridge.sources.ripio.config import RipioAccount, RipioConfig
 from bridge.sources.ripio.parse import parse_message, parse_rows
 from bridge.sources.ripio.rest import RipioRest, TransientRestError
 from bridge.timeutil import format_utc_ms
+from bridge.tls import client_context, websocket_ssl
 
 __all__ = ["RipioAccountSource", "build_ripio_sources", "STREAM_DLQ_CHANNEL"]
 
@@ -108,7 +109,8 @@ class RipioAccountSource:
     async def run(self) -> None:
         self._trigger = asyncio.Event()
         timeout = aiohttp.ClientTimeout(total=self.config.rest_timeout)
-        async with aiohttp.ClientSession(timeout=timeout) as http:
+        connector = aiohttp.TCPConnector(ssl=client_context(self.config.ca_bundle))
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
             rest = RipioRest(
                 http,
                 self.config.rest_url,
@@ -150,6 +152,7 @@ class RipioAccountSource:
             ws_ping_interval=cfg.ws_ping_interval,
             ws_ping_timeout=cfg.ws_ping_timeout,
             handshake_timeout=cfg.handshake_timeout,
+            ssl_context=websocket_ssl(cfg.ws_url, cfg.ca_bundle),
             confirm_timeout=cfg.subscribe_confirm_timeout,
             clock=self._clock,
         )
