@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 import pytest
+from pydantic import ValidationError
 
 from bridge.pipeline import Pipeline
 from bridge.sources.okx.config import OkxConfig
@@ -155,7 +156,5 @@ async def test_ripio_trusts_servers_signed_by_the_configured_ca_bundle(tls_mater
 
 
 def test_a_ca_bundle_that_does_not_exist_is_a_configuration_error_naming_the_field(tmp_path: Path) -> None:
-    from pydantic import ValidationError
-
     with pytest.raises(ValidationError, match="ca_bundle"):
         OkxConfig(ca_bundle=tmp_path / "missing.pem")
