@@ -6,6 +6,7 @@ A parser raises ``ParseError`` with a reason a human can act on; ``parse_items``
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any, Callable, Iterable, Mapping
 
 from bridge.events import DeadLetter, Provider, TransferEvent
@@ -26,6 +27,27 @@ __all__ = [
 ]
 
 ParseResult = TransferEvent | DeadLetter
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxdict = 3, 120, 60, 6, 6
+
+
+def provider_text(value: Any, limit: int = 200) -> str:
+    """A provider-supplied code or message, made safe for a log line or an exception.
+
+    Error frames are provider input like any other: a megabyte string, a 10,000-digit number or a
+    list nested a thousand deep must not become a megabyte log line or a crash while logging.
+    """
+    if isinstance(value, str):
+        text = value
+    else:
+        try:
+            text = _SHORT.repr(value) if isinstance(value, (Mapping, list, tuple)) else str(value)
+        except (ValueError, RecursionError):  # ints beyond str()'s digit limit
+            text = f"<{type(value).__name__}>"
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} chars)"
 
 
 class ParseError(ValueError):

@@ -87,18 +87,3 @@ async def make_pipeline(
     for pipeline in started:
         if not pipeline._closing:
             await pipeline.close(timeout=10)
-
-
-# Bugs the fuzz suite found that are not fixed yet (issue 9): reported, not hidden.
-KNOWN_FUZZ_FINDINGS = {
-    "test_okx_pushes_with_bent_fields_give_valid_events_or_dead_letters": "deep recursion in a bent field",
-    "test_okx_source_survives_any_frame_and_dead_letters_what_is_not_an_object": "WS frame fuzz: open finding",
-    "test_ripio_source_survives_any_frame_and_dead_letters_what_is_not_an_object": "WS frame fuzz: open finding",
-}
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        reason = KNOWN_FUZZ_FINDINGS.get(getattr(item, "originalname", item.name))
-        if reason is not None:
-            item.add_marker(pytest.mark.xfail(reason=f"open fuzz finding: {reason}", strict=False))

@@ -222,3 +222,10 @@ def test_an_open_transfer_older_than_the_maximum_lookback_is_forgotten() -> None
     w.note(transfer("ancient", created_ms=NOW - 3 * 24 * 60 * MINUTE))  # type: ignore[arg-type]
     assert w.since(NOW) == NOW - 62 * MINUTE
     assert w.open_transfers == 0
+
+
+def test_an_error_event_with_a_huge_message_is_classified_with_the_message_clipped() -> None:
+    control = m.classify({"event": "error", "code": 10**5000, "msg": "x" * 1_000_000})
+    assert isinstance(control, m.ErrorEvent)
+    assert len(control.msg) < 400 and control.msg.endswith("(1,000,000 chars)")
+    assert len(control.code) <= 80

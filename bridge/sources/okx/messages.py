@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from bridge.parsing import provider_text
 from bridge.sources.okx.parse import DEPOSIT_CHANNEL, WITHDRAWAL_CHANNEL
 
 __all__ = [
@@ -182,17 +183,17 @@ def classify(message: Mapping[str, Any]) -> Control | None:
     if event is None:
         return None
     conn_id = _text(message.get("connId"))
-    code = str(message.get("code", ""))
+    code = provider_text(message.get("code", ""), 60)
     if event == "login" and code in ("0", ""):
         return LoginAck(conn_id)
     if event == "subscribe":
         arg = message.get("arg") if isinstance(message.get("arg"), Mapping) else {}
-        return SubscribeAck(str(arg.get("channel", "")), _text(arg.get("ccy")), conn_id)
+        return SubscribeAck(provider_text(arg.get("channel", ""), 100), _text(arg.get("ccy")), conn_id)
     if event in ("error", "login"):
-        return ErrorEvent(code or "?", str(message.get("msg", "")), conn_id, _text(message.get("id")))
+        return ErrorEvent(code or "?", provider_text(message.get("msg", ""), 300), conn_id, _text(message.get("id")))
     if event == "notice":
-        return Notice(code, str(message.get("msg", "")))
-    return OtherEvent(str(event), message)
+        return Notice(code, provider_text(message.get("msg", ""), 300))
+    return OtherEvent(provider_text(event, 60), message)
 
 
 class RestError(Exception):

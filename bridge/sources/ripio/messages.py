@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from bridge.parsing import provider_text
 from bridge.sources.ripio.parse import TOPICS, WELCOME_ID
 
 __all__ = [
@@ -110,7 +111,7 @@ def classify(message: Mapping[str, Any]) -> Control | None:
         return Welcome(topic if isinstance(topic, str) else None)
     if message.get("error_code") is not None or (message.get("error") not in (None, False) and "body" not in message):
         code = message.get("error_code", message.get("error"))
-        return StreamError(code, str(message.get("message") or "")[:300])
+        return StreamError(provider_text(code, 60), provider_text(message.get("message") or "", 300))
     if "body" in message or "topic" in message:
         return None
     if _is_pong(message):
