@@ -18,7 +18,9 @@ mean the same in both drafts.
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
 import types
 import typing
 from dataclasses import dataclass
@@ -53,7 +55,19 @@ __all__ = [
     "version_key",
 ]
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+def _schema_dir() -> Path:
+    """The repository's ``schemas/`` in a checkout (or editable install), else the copy a wheel
+    installs under ``<prefix>/share/transfer-bridge/schemas``; ``BRIDGE_SCHEMA_DIR`` overrides both."""
+    override = os.environ.get("BRIDGE_SCHEMA_DIR")
+    if override:
+        return Path(override)
+    checkout = Path(__file__).resolve().parent.parent / "schemas"
+    if checkout.is_dir():
+        return checkout
+    return Path(sys.prefix) / "share" / "transfer-bridge" / "schemas"
+
+
+SCHEMA_DIR = _schema_dir()
 JSON_SCHEMA_DIALECT = "http://json-schema.org/draft-07/schema#"
 AVRO_NAMESPACE = "dev.transfer_bridge.v{major}"
 RECORD_NAME = "TransferEvent"
