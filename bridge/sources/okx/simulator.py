@@ -262,7 +262,10 @@ class OkxSimulator:
         answer_pings: bool = True,
         clock: Callable[[], float] = time.time,
         seed: int = 1,
+        first_ids: tuple[int, int] = (88165462, 63754560),
     ):
+        """``first_ids``: the first deposit and withdrawal id handed out (the defaults are the ids of
+        the OKX document's examples; move them to run beside those examples without sharing keys)."""
         self.accounts = {a.name: a for a in (accounts or default_accounts())}
         self._by_key = {a.api_key: a for a in self.accounts.values()}
         self.idle_timeout = idle_timeout
@@ -285,8 +288,8 @@ class OkxSimulator:
         self._rest_failures: deque[tuple[int, str]] = deque()
         self._rest_failure_msg = "Service temporarily unavailable"
         self._last_ts = 0
-        self._dep_ids = itertools.count(88165462)
-        self._wd_ids = itertools.count(63754560)
+        self._dep_ids = itertools.count(first_ids[0])
+        self._wd_ids = itertools.count(first_ids[1])
         self._ws_server: Server | None = None
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
