@@ -173,12 +173,12 @@ class _Figures:
         stale = self.outcomes[Outcome.STALE.value]
         result = f"published {self.outcomes[Outcome.PUBLISHED.value]}, duplicates dropped {dropped}"
         if self.relisted:
-            result += f" ({self.relisted} re-listed by backfill)"
+            result += f" ({self.relisted} from backfill)"
         if stale:
             result += f", stale after final {stale}"
         if self.outcomes[Outcome.DEAD_LETTERED.value]:
             result += f", dead-lettered {self.outcomes[Outcome.DEAD_LETTERED.value]}"
-        return f"{self.provider:<12} {self.transfers} transfers, {self.states:>2} states | {self.traffic} | {result}"
+        return f"{self.provider:<12} {self.transfers} transfers {self.states:>2} states | {self.traffic} | {result}"
 
 
 def _reveal(value: Any) -> Any:
@@ -231,7 +231,7 @@ def _source_outcomes(sources: Iterable[OkxAccountSource | RipioAccountSource]) -
 
 
 def _late_deliveries(plan: Plan) -> int:
-    """Deliveries posted after a later state of the same transfer had been posted."""
+    """Deliveries posted after a later state of the same transfer had been posted (out of order)."""
     late = 0
     for transfer_steps in plan.steps:
         highest = -1
@@ -281,21 +281,20 @@ async def _run_live(app: BridgeApp, okx: OkxSimulator, ripio: RipioSimulator, we
     figures: list[_Figures] = []
     outcomes, backfilled, relisted, reconnects = _source_outcomes(okx_sources)
     traffic = (
-        f"{okx.stats['pushes']} pushes, {_plural(okx.stats['drops'], 'connection')} dropped, "
-        f"{reconnects} reconnects, {backfilled} via REST backfill"
+        f"{okx.stats['pushes']} pushes, {_plural(okx.stats['drops'], 'drop')}, {_plural(reconnects, 'reconnect')}, {backfilled} via backfill"
     )
     figures.append(_Figures("okx", len(okx_transfers), okx.stats["states"], traffic, outcomes, relisted))
     outcomes, backfilled, relisted, reconnects = _source_outcomes(ripio_sources)
     traffic = (
-        f"{ripio.stats['pushes']} pushes, {_plural(ripio.stats['drops'], 'connection')} dropped, "
-        f"{_plural(ripio.stats['skipped'], 'message id')} lost, {backfilled} via REST backfill"
+        f"{ripio.stats['pushes']} pushes, {_plural(ripio.stats['drops'], 'drop')}, {_plural(reconnects, 'reconnect')}, "
+        f"{_plural(ripio.stats['skipped'], 'lost message id')}, {backfilled} via backfill"
     )
     figures.append(_Figures("ripio", len(ripio_transfers), ripio.stats["states"], traffic, outcomes, relisted))
     deliveries = plan.deliveries
     attempts = sum(len(d.attempts) for d in deliveries)
     traffic = (
         f"{len(deliveries)} signed deliveries ({sum(d.redelivery for d in deliveries)} re-deliveries, "
-        f"{_late_deliveries(plan)} after a later state), {attempts} posts ({sender.answers_lost} answer lost, retried)"
+        f"{_late_deliveries(plan)} late), {attempts} posts ({sender.answers_lost} answer lost, retried)"
     )
     answered = Counter({outcome.value: webhook.stats[result] for result, outcome in _WEBHOOK_RESULTS.items()})
     states = sum(len(t.states) for t in sender.transfers)
