@@ -22,7 +22,8 @@ import sys
 import threading
 from contextvars import ContextVar
 from datetime import datetime, timezone
-from typing import Any, Iterable, Iterator, Mapping, TextIO
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, TextIO
 
 import orjson
 

@@ -7,7 +7,8 @@ A parser raises ``ParseError`` with a reason a human can act on; ``parse_items``
 from __future__ import annotations
 
 import reprlib
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from bridge.events import DeadLetter, Provider, TransferEvent
 from bridge.jsonutil import DecimalError, canonical_decimal, dumps, small_int
@@ -136,15 +137,17 @@ MAX_DEPTH = 64
 
 
 def check_depth(value: Any, what: str = "item") -> None:
+    # Only containers are pushed: a provider item is a flat object, so this is one pass over its values.
+    if not isinstance(value, (Mapping, list)):
+        return
     stack = [(value, 1)]
     while stack:
         node, depth = stack.pop()
         if depth > MAX_DEPTH:
             raise ParseError(f"{what}: nested deeper than {MAX_DEPTH} levels")
-        if isinstance(node, Mapping):
-            stack.extend((v, depth + 1) for v in node.values())
-        elif isinstance(node, list):
-            stack.extend((v, depth + 1) for v in node)
+        for child in node.values() if isinstance(node, Mapping) else node:
+            if isinstance(child, (Mapping, list)):
+                stack.append((child, depth + 1))
 
 
 def parse_items(

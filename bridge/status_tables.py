@@ -7,7 +7,7 @@ Tables are data, checked exhaustively by tests against the contract; a value mis
 from __future__ import annotations
 
 from types import MappingProxyType
-from typing import Mapping
+from collections.abc import Mapping
 
 from bridge.events import Status
 

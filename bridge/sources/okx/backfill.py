@@ -13,7 +13,8 @@ import asyncio
 import logging
 import random
 import time
-from typing import Any, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp

@@ -6,7 +6,8 @@ history endpoints return the same fields (minus ``pTime``).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from bridge.events import (
     Account,

@@ -6,7 +6,8 @@ Pure: no I/O, no clock. Amounts and fees are JSON numbers: the receiver reads bo
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from bridge.events import Account, Direction, Provider, Source, TransferEvent, build_event
 from bridge.networks import canonical_network

@@ -11,7 +11,8 @@ Transfer messages themselves are ``parse.py``'s business; ``classify`` only says
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from bridge.parsing import provider_text
 from bridge.sources.ripio.parse import TOPICS, WELCOME_ID

@@ -22,7 +22,8 @@ Field map (Ripio → contract), the same for pushes and listing rows:
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from bridge.events import Account, DeadLetter, Direction, Provider, Source, TransferEvent, Via, build_event
 from bridge.networks import canonical_network
