@@ -13,12 +13,13 @@ from typing import AsyncIterator, Awaitable, Callable, Iterator
 import hypothesis  # noqa: F401  imported up front: see the note below
 import pytest
 
-from bridge.dedup import DedupGate
-from bridge.pipeline import Pipeline
-from bridge.publish import Publisher
-from bridge.settings import KafkaSettings, TopicSettings
-from bridge.store_sqlite import SQLiteStore
-from bridge.testing.kafka_broker import kafka_bootstrap_for_session
+from bridge.delivery.dedup import DedupGate
+from bridge.delivery.pipeline import Pipeline
+from bridge.delivery.publish import Publisher
+from bridge.kafka.settings import KafkaSettings
+from bridge.delivery.settings import TopicSettings
+from bridge.delivery.store_sqlite import SQLiteStore
+from bridge_testkit.kafka_broker import kafka_bootstrap_for_session
 
 # Note: CPython 3.11.7 can fail compiling a module ("AST constructor recursion depth mismatch") when
 # a finalizer runs mid-compile; hypothesis' pytest plugin would otherwise import (and compile) its

@@ -10,10 +10,10 @@ from typing import Iterator
 
 import pytest
 
-from bridge.pipeline import Outcome
-from bridge.settings import KafkaSettings
-from bridge.testing.kafka_broker import LocalKafka
-from bridge.testing.kafka_io import read_topic
+from bridge.delivery.pipeline import Outcome
+from bridge.kafka.settings import KafkaSettings
+from bridge_testkit.kafka_broker import LocalKafka
+from bridge_testkit.kafka_io import read_topic
 from tests.conftest import PipelineFactory
 from tests.test_pipeline_kafka import withdrawal
 

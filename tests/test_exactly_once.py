@@ -6,11 +6,12 @@ import uuid
 
 import pytest
 
-from bridge.assemble import build_pipeline
-from bridge.pipeline import Outcome, Pipeline
-from bridge.publish_tx import FencedError
-from bridge.settings import DedupSettings, KafkaSettings, TopicSettings
-from bridge.testing.kafka_io import read_topic
+from bridge.delivery.assemble import build_pipeline
+from bridge.delivery.pipeline import Outcome, Pipeline
+from bridge.delivery.publish_tx import FencedError
+from bridge.delivery.settings import DedupSettings, TopicSettings
+from bridge.kafka.settings import KafkaSettings
+from bridge_testkit.kafka_io import read_topic
 from tests.test_pipeline_kafka import withdrawal
 
 pytestmark = pytest.mark.kafka

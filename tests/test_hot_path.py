@@ -7,9 +7,9 @@ import uuid
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.dedup import DedupGate, MemoryStore, state_id
-from bridge.events import Account, Direction, Provider, Source, Status, build_event, encode_event, event_id_of
-from bridge.jsonutil import dumps
+from bridge.delivery.dedup import DedupGate, MemoryStore, state_id
+from bridge.contract.events import Account, Direction, Provider, Source, Status, build_event, encode_event, event_id_of
+from bridge.contract.jsonutil import dumps
 from tests.fuzz.strategies import json_values
 
 
@@ -55,7 +55,7 @@ def test_mark_records_the_same_state_bytes_state_after_announced() -> None:
 
 @given(st.text(st.characters(exclude_categories=())), st.text())
 def test_event_id_is_the_uuid5_of_key_and_fingerprint(key: str, fingerprint: str) -> None:
-    from bridge.events import EVENT_ID_NAMESPACE
+    from bridge.contract.events import EVENT_ID_NAMESPACE
 
     try:
         expected: object = str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{key}\x1e{fingerprint}"))
@@ -86,7 +86,7 @@ def test_encoded_event_is_byte_for_byte_the_model_dump_encoding(raw: dict[str, o
 
 
 async def test_a_reopened_gate_has_every_saved_state(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from bridge.store_sqlite import SQLiteStore
+    from bridge.delivery.store_sqlite import SQLiteStore
 
     rows = [(n - 5_000, bytes((n % 2,)) + n.to_bytes(8, "big"), None) for n in range(10_000)]
     store = SQLiteStore(tmp_path / "dedup.sqlite3")

@@ -12,12 +12,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bridge.events import DeadLetter, Provider, TransferEvent
-from bridge.jsonutil import loads_exact
-from bridge.pipeline import Outcome
-from bridge.settings import KafkaSettings, TopicSettings
+from bridge.contract.events import DeadLetter, Provider, TransferEvent
+from bridge.contract.jsonutil import loads_exact
+from bridge.delivery.pipeline import Outcome
+from bridge.kafka.settings import KafkaSettings
+from bridge.delivery.settings import TopicSettings
 from bridge.sources.openxswitch.parse import parse_delivery
-from bridge.testing.kafka_io import read_topic
+from bridge_testkit.kafka_io import read_topic
 from tests.conftest import PipelineFactory
 from tests.support import RECEIVED, fixture_bytes
 
@@ -80,13 +81,14 @@ async def test_states_of_one_transfer_arrive_in_order_on_one_partition(
 RESTART_SCRIPT = textwrap.dedent(
     """
     import asyncio, sys
-    from bridge.dedup import DedupGate
-    from bridge.jsonutil import loads_exact
-    from bridge.pipeline import Pipeline
-    from bridge.publish import Publisher
-    from bridge.settings import KafkaSettings, TopicSettings
+    from bridge.delivery.dedup import DedupGate
+    from bridge.contract.jsonutil import loads_exact
+    from bridge.delivery.pipeline import Pipeline
+    from bridge.delivery.publish import Publisher
+    from bridge.kafka.settings import KafkaSettings
+    from bridge.delivery.settings import TopicSettings
     from bridge.sources.openxswitch.parse import parse_delivery
-    from bridge.store_sqlite import SQLiteStore
+    from bridge.delivery.store_sqlite import SQLiteStore
 
     async def main():
         kafka = KafkaSettings.model_validate_json(sys.argv[1])

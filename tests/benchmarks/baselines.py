@@ -33,8 +33,9 @@ def build_records(frames: Iterable[str], limit: int) -> list[dict[str, Any]]:
     """The records the bridge publishes for these frames: each distinct state once, exact bytes."""
     import orjson
 
-    from bridge.publish import Publisher
-    from bridge.settings import KafkaSettings, TopicSettings
+    from bridge.delivery.publish import Publisher
+    from bridge.kafka.settings import KafkaSettings
+    from bridge.delivery.settings import TopicSettings
     from bridge.sources.okx.parse import parse_push
 
     publisher = Publisher(KafkaSettings(), TopicSettings())  # only its record builder is used
@@ -157,8 +158,8 @@ async def aiokafka_worker(params: dict[str, Any]) -> None:
     ack. Latency (``rate``): one record every 1/rate s, send → ack per record."""
     from aiokafka import AIOKafkaProducer
 
-    from bridge.publish import Publisher
-    from bridge.settings import TopicSettings
+    from bridge.delivery.publish import Publisher
+    from bridge.delivery.settings import TopicSettings
 
     channel = await Channel.open()
     topics = params["topics"]

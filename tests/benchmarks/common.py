@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from bridge.settings import KafkaSettings, TopicSettings
-from bridge.sources.okx.simulator import SimAccount
+from bridge.kafka.settings import KafkaSettings
+from bridge.delivery.settings import TopicSettings
+from bridge_testkit.okx.simulator import SimAccount
 
 __all__ = [
     "REPO",
@@ -173,14 +174,14 @@ KAFKA_OPTIONS_ENV = "BENCH_KAFKA_OPTIONS"
 def kafka_settings(bootstrap: str) -> "KafkaSettings":
     """The bridge's Kafka settings (service defaults) plus any ``--kafka-option`` of this run, which
     the orchestrator hands to every worker through the environment: bridge and baselines alike."""
-    from bridge.settings import KafkaSettings
+    from bridge.kafka.settings import KafkaSettings
 
     return KafkaSettings(bootstrap_servers=bootstrap, **json.loads(os.environ.get(KAFKA_OPTIONS_ENV) or "{}"))
 
 
 async def create_topics(bootstrap: str, topics: TopicSettings) -> None:
     """Create a side's topics the way the bridge does (same partitions), for clients that do not."""
-    from bridge.publish import Publisher
+    from bridge.delivery.publish import Publisher
 
     await Publisher(kafka_settings(bootstrap), topics).ensure_topics()
 

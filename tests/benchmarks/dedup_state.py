@@ -46,7 +46,7 @@ def _sample_indices(total: int) -> list[int]:
 
 def _events(index: int) -> list[Any]:
     """The published states of sampled transfer ``index``, as the bridge would build them."""
-    from bridge.events import Account, Direction, Provider, Source, Status, build_event
+    from bridge.contract.events import Account, Direction, Provider, Source, Status, build_event
 
     states = STATES[index % len(STATES)]
     out = []
@@ -70,8 +70,8 @@ def _events(index: int) -> list[Any]:
 
 
 def _rows(total: int, sample: set[int]) -> Iterator[tuple[int, bytes, int | None]]:
-    from bridge.dedup import FINAL_FLAG, state_id
-    from bridge.events import short_hash
+    from bridge.delivery.dedup import FINAL_FLAG, state_id
+    from bridge.contract.events import short_hash
 
     rng = random.Random(7)
     now = int(time.time() * 1000)
@@ -94,7 +94,7 @@ def _uuid_text(hexdigits: str) -> str:
 
 
 async def fill_worker(params: dict[str, Any]) -> None:
-    from bridge.store_sqlite import SQLiteStore
+    from bridge.delivery.store_sqlite import SQLiteStore
 
     channel = await Channel.open()
     total = params["transfers"]
@@ -113,8 +113,8 @@ async def fill_worker(params: dict[str, Any]) -> None:
 
 
 async def memory_worker(params: dict[str, Any]) -> None:
-    from bridge.dedup import Decision, DedupGate
-    from bridge.store_sqlite import SQLiteStore
+    from bridge.delivery.dedup import Decision, DedupGate
+    from bridge.delivery.store_sqlite import SQLiteStore
 
     channel = await Channel.open()
     total = params["transfers"]
@@ -150,9 +150,9 @@ async def memory_worker(params: dict[str, Any]) -> None:
 async def restart_worker(params: dict[str, Any]) -> None:
     """Runs right after the process started: build, start, prove dedup works, say READY."""
     imported = time.monotonic()
-    from bridge.assemble import build_pipeline
-    from bridge.pipeline import Outcome
-    from bridge.settings import DedupSettings, PipelineSettings, TopicSettings
+    from bridge.delivery.assemble import build_pipeline
+    from bridge.delivery.pipeline import Outcome
+    from bridge.delivery.settings import DedupSettings, PipelineSettings, TopicSettings
 
     channel = await Channel.open()
     repeat = _events(_sample_indices(params["transfers"])[0])[0]

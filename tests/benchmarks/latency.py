@@ -18,7 +18,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from bridge.sources.okx.simulator import PUSH_ONLY_SCRIPTS, OkxSimulator, SimAccount, SimTransfer
+from bridge_testkit.okx.simulator import PUSH_ONLY_SCRIPTS, OkxSimulator, SimAccount, SimTransfer
 
 from tests.benchmarks.baselines import build_records, write_records
 from tests.benchmarks.common import Child, Context, bench_accounts, create_topics, latency_summary

@@ -1,7 +1,7 @@
 """OKX load: frames rendered by the simulator's own transfer scripts, and the bridge worker that
 reads them over real WebSockets into the real pipeline.
 
-The provider side is ``bridge.sources.okx.simulator.OkxSimulator`` (login, subscriptions,
+The provider side is ``bridge_testkit.okx.simulator.OkxSimulator`` (login, subscriptions,
 keepalive, pushes). For the throughput flood the frames are rendered up front by a second,
 never-started simulator stepping the same scripts (``advance`` + ``SimTransfer.item``), then
 replayed through the live simulator's connections with ``send_raw``: the provider's per-step
@@ -23,7 +23,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence
 
-from bridge.sources.okx.simulator import PUSH_ONLY_SCRIPTS, SCRIPTS, OkxSimulator, SimAccount, SimTransfer
+from bridge_testkit.okx.simulator import PUSH_ONLY_SCRIPTS, SCRIPTS, OkxSimulator, SimAccount, SimTransfer
 
 from tests.benchmarks.common import Channel, bench_accounts, kafka_settings, peak_rss_bytes, rss_bytes
 
@@ -129,7 +129,7 @@ class _Decisions:
         self.rows: list[tuple[str, str, int | None, str | None, str, float]] = []
 
     def wrap(self, offer: Callable[[Any], Awaitable["asyncio.Future[Any]"]]) -> Callable[[Any], Awaitable["asyncio.Future[Any]"]]:
-        from bridge.events import TransferEvent
+        from bridge.contract.events import TransferEvent
 
         async def probed(item: Any) -> "asyncio.Future[Any]":
             future = await offer(item)
@@ -157,8 +157,8 @@ def _decided(totals: dict[str, int]) -> int:
 
 
 async def bridge_worker(params: dict[str, Any]) -> None:
-    from bridge.assemble import build_pipeline
-    from bridge.settings import DedupSettings, PipelineSettings, TopicSettings
+    from bridge.delivery.assemble import build_pipeline
+    from bridge.delivery.settings import DedupSettings, PipelineSettings, TopicSettings
     from bridge.sources.okx.config import OkxConfig
     from bridge.sources.okx.service import build_okx_sources
 

@@ -93,7 +93,7 @@ async def _run(args: argparse.Namespace) -> int:
         bootstrap, broker_pid = args.bootstrap, _broker_pid_for(args.bootstrap)
         print(f"Kafka: {bootstrap} (given)", flush=True)
     else:
-        from bridge.testing.kafka_broker import LocalKafka
+        from bridge_testkit.kafka_broker import LocalKafka
 
         broker = LocalKafka()
         bootstrap = await asyncio.to_thread(broker.start)

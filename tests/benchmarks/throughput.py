@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bridge.publish import Publisher
-from bridge.settings import TopicSettings
-from bridge.sources.okx.simulator import OkxSimulator, SimAccount
+from bridge.delivery.publish import Publisher
+from bridge.delivery.settings import TopicSettings
+from bridge_testkit.okx.simulator import OkxSimulator, SimAccount
 
 from tests.benchmarks.baselines import build_records, kcat_binary, run_kcat, write_records
 from tests.benchmarks.common import Child, Context, bench_accounts, create_topics, kafka_settings, process_cpu_seconds, records_in_topics

@@ -57,8 +57,8 @@ async def _answer_cpu(channel: Channel) -> None:
 
 async def bridge_worker(params: dict[str, Any]) -> None:
     """The service's receiver: ``OpenXSwitchWebhook`` on a pipeline with the SQLite dedup store."""
-    from bridge.assemble import build_pipeline
-    from bridge.settings import DedupSettings, PipelineSettings, TopicSettings
+    from bridge.delivery.assemble import build_pipeline
+    from bridge.delivery.settings import DedupSettings, PipelineSettings, TopicSettings
     from bridge.sources.openxswitch.config import OpenXSwitchConfig
     from bridge.sources.openxswitch.webhook import OpenXSwitchWebhook
 
@@ -137,7 +137,7 @@ async def naive_worker(params: dict[str, Any]) -> None:
 
 def deliveries(count: int, seed: int) -> list[tuple[bytes, dict[str, str]]]:
     """``count`` signed first states of distinct transfers (withdrawals and deposits alternating)."""
-    from bridge.sources.openxswitch.simulator import OpenXSwitchSimulator
+    from bridge_testkit.openxswitch.simulator import OpenXSwitchSimulator
 
     sim = OpenXSwitchSimulator("http://unused", SECRET, seed=seed)
     out = []

@@ -41,13 +41,14 @@ SECRET = "bench-webhook-secret"
 
 
 async def serve(bootstrap: str, prefix: str) -> None:
-    from bridge.dedup import DedupGate
-    from bridge.pipeline import Pipeline
-    from bridge.publish import Publisher
-    from bridge.settings import KafkaSettings, TopicSettings
+    from bridge.delivery.dedup import DedupGate
+    from bridge.delivery.pipeline import Pipeline
+    from bridge.delivery.publish import Publisher
+    from bridge.kafka.settings import KafkaSettings
+    from bridge.delivery.settings import TopicSettings
     from bridge.sources.openxswitch.config import OpenXSwitchConfig
     from bridge.sources.openxswitch.webhook import OpenXSwitchWebhook
-    from bridge.store_sqlite import SQLiteStore
+    from bridge.delivery.store_sqlite import SQLiteStore
 
     topics = TopicSettings(deposit=f"{prefix}.deposit", withdrawal=f"{prefix}.withdrawal", dead_letter=f"{prefix}.dlq")
     with tempfile.TemporaryDirectory(prefix="webhooks-bench-") as state:

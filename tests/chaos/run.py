@@ -43,14 +43,14 @@ from typing import Any, Callable, Iterable
 
 from pydantic import SecretStr
 
-from bridge.sources.okx.scenario import scenario_config
-from bridge.sources.okx.simulator import OkxSimulator
-from bridge.sources.okx.simulator import SimTransfer as OkxTransfer
-from bridge.sources.openxswitch.simulator import OpenXSwitchSimulator
-from bridge.sources.ripio.simulator import RipioSimulator
-from bridge.sources.ripio.simulator import SimTransfer as RipioTransfer
-from bridge.testing.kafka_broker import LocalKafka
-from bridge.testing.kafka_io import ConsumedRecord, read_topic
+from bridge_testkit.okx.scenario import scenario_config
+from bridge_testkit.okx.simulator import OkxSimulator
+from bridge_testkit.okx.simulator import SimTransfer as OkxTransfer
+from bridge_testkit.openxswitch.simulator import OpenXSwitchSimulator
+from bridge_testkit.ripio.simulator import RipioSimulator
+from bridge_testkit.ripio.simulator import SimTransfer as RipioTransfer
+from bridge_testkit.kafka_broker import LocalKafka
+from bridge_testkit.kafka_io import ConsumedRecord, read_topic
 from tests.chaos.webhooks import DELIVERIES_PER_STATE, FlakyFront, WebhookDriver
 
 REPO = Path(__file__).resolve().parents[2]

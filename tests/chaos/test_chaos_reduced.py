@@ -8,7 +8,7 @@ from typing import Iterator
 
 import pytest
 
-from bridge.testing.kafka_broker import LocalKafka
+from bridge_testkit.kafka_broker import LocalKafka
 from tests.chaos.run import ChaosReport, run_chaos
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]

@@ -29,7 +29,7 @@ import aiohttp
 from aiohttp import web
 
 from bridge.sources.openxswitch.signature import HEADER
-from bridge.sources.openxswitch.simulator import OpenXSwitchSimulator, SimDelivery, SimTransfer
+from bridge_testkit.openxswitch.simulator import OpenXSwitchSimulator, SimDelivery, SimTransfer
 
 __all__ = ["FlakyFront", "WebhookDriver", "DELIVERIES_PER_STATE"]
 

@@ -14,11 +14,12 @@ from typing import Any, Callable, Iterable
 
 from jsonschema import Draft7Validator
 
-from bridge.events import DeadLetter, TransferEvent, encode_event
-from bridge.jsonutil import loads_exact
-from bridge.publish import Publisher
-from bridge.schema import schema_path
-from bridge.settings import KafkaSettings, TopicSettings
+from bridge.contract.events import DeadLetter, TransferEvent, encode_event
+from bridge.contract.jsonutil import loads_exact
+from bridge.delivery.publish import Publisher
+from bridge.contract.schema import schema_path
+from bridge.kafka.settings import KafkaSettings
+from bridge.delivery.settings import TopicSettings
 
 __all__ = ["check_results", "check_event", "check_dead_letter", "no_float"]
 

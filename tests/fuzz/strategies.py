@@ -8,7 +8,7 @@ Two levels, because providers can break us at both:
 * **bytes** — what arrives on the wire: the same messages serialized and then broken (``NaN`` /
   ``Infinity`` literals, exponents, truncation, invalid UTF-8, a BOM, deep brackets, random bytes).
 
-Numbers stay what ``bridge.jsonutil.loads_exact`` produces (``int`` / ``Decimal``); ``floats=True``
+Numbers stay what ``bridge.contract.jsonutil.loads_exact`` produces (``int`` / ``Decimal``); ``floats=True``
 adds binary floats for the OKX path, whose client reads frames with orjson first.
 """
 

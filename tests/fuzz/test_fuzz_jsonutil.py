@@ -11,7 +11,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from bridge.jsonutil import JSONError, dumps, loads_exact
+from bridge.contract.jsonutil import JSONError, dumps, loads_exact
 from tests.fuzz.properties import no_float
 from tests.fuzz.report import fuzz_settings, outcome, tried
 from tests.fuzz.strategies import OXS_WITHDRAW, json_values, to_json, wire_bytes

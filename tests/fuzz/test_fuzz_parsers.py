@@ -25,9 +25,9 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from bridge.events import DeadLetter, TransferEvent, Via
-from bridge.jsonutil import JSONError, loads_exact
-from bridge.parsing import ParseError
+from bridge.contract.events import DeadLetter, TransferEvent, Via
+from bridge.contract.jsonutil import JSONError, loads_exact
+from bridge.contract.parsing import ParseError
 from bridge.sources.okx.parse import parse_push
 from bridge.sources.okx.parse import parse_rows as parse_okx_rows
 from bridge.sources.openxswitch.parse import parse_delivery

@@ -24,9 +24,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from hypothesis import Phase, given
 from hypothesis import strategies as st
 
-from bridge.jsonutil import JSONError, loads_exact
-from bridge.pipeline import Pipeline
-from bridge.settings import TopicSettings
+from bridge.contract.jsonutil import JSONError, loads_exact
+from bridge.delivery.pipeline import Pipeline
+from bridge.delivery.settings import TopicSettings
 from bridge.sources.openxswitch.config import OpenXSwitchConfig
 from bridge.sources.openxswitch.signature import HEADER, sign
 from bridge.sources.openxswitch.webhook import OpenXSwitchWebhook

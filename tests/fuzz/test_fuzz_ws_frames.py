@@ -26,14 +26,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from hypothesis import Phase, example, given
 from hypothesis import strategies as st
 
-from bridge.jsonutil import JSONError, loads_exact
-from bridge.settings import TopicSettings
-from bridge.sources.okx.scenario import scenario_config
+from bridge.contract.jsonutil import JSONError, loads_exact
+from bridge.delivery.settings import TopicSettings
+from bridge_testkit.okx.scenario import scenario_config
 from bridge.sources.okx.service import build_okx_sources
-from bridge.sources.okx.simulator import OkxSimulator
+from bridge_testkit.okx.simulator import OkxSimulator
 from bridge.sources.ripio.service import build_ripio_sources
-from bridge.sources.ripio.simulator import RipioSimulator
-from bridge.testing.kafka_io import read_topic
+from bridge_testkit.ripio.simulator import RipioSimulator
+from bridge_testkit.kafka_io import read_topic
 from tests.conftest import PipelineFactory
 from tests.fuzz.report import fuzz_settings, outcome, tried
 from tests.fuzz.strategies import (

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from bridge.events import Account, DeadLetter, Direction, Provider, Source, Status, TransferEvent, build_event
-from bridge.pipeline import Outcome
-from bridge.settings import TopicSettings
-from bridge.testing.kafka_io import read_topic
+from bridge.contract.events import Account, DeadLetter, Direction, Provider, Source, Status, TransferEvent, build_event
+from bridge.delivery.pipeline import Outcome
+from bridge.delivery.settings import TopicSettings
+from bridge_testkit.kafka_io import read_topic
 from tests.conftest import PipelineFactory
 from tests.fuzz.report import outcome, tried
 

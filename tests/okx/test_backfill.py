@@ -8,8 +8,9 @@ import aiohttp
 import pytest
 
 from bridge.sources.okx import messages as m
-from bridge.sources.okx.backfill import BackfillError, HistoryClient
-from bridge.sources.okx.simulator import OkxSimulator
+from bridge.ingest.rest import TransientError as BackfillError
+from bridge.sources.okx.backfill import HistoryClient
+from bridge_testkit.okx.simulator import OkxSimulator
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ from typing import Any, AsyncIterator
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from bridge.source import ConfigurationError
+from bridge.ingest.source import ConfigurationError
 from bridge.sources.okx import messages as m
 from bridge.sources.okx.client import Frame, KeepaliveTimeout, LoginRejected, OkxConnection, RequestRejected
-from bridge.sources.okx.simulator import OkxSimulator
+from bridge_testkit.okx.simulator import OkxSimulator
 
 SUBSCRIPTIONS = m.subscription_args(None, None)
 

@@ -8,9 +8,9 @@ from typing import Any
 import orjson
 import pytest
 
-from bridge.events import DeadLetter, Status, TransferEvent, Via
-from bridge.jsonutil import loads_exact
-from bridge.parsing import ParseError
+from bridge.contract.events import DeadLetter, Status, TransferEvent, Via
+from bridge.contract.jsonutil import loads_exact
+from bridge.contract.parsing import ParseError
 from bridge.sources.okx.parse import parse_push, parse_rows
 from tests.support import RECEIVED, fixture_bytes
 

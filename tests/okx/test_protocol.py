@@ -6,10 +6,10 @@ import orjson
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from bridge.events import Account, Direction, Provider, Source, Status, build_event
+from bridge.contract.events import Account, Direction, Provider, Source, Status, build_event
 from bridge.sources.okx import messages as m
 from bridge.sources.okx.auth import login_args, rest_headers, rest_timestamp
-from bridge.sources.okx.backfill import Window
+from bridge.ingest.backfill import Window
 from bridge.sources.okx.config import OkxAccount, OkxConfig
 from tests.support import fixture_bytes
 
@@ -156,7 +156,7 @@ MINUTE = 60_000
 
 
 def transfer(transfer_id: str, *, created_ms: int, status: Status = Status.PENDING) -> object:
-    from bridge.timeutil import from_epoch_ms
+    from bridge.contract.timeutil import from_epoch_ms
 
     return build_event(
         provider=Provider.OKX,

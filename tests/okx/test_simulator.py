@@ -13,7 +13,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from bridge.sources.okx.auth import login_args, rest_headers
-from bridge.sources.okx.simulator import OkxSimulator, SimAccount
+from bridge_testkit.okx.simulator import OkxSimulator, SimAccount
 
 
 @pytest.fixture

@@ -11,12 +11,12 @@ from typing import Any, AsyncIterator, Callable
 
 import pytest
 
-from bridge.pipeline import Pipeline
-from bridge.settings import TopicSettings
-from bridge.sources.okx.scenario import compare, run_scenario, scenario_config, settle
+from bridge.delivery.pipeline import Pipeline
+from bridge.delivery.settings import TopicSettings
+from bridge_testkit.okx.scenario import compare, run_scenario, scenario_config, settle
 from bridge.sources.okx.service import OkxAccountSource, WS_DLQ_CHANNEL, build_okx_sources
-from bridge.sources.okx.simulator import OkxSimulator, SimTransfer
-from bridge.testing.kafka_io import ConsumedRecord, read_topic
+from bridge_testkit.okx.simulator import OkxSimulator, SimTransfer
+from bridge_testkit.kafka_io import ConsumedRecord, read_topic
 from tests.conftest import PipelineFactory
 from tests.support import fixture_bytes
 

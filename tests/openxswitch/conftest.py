@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from bridge.sources.openxswitch.config import OpenXSwitchConfig
 from bridge.sources.openxswitch.signature import HEADER, Encoding, sign
 from bridge.sources.openxswitch.webhook import OpenXSwitchWebhook
-from bridge.testing.kafka_io import ConsumedRecord
+from bridge_testkit.kafka_io import ConsumedRecord
 from tests.conftest import PipelineFactory
 
 SECRET = "whsec-current-7f3a"

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from bridge.jsonutil import loads_exact
-from bridge.parsing import ParseError
+from bridge.contract.jsonutil import loads_exact
+from bridge.contract.parsing import ParseError
 from bridge.sources.openxswitch import messages as m
 from bridge.sources.openxswitch.parse import parse_delivery
 from tests.support import RECEIVED, fixture_bytes

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from bridge.events import Direction, Status, TransferEvent, encode_event
-from bridge.jsonutil import dumps, loads_exact
-from bridge.parsing import ParseError
+from bridge.contract.events import Direction, Status, TransferEvent, encode_event
+from bridge.contract.jsonutil import dumps, loads_exact
+from bridge.contract.parsing import ParseError
 from bridge.sources.openxswitch.parse import TRANSFER_METHODS, is_transfer_method, parse_delivery
-from bridge.timeutil import TimestampError
+from bridge.contract.timeutil import TimestampError
 from tests.support import RECEIVED, fixture_bytes
 
 

@@ -11,10 +11,10 @@ from typing import AsyncIterator, Callable
 
 from aiohttp import web
 
-from bridge.events import Status
-from bridge.jsonutil import loads_exact
+from bridge.contract.events import Status
+from bridge.contract.jsonutil import loads_exact
 from bridge.sources.openxswitch.signature import HEADER, verify
-from bridge.sources.openxswitch.simulator import OpenXSwitchSimulator, SimDelivery
+from bridge_testkit.openxswitch.simulator import OpenXSwitchSimulator, SimDelivery
 
 SECRET = "sim-secret"
 

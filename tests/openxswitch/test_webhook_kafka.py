@@ -11,13 +11,13 @@ import orjson
 import pytest
 from aiohttp import web
 
-from bridge.jsonutil import dumps, loads_exact
-from bridge.settings import TopicSettings
+from bridge.contract.jsonutil import dumps, loads_exact
+from bridge.delivery.settings import TopicSettings
 from bridge.sources.openxswitch.config import OpenXSwitchConfig
 from bridge.sources.openxswitch.signature import HEADER, sign
-from bridge.sources.openxswitch.simulator import OpenXSwitchSimulator
+from bridge_testkit.openxswitch.simulator import OpenXSwitchSimulator
 from bridge.sources.openxswitch.webhook import OpenXSwitchWebhook
-from bridge.testing.kafka_io import ConsumedRecord
+from bridge_testkit.kafka_io import ConsumedRecord
 from tests.openxswitch.conftest import OLD_SECRET, SECRET, ReceiverFactory, read_all
 from tests.support import fixture_bytes
 

@@ -10,11 +10,12 @@ from typing import Iterator
 import orjson
 import pytest
 
-from bridge.settings import KafkaSettings, TopicSettings
+from bridge.kafka.settings import KafkaSettings
+from bridge.delivery.settings import TopicSettings
 from bridge.sources.openxswitch.config import OpenXSwitchConfig
-from bridge.sources.openxswitch.simulator import OpenXSwitchSimulator
+from bridge_testkit.openxswitch.simulator import OpenXSwitchSimulator
 from bridge.sources.openxswitch.webhook import OpenXSwitchWebhook
-from bridge.testing.kafka_broker import LocalKafka
+from bridge_testkit.kafka_broker import LocalKafka
 from tests.conftest import PipelineFactory
 from tests.openxswitch.conftest import SECRET, read_all
 

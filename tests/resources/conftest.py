@@ -9,7 +9,7 @@ from typing import Iterator
 
 import pytest
 
-from bridge.testing.kafka_broker import LocalKafka
+from bridge_testkit.kafka_broker import LocalKafka
 from tests.resources.figures import FIGURES
 
 

@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from bridge.events import Account, Direction, Provider, Source, Status, TransferEvent, build_event
-from bridge.pipeline import Outcome, Pipeline
+from bridge.contract.events import Account, Direction, Provider, Source, Status, TransferEvent, build_event
+from bridge.delivery.pipeline import Outcome, Pipeline
 from tests.resources.figures import rss_bytes
 
 __all__ = ["Flood", "Peaks", "deposit"]

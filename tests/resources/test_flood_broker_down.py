@@ -15,14 +15,15 @@ from typing import AsyncIterator
 
 import pytest
 
-from bridge import metrics
-from bridge.dedup import DedupGate
-from bridge.pipeline import Outcome, Pipeline
-from bridge.publish import Publisher
-from bridge.settings import KafkaSettings, TopicSettings
-from bridge.store_sqlite import SQLiteStore
-from bridge.testing.kafka_broker import LocalKafka
-from bridge.testing.kafka_io import read_topic
+from bridge.observability import metrics
+from bridge.delivery.dedup import DedupGate
+from bridge.delivery.pipeline import Outcome, Pipeline
+from bridge.delivery.publish import Publisher
+from bridge.kafka.settings import KafkaSettings
+from bridge.delivery.settings import TopicSettings
+from bridge.delivery.store_sqlite import SQLiteStore
+from bridge_testkit.kafka_broker import LocalKafka
+from bridge_testkit.kafka_io import read_topic
 from tests.resources.figures import mib, record
 from tests.resources.flood import Flood, deposit
 

@@ -20,16 +20,17 @@ from typing import AsyncIterator
 import orjson
 import pytest
 
-from bridge.dedup import DedupGate
-from bridge.pipeline import Outcome, Pipeline
-from bridge.publish import Publisher
-from bridge.settings import KafkaSettings, TopicSettings
-from bridge.sources.okx.scenario import scenario_config
+from bridge.delivery.dedup import DedupGate
+from bridge.delivery.pipeline import Outcome, Pipeline
+from bridge.delivery.publish import Publisher
+from bridge.kafka.settings import KafkaSettings
+from bridge.delivery.settings import TopicSettings
+from bridge_testkit.okx.scenario import scenario_config
 from bridge.sources.okx.service import build_okx_sources
-from bridge.sources.okx.simulator import OkxSimulator
-from bridge.store_sqlite import SQLiteStore
-from bridge.testing.kafka_broker import LocalKafka
-from bridge.testing.kafka_io import read_topic
+from bridge_testkit.okx.simulator import OkxSimulator
+from bridge.delivery.store_sqlite import SQLiteStore
+from bridge_testkit.kafka_broker import LocalKafka
+from bridge_testkit.kafka_io import read_topic
 from tests.resources.conftest import frozen
 from tests.resources.figures import mib, record, rss_bytes
 from tests.resources.flood import Flood, Peaks, deposit

@@ -16,11 +16,11 @@ from typing import Any, Awaitable, Callable
 
 import pytest
 
-from bridge.sources.okx.scenario import scenario_config
+from bridge_testkit.okx.scenario import scenario_config
 from bridge.sources.okx.service import build_okx_sources
-from bridge.sources.okx.simulator import OkxSimulator
+from bridge_testkit.okx.simulator import OkxSimulator
 from bridge.sources.ripio.service import build_ripio_sources
-from bridge.sources.ripio.simulator import RipioSimulator
+from bridge_testkit.ripio.simulator import RipioSimulator
 from tests.conftest import PipelineFactory
 from tests.resources.figures import mib, open_fds, record, rss_bytes
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from bridge.backoff import Backoff
+from bridge.ingest.backoff import Backoff
 from tests.resources.figures import record
 
 

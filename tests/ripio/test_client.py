@@ -14,14 +14,14 @@ import aiohttp
 import pytest
 from websockets.asyncio.client import connect
 
-from bridge.jsonutil import loads_exact
+from bridge.contract.jsonutil import loads_exact
 from bridge.sources.ripio import messages as m
 from bridge.sources.ripio.auth import signed_headers
 from bridge.sources.ripio.backfill import listing_pages
 from bridge.sources.ripio.client import KeepaliveTimeout, RipioConnection, TicketRejected
 from bridge.sources.ripio.config import DEPOSITS_PATH, TICKET_PATH, WITHDRAWALS_PATH
 from bridge.sources.ripio.rest import RipioRest, TransientRestError
-from bridge.sources.ripio.simulator import RipioSimulator
+from bridge_testkit.ripio.simulator import RipioSimulator
 
 
 @pytest.fixture

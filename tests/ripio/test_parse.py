@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from bridge.events import DeadLetter, Direction, Status, TransferEvent, Via, encode_event
-from bridge.jsonutil import loads_exact
-from bridge.parsing import ParseError
+from bridge.contract.events import DeadLetter, Direction, Status, TransferEvent, Via, encode_event
+from bridge.contract.jsonutil import loads_exact
+from bridge.contract.parsing import ParseError
 from bridge.sources.ripio.parse import parse_message, parse_rows
 from tests.support import RECEIVED, fixture_bytes
 

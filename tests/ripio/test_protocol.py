@@ -8,10 +8,11 @@ from typing import Any
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from bridge.jsonutil import loads_exact
+from bridge.contract.jsonutil import loads_exact
 from bridge.sources.ripio import messages as m
 from bridge.sources.ripio.auth import prehash, sign, signed_headers, signed_path
-from bridge.sources.ripio.backfill import Window, start_date
+from bridge.ingest.backfill import Window
+from bridge.sources.ripio.backfill import start_date
 from bridge.sources.ripio.config import RipioAccount, RipioConfig
 from bridge.sources.ripio.parse import parse_message
 from tests.support import RECEIVED, fixture_bytes

@@ -11,13 +11,13 @@ from typing import Any, AsyncIterator, Callable
 
 import pytest
 
-from bridge.jsonutil import dumps
-from bridge.pipeline import Pipeline
-from bridge.settings import TopicSettings
-from bridge.sources.ripio.scenario import compare, run_scenario, settle
+from bridge.contract.jsonutil import dumps
+from bridge.delivery.pipeline import Pipeline
+from bridge.delivery.settings import TopicSettings
+from bridge_testkit.ripio.scenario import compare, run_scenario, settle
 from bridge.sources.ripio.service import STREAM_DLQ_CHANNEL, RipioAccountSource, build_ripio_sources
-from bridge.sources.ripio.simulator import SCRIPTS, RipioSimulator
-from bridge.testing.kafka_io import ConsumedRecord, read_topic
+from bridge_testkit.ripio.simulator import SCRIPTS, RipioSimulator
+from bridge_testkit.kafka_io import ConsumedRecord, read_topic
 from tests.conftest import PipelineFactory
 
 pytestmark = pytest.mark.kafka

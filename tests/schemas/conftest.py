@@ -14,13 +14,14 @@ from typing import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
-from bridge.dedup import DedupGate
-from bridge.pipeline import Pipeline
-from bridge.publish import Publisher
-from bridge.registry import RegistryClient, subject_name
-from bridge.settings import KafkaSettings, SchemaRegistrySettings, TopicSettings
-from bridge.store_sqlite import SQLiteStore
-from bridge.testing.registry import registry_url_for_session
+from bridge.delivery.dedup import DedupGate
+from bridge.delivery.pipeline import Pipeline
+from bridge.delivery.publish import Publisher
+from bridge.kafka.registry import RegistryClient, subject_name
+from bridge.kafka.settings import KafkaSettings, SchemaRegistrySettings
+from bridge.delivery.settings import TopicSettings
+from bridge.delivery.store_sqlite import SQLiteStore
+from bridge_testkit.registry import registry_url_for_session
 
 _registry_log: Callable[[], str] | None = None
 

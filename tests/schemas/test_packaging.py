@@ -5,7 +5,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from bridge.schema import SCHEMA_DIR
+from bridge.contract.schema import SCHEMA_DIR
 
 REPO = Path(__file__).resolve().parents[2]
 

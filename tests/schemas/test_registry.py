@@ -10,9 +10,9 @@ from typing import Any, Callable
 
 import pytest
 
-from bridge.events import TransferEvent
-from bridge.publish import Publisher
-from bridge.registry import (
+from bridge.contract.events import TransferEvent
+from bridge.delivery.publish import Publisher
+from bridge.kafka.registry import (
     IncompatibleSchema,
     InvalidSchema,
     RegistryClient,
@@ -20,10 +20,11 @@ from bridge.registry import (
     resolve_schema_ids,
     subject_name,
 )
-from bridge.schema import avro_text, committed_versions, json_schema, schema_text
-from bridge.schemas_cli import main as schemas_main
-from bridge.schemas_cli import register_contract
-from bridge.settings import KafkaSettings, SchemaRegistrySettings, TopicSettings
+from bridge.contract.schema import avro_text, committed_versions, json_schema, schema_text
+from bridge.service.schemas_cli import main as schemas_main
+from bridge.service.schemas_cli import register_contract
+from bridge.kafka.settings import KafkaSettings, SchemaRegistrySettings
+from bridge.delivery.settings import TopicSettings
 
 VERSIONS = committed_versions()
 

@@ -11,12 +11,12 @@ import jsonschema
 import pytest
 from pydantic import BaseModel, SecretStr
 
-from bridge import wire
-from bridge.consumer import InvalidRecord, SchemaSource, decode_event
-from bridge.events import SCHEMA_MAJOR, SCHEMA_VERSION, TransferEvent, encode_event
-from bridge.jsonutil import dumps, loads_exact
-from bridge.registry import RegistryClient, RegistryUnavailable
-from bridge.schema import (
+from bridge.kafka import wire
+from bridge.consumer.reader import InvalidRecord, SchemaSource, decode_event
+from bridge.contract.events import SCHEMA_MAJOR, SCHEMA_VERSION, TransferEvent, encode_event
+from bridge.contract.jsonutil import dumps, loads_exact
+from bridge.kafka.registry import RegistryClient, RegistryUnavailable
+from bridge.contract.schema import (
     SCHEMA_DIR,
     PublishedVersionChanged,
     avro_path,
@@ -29,7 +29,7 @@ from bridge.schema import (
     version_key,
     version_path,
 )
-from bridge.schemas_cli import main as schemas_main
+from bridge.service.schemas_cli import main as schemas_main
 
 VERSIONS = committed_versions()
 EXAMPLES = [(path, body) for major in {v.major for v in VERSIONS} for path, body in example_events(major)]

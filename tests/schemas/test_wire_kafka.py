@@ -5,15 +5,16 @@ from __future__ import annotations
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from bridge import wire
-from bridge.consumer import ConsumedEvent, InvalidRecord, TransferEventConsumer
-from bridge.events import TransferEvent, encode_event
-from bridge.pipeline import Outcome
-from bridge.registry import RegistryClient
-from bridge.schema import example_events
-from bridge.schemas_cli import register_contract
-from bridge.settings import KafkaSettings, SchemaRegistrySettings, TopicSettings
-from bridge.testing.kafka_io import read_topic
+from bridge.kafka import wire
+from bridge.consumer.reader import ConsumedEvent, InvalidRecord, TransferEventConsumer
+from bridge.contract.events import TransferEvent, encode_event
+from bridge.delivery.pipeline import Outcome
+from bridge.kafka.registry import RegistryClient
+from bridge.contract.schema import example_events
+from bridge.service.schemas_cli import register_contract
+from bridge.kafka.settings import KafkaSettings, SchemaRegistrySettings
+from bridge.delivery.settings import TopicSettings
+from bridge_testkit.kafka_io import read_topic
 from tests.conftest import PipelineFactory
 
 pytestmark = pytest.mark.kafka

@@ -13,15 +13,17 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from bridge.assemble import build_pipeline
-from bridge.dedup import DedupGate
-from bridge.events import Account, DeadLetter, Direction, Provider, Source, Status, TransferEvent, build_event
-from bridge.pipeline import Outcome, Pipeline
-from bridge.publish import Publisher, kafka_client_options
-from bridge.settings import DedupSettings, KafkaSettings, TopicSettings
-from bridge.store_sqlite import SQLiteStore
-from bridge.testing.kafka_broker import LocalKafka
-from bridge.testing.kafka_io import ConsumedRecord, read_topic
+from bridge.delivery.assemble import build_pipeline
+from bridge.delivery.dedup import DedupGate
+from bridge.contract.events import Account, DeadLetter, Direction, Provider, Source, Status, TransferEvent, build_event
+from bridge.delivery.pipeline import Outcome, Pipeline
+from bridge.delivery.publish import Publisher
+from bridge.kafka.client import kafka_client_options
+from bridge.delivery.settings import DedupSettings, TopicSettings
+from bridge.kafka.settings import KafkaSettings
+from bridge.delivery.store_sqlite import SQLiteStore
+from bridge_testkit.kafka_broker import LocalKafka
+from bridge_testkit.kafka_io import ConsumedRecord, read_topic
 from tests.security.material import Material
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]

@@ -9,8 +9,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from pydantic import SecretStr, ValidationError
 
-from bridge.publish import kafka_client_options
-from bridge.settings import KafkaSettings
+from bridge.kafka.client import kafka_client_options
+from bridge.kafka.settings import KafkaSettings
 from tests.security.material import make_ca
 
 PASSWORD = "pa55-w0rd-never-shown"

@@ -20,12 +20,12 @@ from typing import Any, AsyncIterator, Callable
 import pytest
 from pydantic import ValidationError
 
-from bridge.pipeline import Pipeline
+from bridge.delivery.pipeline import Pipeline
 from bridge.sources.okx.config import OkxConfig
 from bridge.sources.okx.service import OkxAccountSource, build_okx_sources
-from bridge.sources.okx.simulator import default_accounts as okx_accounts
+from bridge_testkit.okx.simulator import default_accounts as okx_accounts
 from bridge.sources.ripio.service import RipioAccountSource, build_ripio_sources
-from bridge.sources.ripio.simulator import RipioSimulator
+from bridge_testkit.ripio.simulator import RipioSimulator
 from tests.conftest import PipelineFactory
 from tests.security.material import Material
 

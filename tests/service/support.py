@@ -11,8 +11,10 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import aiohttp
 import yaml
 
-from bridge.app import BridgeApp, ExitCode, ServiceSettings, SourceFactory
-from bridge.settings import KafkaSettings, TopicSettings, load_settings
+from bridge.service.app import BridgeApp, ExitCode, ServiceSettings, SourceFactory
+from bridge.kafka.settings import KafkaSettings
+from bridge.delivery.settings import TopicSettings
+from bridge.service.settings import load_settings
 
 FAST_SUPERVISOR = {
     "restart_initial_seconds": 0.05,

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bridge.app import ServiceSettings
-from bridge.cli import main
-from bridge.settings import ConfigError, load_settings, secret_values
+from bridge.service.app import ServiceSettings
+from bridge.service.cli import main
+from bridge.service.settings import ConfigError, load_settings, secret_values
 from tests.service.support import write_yaml
 
 OKX_KEY = "okx-key-5f2a9c1e-0000"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.demo import run_demo
-from bridge.settings import TopicSettings
+from bridge_testkit.demo import run_demo
+from bridge.delivery.settings import TopicSettings
 
 pytestmark = pytest.mark.kafka
 

@@ -9,7 +9,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from bridge.logs import REDACTOR, configure_logging, log_context, register_secrets
+from bridge.observability.logs import REDACTOR, configure_logging, log_context, register_secrets
 
 API_KEY = "0f3c9a2e-77b1-4d2c-9e55-1a2b3c4d5e6f"
 PASSPHRASE = "Main-7hq2z!"

@@ -15,10 +15,10 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
-import bridge.metrics  # noqa: F401  registers every metric the alerts may name
-from bridge.app import ServiceSettings
-from bridge.http import ADMIN_PATHS
-from bridge.settings import ConfigError, load_settings, secret_values
+import bridge.observability.metrics  # noqa: F401  registers every metric the alerts may name
+from bridge.service.app import ServiceSettings
+from bridge.service.http import ADMIN_PATHS
+from bridge.service.settings import ConfigError, load_settings, secret_values
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"

@@ -10,8 +10,8 @@ from typing import Iterator
 
 import pytest
 
-from bridge.settings import KafkaSettings
-from bridge.testing.kafka_broker import LocalKafka
+from bridge.kafka.settings import KafkaSettings
+from bridge_testkit.kafka_broker import LocalKafka
 from tests.service.support import eventually, running, service_settings
 
 pytestmark = [

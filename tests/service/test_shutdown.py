@@ -15,11 +15,12 @@ from typing import Any, AsyncIterator
 import aiohttp
 import pytest
 
-from bridge.settings import KafkaSettings, TopicSettings
-from bridge.sources.okx.simulator import OkxSimulator
+from bridge.kafka.settings import KafkaSettings
+from bridge.delivery.settings import TopicSettings
+from bridge_testkit.okx.simulator import OkxSimulator
 from bridge.sources.openxswitch.signature import HEADER
-from bridge.sources.openxswitch.simulator import OpenXSwitchSimulator, SimDelivery
-from bridge.testing.kafka_io import read_topic
+from bridge_testkit.openxswitch.simulator import OpenXSwitchSimulator, SimDelivery
+from bridge_testkit.kafka_io import read_topic
 from tests.service.support import eventually, service_document, write_yaml
 
 pytestmark = pytest.mark.kafka

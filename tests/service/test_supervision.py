@@ -13,15 +13,16 @@ from typing import AsyncIterator
 import aiohttp
 import pytest
 
-from bridge import metrics
-from bridge.app import ExitCode
-from bridge.events import Provider
-from bridge.settings import KafkaSettings, TopicSettings
-from bridge.source import ConfigurationError, SourceHealth
-from bridge.sources.okx.scenario import compare
-from bridge.sources.okx.simulator import OkxSimulator
-from bridge.sources.openxswitch.simulator import OpenXSwitchSimulator
-from bridge.testing.kafka_io import read_topic
+from bridge.observability import metrics
+from bridge.service.app import ExitCode
+from bridge.contract.events import Provider
+from bridge.kafka.settings import KafkaSettings
+from bridge.delivery.settings import TopicSettings
+from bridge.ingest.source import ConfigurationError, SourceBase, SourceHealth
+from bridge_testkit.okx.scenario import compare
+from bridge_testkit.okx.simulator import OkxSimulator
+from bridge_testkit.openxswitch.simulator import OpenXSwitchSimulator
+from bridge_testkit.kafka_io import read_topic
 from tests.service.support import eventually, running, service_settings
 
 pytestmark = pytest.mark.kafka
@@ -29,14 +30,13 @@ pytestmark = pytest.mark.kafka
 WEBHOOK_SECRET = "whsec_isolation_5a1f0e"
 
 
-class CrashingSource:
+class CrashingSource(SourceBase):
     """Raises soon after every start, like a source with a bug."""
 
     provider = Provider.RIPIO
 
     def __init__(self, name: str = "crasher", error: type[Exception] = RuntimeError) -> None:
-        self.name = name
-        self.health = SourceHealth(name)
+        super().__init__(name)
         self.starts: list[float] = []
         self.error = error
 
@@ -46,14 +46,13 @@ class CrashingSource:
         raise self.error(f"{self.name} failed on start {len(self.starts)}")
 
 
-class HangingSource:
+class HangingSource(SourceBase):
     """Never connects and never returns; with ``ignore_cancels`` it even swallows cancellations."""
 
     provider = Provider.RIPIO
 
     def __init__(self, name: str = "hanger", ignore_cancels: int = 0) -> None:
-        self.name = name
-        self.health = SourceHealth(name)
+        super().__init__(name)
         self.starts = 0
         self.cancels_ignored = 0
         self._ignore = ignore_cancels
@@ -200,7 +199,7 @@ async def test_health_answers_while_kafka_is_unreachable_and_start_gives_up_with
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]  # nothing listens here once the socket is closed
     settings = service_settings(tmp_path, KafkaSettings(bootstrap_servers=f"127.0.0.1:{port}"), startup={"kafka_timeout_seconds": 1.5})
-    from bridge.app import BridgeApp
+    from bridge.service.app import BridgeApp
 
     app = BridgeApp(settings, install_signal_handlers=False)
     task = asyncio.create_task(app.run())
@@ -216,7 +215,7 @@ async def test_health_answers_while_kafka_is_unreachable_and_start_gives_up_with
 
 
 async def test_a_port_already_in_use_is_a_configuration_error(tmp_path: Path) -> None:
-    from bridge.app import BridgeApp
+    from bridge.service.app import BridgeApp
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -1,32 +1,25 @@
-"""Gap recovery over OKX's REST history: signed, paginated, rate-limit aware reads.
+"""OKX's REST history: signed, paginated reads of ``/api/v5/asset/deposit-history`` and
+``withdrawal-history`` (newest first, ``before``/``after`` on the record's creation ``ts``).
 
-``HistoryClient`` pages through ``/api/v5/asset/deposit-history`` and ``withdrawal-history``
-(newest first, ``before``/``after`` on the record's creation ``ts``). ``Window`` decides how far
-back a pass reads: since the start of the previous successful pass minus an overlap, and far
-enough to include every transfer still open — a transfer created long ago can change state
-during a disconnect, and the history endpoints filter on creation time, not on update time.
+Pacing, retries and error handling are the engine's (``bridge.ingest.rest``); what the window of a
+pass is, is the engine's too (``bridge.ingest.backfill.Window``). The history endpoints filter on
+creation time, not on update time, which is why that window reaches back to every open transfer.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
-from urllib.parse import urlencode
 
 import aiohttp
-from yarl import URL
 
-from bridge.events import TransferEvent
-from bridge.jsonutil import JSONError, loads_exact
+from bridge.ingest.rest import RestClient, TransientError, Verdict
 from bridge.sources.okx import messages as m
 from bridge.sources.okx.auth import Credentials, rest_headers
-from bridge.timeutil import to_epoch_ms
 
-__all__ = ["HistoryClient", "BackfillError", "Window", "MAX_PAGES"]
+__all__ = ["HistoryClient", "MAX_PAGES"]
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +27,10 @@ MAX_PAGES = 10_000
 """Guard against a server that keeps answering full pages: a pass never loops forever."""
 
 
-class BackfillError(Exception):
-    """A history read failed after its retries; the next pass tries again."""
-
-
-class HistoryClient:
+class HistoryClient(RestClient):
     """Signed GETs for one account, spaced to stay under OKX's per-user rate limit."""
+
+    provider_name = "OKX"
 
     def __init__(
         self,
@@ -52,23 +43,18 @@ class HistoryClient:
         max_retries: int = 6,
         clock: Callable[[], float] = time.time,
     ):
-        self._session = session
-        self._base = base_url.rstrip("/")
-        self.account = account
+        super().__init__(session, base_url, account, rate_per_second=rate_per_second, max_retries=max_retries, clock=clock)
         self._credentials = credentials
-        self._spacing = 1.0 / rate_per_second
-        self._max_retries = max_retries
-        self._clock = clock
-        self._next_slot = 0.0
-        self.requests = 0
-        self.rate_limited = 0
 
-    async def _slot(self) -> None:
-        now = time.monotonic()
-        wait = self._next_slot - now
-        self._next_slot = max(now, self._next_slot) + self._spacing
-        if wait > 0:
-            await asyncio.sleep(wait)
+    def sign(self, method: str, path: str, query: str, body: str) -> Mapping[str, str]:
+        return rest_headers(self._credentials, method, f"{path}?{query}" if query else path, body, self.clock())
+
+    def verdict(self, error: Exception) -> Verdict:
+        if not isinstance(error, m.RestError) or error.is_configuration_error:
+            return Verdict.FATAL
+        if error.is_rate_limit or error.http_status >= 500:
+            return Verdict.RETRY
+        return Verdict.GIVE_UP
 
     async def get(self, path: str, params: Mapping[str, str]) -> list[Any]:
         """One signed GET; retries rate limits, 5xx and network errors with backoff."""
@@ -77,41 +63,7 @@ class HistoryClient:
 
     async def get_timed(self, path: str, params: Mapping[str, str]) -> tuple[list[Any], float]:
         """``get``, plus the monotonic time the answered request was sent."""
-        request_path = f"{path}?{urlencode(params)}" if params else path
-        delay = 0.5
-        for attempt in range(self._max_retries + 1):
-            await self._slot()
-            headers = rest_headers(self._credentials, "GET", request_path, "", self._clock())
-            self.requests += 1
-            sent_at = time.monotonic()
-            try:
-                async with self._session.get(URL(self._base + request_path, encoded=True), headers=headers) as response:
-                    status = response.status
-                    payload = await response.read()
-                body = loads_exact(payload) if payload else None
-                return m.history_rows(body, status), sent_at
-            except m.RestError as exc:
-                if exc.is_configuration_error:
-                    raise
-                retryable = exc.is_rate_limit or exc.http_status >= 500
-                if exc.is_rate_limit:
-                    self.rate_limited += 1
-                if not retryable or attempt == self._max_retries:
-                    raise BackfillError(f"OKX account {self.account!r}: {path}: {exc}") from None
-                reason = str(exc)
-            except JSONError as exc:
-                reason = f"response is not JSON: {exc}"
-                if attempt == self._max_retries:
-                    raise BackfillError(f"OKX account {self.account!r}: {path}: {reason}") from None
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                reason = exc.__class__.__name__
-                if attempt == self._max_retries:
-                    raise BackfillError(f"OKX account {self.account!r}: {path}: {reason}") from None
-            pause = delay / 2 + random.uniform(0, delay / 2)
-            log.info("okx account %r: %s failed (%s); retrying in %.2fs", self.account, path, reason, pause)
-            await asyncio.sleep(pause)
-            delay = min(delay * 2, 8.0)
-        raise AssertionError("unreachable")
+        return await self.request("GET", path, m.history_rows, params)
 
     async def account_uid(self) -> str | None:
         """The key's own uid (``/api/v5/account/config``), so backfilled rows name their account."""
@@ -151,7 +103,7 @@ class HistoryClient:
                 after = oldest
             else:
                 after = oldest + 1  # read the oldest millisecond again: rows tied on it are not skipped
-        raise BackfillError(f"OKX account {self.account!r}: {path}: more than {MAX_PAGES} pages")
+        raise TransientError(f"OKX account {self.account!r}: {path}: more than {MAX_PAGES} pages")
 
 
 def _ts(row: Any) -> int | None:
@@ -161,52 +113,3 @@ def _ts(row: Any) -> int | None:
         except (TypeError, ValueError):
             return None
     return None
-
-
-class Window:
-    """Creation-time window of the next pass.
-
-    Every transfer created after the previous pass began is read again (minus ``overlap``), and every
-    transfer still open is included by reaching back to its creation; the dedup gate drops
-    what was already published. ``max_lookback`` bounds both.
-    """
-
-    def __init__(
-        self,
-        *,
-        now_ms: int,
-        initial_lookback_ms: int,
-        overlap_ms: int,
-        max_lookback_ms: int,
-        open_cap: int = 100_000,
-    ):
-        self._covered_from = now_ms - initial_lookback_ms
-        self._overlap = overlap_ms
-        self._max_lookback = max_lookback_ms
-        self._open: dict[str, int] = {}
-        self._open_cap = open_cap
-
-    @property
-    def open_transfers(self) -> int:
-        return len(self._open)
-
-    def note(self, event: TransferEvent) -> None:
-        if event.is_final:
-            self._open.pop(event.key, None)
-        elif event.created_at is not None and event.key not in self._open:
-            if len(self._open) >= self._open_cap:
-                self._open.pop(min(self._open, key=self._open.__getitem__))
-            self._open[event.key] = to_epoch_ms(event.created_at)
-
-    def since(self, now_ms: int) -> int:
-        floor = now_ms - self._max_lookback
-        for key in [k for k, created in self._open.items() if created < floor]:
-            del self._open[key]  # older than anything we would read: give up tracking it
-        start = self._covered_from - self._overlap
-        if self._open:
-            start = min(start, min(self._open.values()))
-        return max(floor, start)
-
-    def completed(self, pass_started_ms: int) -> None:
-        """A pass that began at ``pass_started_ms`` read everything: later passes start there."""
-        self._covered_from = max(self._covered_from, pass_started_ms)

@@ -18,8 +18,6 @@ import ssl
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
@@ -27,10 +25,11 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from bridge.source import ConfigurationError
+from bridge.ingest.frames import Frame, decode_frame, utc_now
+from bridge.ingest.source import ConfigurationError
+from bridge.ingest.stream import HandshakeError, KeepaliveTimeout
 from bridge.sources.okx import messages as m
 from bridge.sources.okx.auth import Credentials, login_args
-from bridge.timeutil import format_utc_ms
 
 __all__ = [
     "Frame",
@@ -65,33 +64,8 @@ class RequestRejected(ConfigurationError):
         self.code = code
 
 
-class HandshakeError(ConnectionError):
-    """A transient refusal during the handshake (too frequent, internal error): retry with backoff."""
-
-
-class KeepaliveTimeout(ConnectionError):
-    """No ``pong`` after our ``ping``: the connection is dead even if TCP does not know yet."""
-
-
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """One data frame as received: the bytes, when, and the decoded JSON (None if it is not JSON)."""
-
-    data: bytes
-    received_at: str
-    message: Any = None
-    error: str | None = None
-
-
-def _utc_now(clock: Callable[[], float]) -> str:
-    return format_utc_ms(datetime.fromtimestamp(clock(), tz=timezone.utc))
-
-
 def _decode(data: bytes, received_at: str) -> Frame:
-    try:
-        return Frame(data, received_at, orjson.loads(data))
-    except orjson.JSONDecodeError as exc:
-        return Frame(data, received_at, None, f"frame is not JSON: {exc}")
+    return decode_frame(data, received_at, orjson.loads)
 
 
 def _close_code(exc: ConnectionClosed) -> tuple[int | None, str]:
@@ -172,7 +146,7 @@ class OkxConnection:
             raise
         if data == m.PONG.encode():
             return None, None
-        frame = _decode(data, _utc_now(self._clock))
+        frame = _decode(data, utc_now(self._clock))
         if isinstance(frame.message, dict):
             control = m.classify(frame.message)
             if control is not None:
@@ -259,7 +233,7 @@ class OkxConnection:
             awaiting_pong = False  # any message proves the connection alive
             if data == pong:
                 continue
-            frame = _decode(data, _utc_now(self._clock))
+            frame = _decode(data, utc_now(self._clock))
             message = frame.message
             if isinstance(message, dict) and "event" in message:
                 self._on_control(m.classify(message))

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from bridge.ingest.settings import StreamSettings
 
 __all__ = ["OkxAccount", "OkxConfig", "PRODUCTION_WS_URL", "PRODUCTION_REST_URL"]
 
@@ -54,45 +56,19 @@ class OkxAccount(_Section):
         return value
 
 
-class OkxConfig(_Section):
-    enabled: bool = False
+class OkxConfig(StreamSettings):
     ws_url: str = PRODUCTION_WS_URL
     rest_url: str = PRODUCTION_REST_URL
-    ca_bundle: FilePath | None = Field(
-        default=None, description="PEM file of the CAs to trust for ws_url and rest_url instead of the system's"
-    )
     accounts: list[OkxAccount] = Field(default_factory=list)
 
     # connection life
     ping_interval: float = Field(default=20.0, gt=0, lt=30, description="send text 'ping' after this much silence (< 30 s)")
     pong_timeout: float | None = Field(default=None, gt=0, description="wait this long for 'pong'; default ping_interval")
-    handshake_timeout: float = Field(default=10.0, gt=0, description="open + login + subscribe acks")
-    reconnect_initial: float = Field(default=0.5, gt=0)
-    reconnect_max: float = Field(default=30.0, gt=0)
-    min_uptime: float = Field(default=10.0, ge=0, description="backoff resets only after a connection lived this long")
     notice_reconnect_delay: float = Field(default=1.0, ge=0, description="pause before reconnecting after notice 64008")
-    config_error_retry: float = Field(default=60.0, gt=0, description="retry pace after credentials were refused")
 
     # gap backfill
-    backfill_enabled: bool = True
-    backfill_interval: float = Field(default=300.0, gt=0, description="safety-net pass while connected")
-    backfill_overlap: float = Field(default=120.0, ge=0, description="seconds read again before the gap")
-    backfill_initial_lookback: float = Field(default=86_400.0, ge=0, description="window of the first pass after start")
-    backfill_max_lookback: float = Field(default=7 * 86_400.0, gt=0, description="never read further back than this")
-    backfill_retry: float = Field(default=10.0, gt=0, description="retry pace of a failed pass")
     backfill_page_limit: int = Field(default=100, ge=1, le=100)
-    backfill_max_held: int = Field(default=50_000, ge=100, description="live pushes held back during a pass")
     rest_rate_per_second: float = Field(default=5.0, gt=0, le=6, description="per account; OKX allows 6")
-    rest_timeout: float = Field(default=10.0, gt=0)
-    rest_max_retries: int = Field(default=6, ge=0, description="per page, on HTTP 429 / code 50011 / 5xx")
-
-    @model_validator(mode="after")
-    def _unique_names(self) -> "OkxConfig":
-        names = [account.name for account in self.accounts]
-        duplicated = sorted({name for name in names if names.count(name) > 1})
-        if duplicated:
-            raise ValueError(f"account names must be unique: {', '.join(duplicated)}")
-        return self
 
     @property
     def effective_pong_timeout(self) -> float:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bridge.parsing import provider_text
+from bridge.contract.parsing import provider_text
 from bridge.sources.okx.parse import DEPOSIT_CHANNEL, WITHDRAWAL_CHANNEL
 
 __all__ = [

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bridge.events import (
+from bridge.contract.events import (
     Account,
     DeadLetter,
     Direction,
@@ -19,8 +19,8 @@ from bridge.events import (
     Via,
     build_event,
 )
-from bridge.networks import canonical_network
-from bridge.parsing import (
+from bridge.contract.networks import canonical_network
+from bridge.contract.parsing import (
     ParseError,
     ParseResult,
     item_bytes,
@@ -32,8 +32,8 @@ from bridge.parsing import (
     require_mapping,
     require_str,
 )
-from bridge.status_tables import OKX_DEPOSIT, OKX_WITHDRAWAL, lookup
-from bridge.timeutil import from_epoch_ms
+from bridge.contract.status_tables import OKX_DEPOSIT, OKX_WITHDRAWAL, lookup
+from bridge.contract.timeutil import from_epoch_ms
 
 __all__ = ["DEPOSIT_CHANNEL", "WITHDRAWAL_CHANNEL", "parse_push", "parse_deposit", "parse_withdrawal", "parse_rows"]
 

@@ -13,8 +13,8 @@ from decimal import Decimal
 from collections.abc import Mapping
 from typing import Any
 
-from bridge.jsonutil import dumps
-from bridge.parsing import ParseError
+from bridge.contract.jsonutil import dumps
+from bridge.contract.parsing import ParseError
 from bridge.sources.openxswitch.parse import TRANSFER_METHODS, is_transfer_method
 
 __all__ = [

@@ -1,7 +1,7 @@
 """OpenXSwitch webhook deliveries (``withdraw.*``, ``deposit.*``) → contract v1.
 
 Pure: no I/O, no clock. Amounts and fees are JSON numbers: the receiver reads bodies with
-``bridge.jsonutil.loads_exact`` so they arrive here as ``Decimal``/``int``, never float.
+``bridge.contract.jsonutil.loads_exact`` so they arrive here as ``Decimal``/``int``, never float.
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bridge.events import Account, Direction, Provider, Source, TransferEvent, build_event
-from bridge.networks import canonical_network
-from bridge.parsing import (
+from bridge.contract.events import Account, Direction, Provider, Source, TransferEvent, build_event
+from bridge.contract.networks import canonical_network
+from bridge.contract.parsing import (
     ParseError,
     check_depth,
     optional_decimal,
@@ -21,8 +21,8 @@ from bridge.parsing import (
     require_mapping,
     require_str,
 )
-from bridge.status_tables import OPENXSWITCH, OPENXSWITCH_METHOD_SUFFIX, lookup
-from bridge.timeutil import from_iso
+from bridge.contract.status_tables import OPENXSWITCH, OPENXSWITCH_METHOD_SUFFIX, lookup
+from bridge.contract.timeutil import from_iso
 
 __all__ = ["TRANSFER_METHODS", "direction_of", "is_transfer_method", "parse_delivery"]
 

@@ -57,17 +57,17 @@ from typing import Any, AsyncIterator, Callable
 
 from aiohttp import web
 
-from bridge import metrics
-from bridge.events import DeadLetter, Provider, TransferEvent
-from bridge.jsonutil import loads_exact
-from bridge.parsing import ParseError
-from bridge.pipeline import Outcome, Pipeline
-from bridge.source import SourceHealth
+from bridge.observability import metrics
+from bridge.contract.events import DeadLetter, Provider, TransferEvent
+from bridge.contract.jsonutil import loads_exact
+from bridge.contract.parsing import ParseError
+from bridge.delivery.pipeline import Outcome, Pipeline
+from bridge.ingest.source import SourceBase, SourceHealth
 from bridge.sources.openxswitch import messages as m
 from bridge.sources.openxswitch.config import IPNetwork, OpenXSwitchConfig
 from bridge.sources.openxswitch.parse import parse_delivery
 from bridge.sources.openxswitch.signature import HEADER, verify
-from bridge.timeutil import format_utc_ms
+from bridge.contract.timeutil import format_utc_ms
 
 __all__ = ["OpenXSwitchWebhook", "Answer", "build_openxswitch_webhook"]
 
@@ -114,8 +114,8 @@ class _RecentDigests:
             self._items.popitem(last=False)
 
 
-class OpenXSwitchWebhook:
-    """The receiver component (``bridge.source.Source``): routes, checks, hand-off, answers."""
+class OpenXSwitchWebhook(SourceBase):
+    """The receiver component (``bridge.ingest.source.Source``): routes, checks, hand-off, answers."""
 
     provider = Provider.OPENXSWITCH
 
@@ -173,6 +173,10 @@ class OpenXSwitchWebhook:
         self.stop_accepting()
         if self._pending:
             await asyncio.wait(set(self._pending), timeout=timeout)
+
+    async def drain(self, timeout: float) -> bool:
+        await self.close(timeout=timeout)
+        return not self._pending
 
     async def run(self) -> None:
         """A webhook has no connection to keep: the shell's HTTP server carries the route. This

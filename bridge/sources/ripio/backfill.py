@@ -1,9 +1,7 @@
-"""Gap recovery over Ripio's listing endpoints: which window to read, and its pages.
+"""Gap recovery over Ripio's listing endpoints (the window of a pass is the engine's
+``bridge.ingest.backfill.Window``; the listings filter on ``start_date``, i.e. creation time).
 
-``Window`` decides how far back a pass reads: since the start of the previous complete pass (the
-last moment everything was known) minus an overlap, and far enough back to include every transfer
-still open — a transfer created long ago can change state during a disconnect, and the listings
-filter on ``start_date`` (creation), not on update time. ``listing_pages`` walks one listing with
+``listing_pages`` walks one listing with
 Ripio's cursor (``nc`` → ``c``), falling back to page numbers (``pagination``) for servers without.
 """
 
@@ -13,12 +11,11 @@ import logging
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator
 
-from bridge.events import TransferEvent
 from bridge.sources.ripio import messages as m
 from bridge.sources.ripio.rest import RipioRest
-from bridge.timeutil import format_utc_ms, to_epoch_ms
+from bridge.contract.timeutil import format_utc_ms
 
-__all__ = ["Window", "listing_pages", "MAX_PAGES", "start_date"]
+__all__ = ["listing_pages", "MAX_PAGES", "start_date"]
 
 log = logging.getLogger(__name__)
 
@@ -71,54 +68,3 @@ async def listing_pages(
                 continue
         return
     raise m.RestError(200, None, f"{path}: more than {MAX_PAGES} pages")
-
-
-class Window:
-    """Creation-time window of the next pass.
-
-    Everything created after the previous complete pass began is read again (minus ``overlap``),
-    and every transfer still open is included by reaching back to its creation; the dedup gate
-    drops what was already published. ``max_lookback`` bounds both.
-    """
-
-    def __init__(
-        self,
-        *,
-        now_ms: int,
-        initial_lookback_ms: int,
-        overlap_ms: int,
-        max_lookback_ms: int,
-        open_cap: int = 100_000,
-    ):
-        self._covered_from = now_ms - initial_lookback_ms
-        self._overlap = overlap_ms
-        self._max_lookback = max_lookback_ms
-        self._open: dict[str, int] = {}
-        self._open_cap = open_cap
-        self.last_event_ms: int | None = None
-
-    @property
-    def open_transfers(self) -> int:
-        return len(self._open)
-
-    def note(self, event: TransferEvent) -> None:
-        self.last_event_ms = to_epoch_ms(event.occurred_at)
-        if event.is_final:
-            self._open.pop(event.key, None)
-        elif event.created_at is not None and event.key not in self._open:
-            if len(self._open) >= self._open_cap:
-                self._open.pop(min(self._open, key=self._open.__getitem__))
-            self._open[event.key] = to_epoch_ms(event.created_at)
-
-    def since(self, now_ms: int) -> int:
-        floor = now_ms - self._max_lookback
-        for key in [k for k, created in self._open.items() if created < floor]:
-            del self._open[key]  # older than anything we would read: give up tracking it
-        start = self._covered_from - self._overlap
-        if self._open:
-            start = min(start, min(self._open.values()))
-        return max(floor, start)
-
-    def completed(self, pass_started_ms: int) -> None:
-        """A pass that began at ``pass_started_ms`` read everything: later passes start there."""
-        self._covered_from = max(self._covered_from, pass_started_ms)

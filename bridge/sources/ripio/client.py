@@ -21,17 +21,16 @@ import ssl
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Callable, Sequence
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from bridge.jsonutil import JSONError, loads_exact
+from bridge.contract.jsonutil import loads_exact
+from bridge.ingest.frames import Frame, decode_frame, utc_now
+from bridge.ingest.stream import HandshakeError, KeepaliveTimeout
 from bridge.sources.ripio import messages as m
-from bridge.timeutil import format_utc_ms
 
 __all__ = ["Frame", "RipioConnection", "TicketRejected", "HandshakeError", "KeepaliveTimeout"]
 
@@ -39,10 +38,6 @@ log = logging.getLogger(__name__)
 
 _WIRE_LOG = logging.getLogger("bridge.sources.ripio.wire")
 _WIRE_LOG.setLevel(logging.INFO)  # frame dumps at DEBUG would include the ticket
-
-
-class HandshakeError(ConnectionError):
-    """The connection ended or failed before the subscription was in place: retry with backoff."""
 
 
 class TicketRejected(HandshakeError):
@@ -54,30 +49,8 @@ class TicketRejected(HandshakeError):
         self.reason = reason
 
 
-class KeepaliveTimeout(ConnectionError):
-    """Nothing arrived for ``liveness_timeout``: the connection is dead even if TCP does not know."""
-
-
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """One frame as received: the bytes, when, and the decoded JSON (None if it is not JSON)."""
-
-    data: bytes
-    received_at: str
-    message: Any = None
-    error: str | None = None
-
-
-def _utc_now(clock: Callable[[], float]) -> str:
-    return format_utc_ms(datetime.fromtimestamp(clock(), tz=timezone.utc))
-
-
 def decode(data: bytes | str, received_at: str) -> Frame:
-    raw = data.encode() if isinstance(data, str) else bytes(data)
-    try:
-        return Frame(raw, received_at, loads_exact(raw))
-    except JSONError as exc:
-        return Frame(raw, received_at, None, f"frame is not JSON: {exc}")
+    return decode_frame(data, received_at, loads_exact)
 
 
 class RipioConnection:
@@ -159,7 +132,7 @@ class RipioConnection:
                 continue
             except ConnectionClosed as exc:
                 raise HandshakeError(f"Ripio account {self.account!r}: closed while subscribing ({_close_text(exc)})") from None
-            frame = decode(data, _utc_now(self._clock))
+            frame = decode(data, utc_now(self._clock))
             control = m.classify(frame.message) if isinstance(frame.message, dict) else None
             if isinstance(control, m.StreamError):
                 raise TicketRejected(self.account, control.describe())
@@ -203,7 +176,7 @@ class RipioConnection:
                     next_ping = now + self._ping_interval  # type: ignore[operator]
                 continue
             last_traffic = time.monotonic()
-            frame = decode(data, _utc_now(self._clock))
+            frame = decode(data, utc_now(self._clock))
             if isinstance(frame.message, dict):
                 control = m.classify(frame.message)
                 if control is not None:

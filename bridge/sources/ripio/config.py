@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from bridge.ingest.settings import StreamSettings
 
 from bridge.sources.ripio.auth import MAX_TOLERANCE_MS
 from bridge.sources.ripio.parse import TOPICS
@@ -72,12 +74,8 @@ class RipioAccount(_Section):
         return value
 
 
-class RipioConfig(_Section):
-    enabled: bool = False
+class RipioConfig(StreamSettings):
     rest_url: str = PRODUCTION_REST_URL
-    ca_bundle: FilePath | None = Field(
-        default=None, description="PEM file of the CAs to trust for ws_url and rest_url instead of the system's"
-    )
     ws_url: str = PRODUCTION_WS_URL
     topics: tuple[str, ...] = ("deposit", "withdrawal")
     accounts: list[RipioAccount] = Field(default_factory=list)
@@ -110,26 +108,13 @@ class RipioConfig(_Section):
         description="id of a topic's first message on a new connection (a higher one is a gap); "
         "None = take the first id as it comes, for ids that continue across connections (unconfirmed)",
     )
-    reconnect_initial: float = Field(default=0.5, gt=0)
-    reconnect_max: float = Field(default=30.0, gt=0)
-    min_uptime: float = Field(default=10.0, ge=0, description="backoff resets only after a connection lived this long")
-    config_error_retry: float = Field(default=60.0, gt=0, description="retry pace after credentials were refused")
     ticket_rejections_before_config_error: int = Field(
         default=3, ge=1, description="consecutive refused tickets on subscribe that mark a configuration error"
     )
 
     # gap backfill
-    backfill_enabled: bool = True
-    backfill_interval: float = Field(default=300.0, gt=0, description="safety-net pass while connected")
-    backfill_overlap: float = Field(default=120.0, ge=0, description="seconds read again before the window")
-    backfill_initial_lookback: float = Field(default=86_400.0, ge=0, description="window of the first pass after start")
-    backfill_max_lookback: float = Field(default=7 * 86_400.0, gt=0, description="never read further back than this")
-    backfill_retry: float = Field(default=10.0, gt=0, description="retry pace of a failed pass")
     backfill_page_size: int = Field(default=200, ge=1, le=200)
-    backfill_max_held: int = Field(default=50_000, ge=100, description="live messages held back during a pass")
     rest_rate_per_second: float = Field(default=1.0, gt=0, description="per account; Ripio allows 1 (3.5 verified)")
-    rest_timeout: float = Field(default=10.0, gt=0)
-    rest_max_retries: int = Field(default=6, ge=0, description="per request, on HTTP 429 / 5xx / network errors")
     rest_retry_initial: float = Field(default=0.5, gt=0, description="first retry pause; doubles up to 8 s")
 
     @field_validator("topics", mode="before")
@@ -153,14 +138,6 @@ class RipioConfig(_Section):
         if not value.startswith("/"):
             raise ValueError("must start with '/'")
         return value
-
-    @model_validator(mode="after")
-    def _unique_names(self) -> "RipioConfig":
-        names = [account.name for account in self.accounts]
-        duplicated = sorted({name for name in names if names.count(name) > 1})
-        if duplicated:
-            raise ValueError(f"account names must be unique: {', '.join(duplicated)}")
-        return self
 
     def listing_path(self, topic: str) -> str:
         return self.deposits_path if topic == "deposit" else self.withdrawals_path

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bridge.parsing import provider_text
+from bridge.contract.parsing import provider_text
 from bridge.sources.ripio.parse import TOPICS, WELCOME_ID
 
 __all__ = [

@@ -1,7 +1,7 @@
 """Ripio stream messages (``deposit`` / ``withdrawal`` topics) and listing rows → contract v1.
 
 Pure: no I/O, no clock. ``amount`` and the fees arrive as JSON numbers: callers read frames and
-REST bodies with ``bridge.jsonutil.loads_exact`` so they are a ``Decimal`` or ``int`` here, never a
+REST bodies with ``bridge.contract.jsonutil.loads_exact`` so they are a ``Decimal`` or ``int`` here, never a
 float (``canonical_decimal`` refuses floats, so a caller that forgets becomes a dead letter, not a
 rounded amount).
 
@@ -25,9 +25,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bridge.events import Account, DeadLetter, Direction, Provider, Source, TransferEvent, Via, build_event
-from bridge.networks import canonical_network
-from bridge.parsing import (
+from bridge.contract.events import Account, DeadLetter, Direction, Provider, Source, TransferEvent, Via, build_event
+from bridge.contract.networks import canonical_network
+from bridge.contract.parsing import (
     ParseError,
     ParseResult,
     item_bytes,
@@ -39,8 +39,8 @@ from bridge.parsing import (
     require_mapping,
     require_str,
 )
-from bridge.status_tables import RIPIO, lookup
-from bridge.timeutil import from_epoch_ms, from_iso
+from bridge.contract.status_tables import RIPIO, lookup
+from bridge.contract.timeutil import from_epoch_ms, from_iso
 
 __all__ = ["TOPICS", "WELCOME_ID", "OCCURRED_FIELDS", "TAG_FIELDS", "parse_body", "parse_message", "parse_rows"]
 

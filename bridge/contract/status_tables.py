@@ -1,0 +1,100 @@
+"""The contract's status mapping tables, with what each provider's documentation says a code means.
+
+Tables are data, checked exhaustively by tests against the contract; a value missing here maps to
+``Status.UNKNOWN`` and is still published.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from collections.abc import Mapping
+
+from bridge.contract.events import Status
+
+__all__ = [
+    "StatusEntry",
+    "OKX_DEPOSIT",
+    "OKX_WITHDRAWAL",
+    "RIPIO",
+    "OPENXSWITCH",
+    "OPENXSWITCH_METHOD_SUFFIX",
+    "lookup",
+]
+
+StatusEntry = tuple[Status, str | None]
+
+
+def _table(entries: dict[str, StatusEntry]) -> Mapping[str, StatusEntry]:
+    return MappingProxyType(entries)
+
+
+OKX_DEPOSIT = _table(
+    {
+        "0": (Status.PENDING, "waiting for confirmation"),
+        "17": (Status.PENDING, "pending response from Travel Rule vendor"),
+        "1": (Status.CREDITED, "deposit credited (not yet withdrawable)"),
+        "2": (Status.COMPLETED, "deposit successful"),
+        "8": (Status.ON_HOLD, "pending due to temporary deposit suspension on this currency"),
+        "11": (Status.ON_HOLD, "match the address blacklist"),
+        "12": (Status.ON_HOLD, "account or deposit is frozen"),
+        "13": (Status.ON_HOLD, "sub-account deposit interception"),
+        "14": (Status.ON_HOLD, "KYC limit"),
+    }
+)
+
+OKX_WITHDRAWAL = _table(
+    {
+        "17": (Status.PENDING, "pending response from Travel Rule vendor"),
+        "10": (Status.PENDING, "waiting transfer"),
+        "0": (Status.PENDING, "waiting withdrawal"),
+        "4": (Status.PENDING, "waiting manual review"),
+        "5": (Status.PENDING, "waiting manual review"),
+        "6": (Status.PENDING, "waiting manual review"),
+        "8": (Status.PENDING, "waiting manual review"),
+        "9": (Status.PENDING, "waiting manual review"),
+        "12": (Status.PENDING, "waiting manual review"),
+        "19": (Status.PENDING, "insufficient balance in the hot wallet"),
+        "7": (Status.PROCESSING, "approved"),
+        "1": (Status.PROCESSING, "broadcasting your transaction to chain"),
+        "15": (Status.PROCESSING, "pending transaction validation"),
+        "16": (Status.PROCESSING, "may take up to 24 hours to arrive due to local laws and regulations"),
+        "-3": (Status.CANCELLING, "canceling"),
+        "-2": (Status.CANCELLED, "canceled"),
+        "-1": (Status.FAILED, "failed"),
+        "2": (Status.COMPLETED, "success"),
+    }
+)
+
+RIPIO = _table(
+    {
+        "pending": (Status.PENDING, "received but not yet confirmed"),
+        "confirmed": (Status.COMPLETED, "finalized and added to the balance"),
+        "failed": (Status.FAILED, "failed and was not credited"),
+    }
+)
+
+OPENXSWITCH = _table(
+    {
+        "pending": (Status.PENDING, "transaction pending"),
+        "success": (Status.COMPLETED, "transaction succeeded"),
+        "confirmed": (Status.COMPLETED, "transaction confirmed"),
+        "failed": (Status.FAILED, "transaction failed"),
+        "canceled": (Status.CANCELLED, "transaction canceled"),
+        "cancelled": (Status.CANCELLED, "transaction cancelled"),
+    }
+)
+
+OPENXSWITCH_METHOD_SUFFIX = _table(
+    {
+        "unconfirmed": (Status.PENDING, "initiated but not yet processed"),
+        "pending": (Status.PENDING, "deposit detected, waiting for confirmations"),
+        "updated": (Status.PENDING, "confirmations rising"),
+        "confirmed": (Status.COMPLETED, "processed and sent"),
+        "success": (Status.COMPLETED, "deposit succeeded"),
+    }
+)
+
+
+def lookup(table: Mapping[str, StatusEntry], value: str) -> StatusEntry:
+    """Unknown values are carried as ``unknown`` (never dropped, never a crash)."""
+    return table.get(value, (Status.UNKNOWN, None))

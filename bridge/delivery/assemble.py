@@ -1,0 +1,51 @@
+"""Build the pipeline a configuration asks for: embedded (SQLite) or exactly-once (Kafka) mode."""
+
+from __future__ import annotations
+
+from bridge.delivery.dedup import DedupGate, DedupStore, MemoryStore
+from bridge.contract.events import TransferEvent
+from bridge.delivery.pipeline import Pipeline
+from bridge.delivery.publish import Publisher, Record
+from bridge.delivery.publish_tx import TransactionalPublisher
+from bridge.delivery.settings import DedupSettings, PipelineSettings, TopicSettings
+from bridge.kafka.settings import KafkaSettings, SchemaRegistrySettings
+from bridge.delivery.store_kafka import KafkaStateStore
+from bridge.delivery.store_sqlite import SQLiteStore
+
+__all__ = ["build_pipeline"]
+
+
+def build_pipeline(
+    kafka: KafkaSettings,
+    topics: TopicSettings,
+    dedup: DedupSettings,
+    pipeline: PipelineSettings | None = None,
+    schema_registry: SchemaRegistrySettings | None = None,
+) -> Pipeline:
+    """Not started: call ``await pipeline.start()`` (loads dedup state, connects, creates topics)."""
+    pipeline = pipeline or PipelineSettings()
+    retention = dedup.retention_days * 86400
+    options = {"max_in_flight": pipeline.max_in_flight, "not_ready_after": pipeline.not_ready_after_seconds}
+    if dedup.store == "kafka":
+        store = KafkaStateStore(
+            kafka, dedup.state_topic, partitions=topics.partitions, replication_factor=topics.replication_factor
+        )
+        publisher: Publisher = TransactionalPublisher(
+            kafka,
+            topics,
+            transactional_id=dedup.transactional_id or f"{kafka.client_id}-0",
+            include_raw=pipeline.include_raw,
+            schema_registry=schema_registry,
+        )
+
+        def state_record(event: TransferEvent, state: bytes, final_at: int | None) -> Record:
+            store.remember_final(event.key, final_at)
+            return store.state_record(event.key, state, final_at)
+
+        return Pipeline(publisher, DedupGate(store, retention_seconds=retention), state_records=state_record, **options)
+    backing: DedupStore = SQLiteStore(dedup.path) if dedup.store == "sqlite" else MemoryStore()
+    return Pipeline(
+        Publisher(kafka, topics, include_raw=pipeline.include_raw, schema_registry=schema_registry),
+        DedupGate(backing, retention_seconds=retention),
+        **options,
+    )

@@ -1,0 +1,356 @@
+"""Glue of the data path: event → dedup gate → publisher → Kafka ack → dedup store.
+
+Guarantees kept here:
+
+* **Order per key.** States of one transfer are sent one after the other: the next waits for the
+  previous one's ack (a short per-key queue), so a retry after a failed produce can never let a
+  later state overtake an earlier one, and "stale after final" is decided on acked truth.
+* **Marked only after ack.** The gate records a state once Kafka acknowledged it.
+* **Never dropped, bounded.** A failed produce is retried with capped backoff until it succeeds;
+  at most ``max_in_flight`` items are accepted and not yet acked — past that, ``offer`` waits,
+  which slows the source down (backpressure) instead of growing memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from enum import StrEnum
+from functools import lru_cache, partial
+from typing import Any, Callable, Iterable
+
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+
+from bridge.observability import metrics
+from bridge.delivery.dedup import Decision, DedupGate
+from bridge.contract.events import DeadLetter, Status, TransferEvent
+from bridge.delivery.publish import Publisher, Record
+from bridge.delivery.publish_tx import FencedError
+from bridge.contract.timeutil import to_epoch_ms
+
+__all__ = ["Outcome", "Pipeline", "Item"]
+
+log = logging.getLogger(__name__)
+
+Item = TransferEvent | DeadLetter
+
+
+class Outcome(StrEnum):
+    PUBLISHED = "published"
+    DUPLICATE = "duplicate"
+    STALE = "stale_after_final"
+    DEAD_LETTERED = "dead_lettered"
+
+
+_DECISION_OUTCOME = {Decision.DUPLICATE: Outcome.DUPLICATE, Decision.STALE: Outcome.STALE}
+
+
+@lru_cache(maxsize=None)
+def _labelled(metric: Any, *labels: str) -> Any:
+    """The metric's child for these labels. ``labels()`` returns the same child every time but pays
+    a lock and a dict lookup per call; the label sets here are few (providers × directions)."""
+    return metric.labels(*labels)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        publisher: Publisher,
+        gate: DedupGate,
+        *,
+        max_in_flight: int = 20_000,
+        not_ready_after: float = 5.0,
+        stuck_after: float = 45.0,
+        state_records: Callable[[TransferEvent, bytes, int | None], Record] | None = None,
+    ):
+        self.publisher = publisher
+        self.gate = gate
+        self._max_in_flight = max_in_flight
+        self._window = asyncio.Semaphore(max_in_flight)
+        self._chains: dict[str, deque[tuple[TransferEvent, asyncio.Future[Outcome]]]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._in_flight = 0
+        self._last_progress = time.monotonic()
+        self._failing_since: float | None = None
+        self._not_ready_after = not_ready_after
+        self._stuck_after = stuck_after
+        self._broker_ok = True
+        self._watchdog: asyncio.Task[None] | None = None
+        self._rebuilding: asyncio.Task[None] | None = None
+        self._closing = False
+        self.fenced = False
+        self.state_records = state_records
+        """Exactly-once mode: builds the dedup state record that joins each event's transaction."""
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self, *, timeout: float = 60.0) -> None:
+        """Load the dedup state and connect; ``ConnectionError`` if Kafka is unreachable for ``timeout``."""
+        await self.gate.open()
+        metrics.DEDUP_TRANSFERS.set(self.gate.size)
+        await self.publisher.start(timeout=timeout)
+        self._watchdog = asyncio.create_task(self._watch(), name="pipeline-watchdog")
+
+    async def close(self, *, timeout: float = 30.0) -> bool:
+        """Stop accepting, wait for every accepted item to be acked, persist the dedup state."""
+        self._closing = True
+        deadline = time.monotonic() + timeout
+        drained = await self.drain(timeout=timeout)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await self.publisher.stop(timeout=max(1.0, deadline - time.monotonic()))
+        await self.gate.close()
+        return drained
+
+    async def drain(self, *, timeout: float | None = None) -> bool:
+        """Wait until nothing is in flight; False if the timeout came first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._in_flight:
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
+    # -- health --------------------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def queued(self) -> int:
+        """Events waiting behind an earlier, unacknowledged state of the same transfer."""
+        return sum(len(chain) for chain in self._chains.values())
+
+    @property
+    def ready(self) -> bool:
+        """Kafka reachable and making progress on what we gave it."""
+        if self.fenced or not self._broker_ok or self._failing_since is not None:
+            return False
+        stalled = self._in_flight and time.monotonic() - self._last_progress > self._not_ready_after
+        return not stalled
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "ready": self.ready,
+            "broker_reachable": self._broker_ok,
+            "in_flight": self._in_flight,
+            "seconds_since_progress": round(time.monotonic() - self._last_progress, 3),
+            "failing": self._failing_since is not None,
+            "dedup_transfers": self.gate.size,
+        }
+
+    # -- intake --------------------------------------------------------------------------------
+
+    async def submit(self, item: Item) -> Outcome:
+        """Offer one item and wait until it is acked by Kafka or decided by the gate."""
+        return await (await self.offer(item))
+
+    async def submit_all(self, items: Iterable[Item]) -> list[Outcome]:
+        futures = [await self.offer(item) for item in items]
+        return list(await asyncio.gather(*futures))
+
+    async def offer(self, item: Item) -> "asyncio.Future[Outcome]":
+        """Accept an item (waiting for room when the window is full); the future tells its fate."""
+        if self._closing:
+            raise RuntimeError("pipeline is shutting down")
+        await self._window.acquire()
+        self._in_flight += 1
+        metrics.IN_FLIGHT.inc()
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        if isinstance(item, DeadLetter):
+            await self._guarded(self._send(item, future, self.publisher.dead_letter_record(item)), item, future)
+            return future
+        _labelled(metrics.EVENTS_RECEIVED, item.provider.value, item.direction.value).inc()
+        chain = self._chains.get(item.key)
+        if chain is not None:
+            chain.append((item, future))
+            return future
+        self._chains[item.key] = deque()
+        await self._guarded(self._start_event(item, future), item, future)
+        return future
+
+    async def _guarded(self, sending: Any, item: Item, future: asyncio.Future[Outcome]) -> None:
+        """Run the first send of an accepted item; if the caller is cancelled meanwhile, finish it anyway.
+
+        The send waits while aiokafka's buffer is full; a source cancelled there (supervisor restart,
+        shutdown, the OKX notice handover) must neither keep the item's window slot nor leave its
+        transfer's key blocked for good. Cancellation can only land before the record entered the
+        producer, so sending it again in the background is the same send, not a second one.
+        """
+        try:
+            await sending
+        except asyncio.CancelledError:
+            if not future.done():
+                if isinstance(item, DeadLetter):
+                    self._spawn(self._send(item, future, self.publisher.dead_letter_record(item)))
+                else:
+                    self._spawn(self._start_event(item, future))
+            raise
+
+    # -- internals -----------------------------------------------------------------------------
+
+    async def _start_event(self, event: TransferEvent, future: asyncio.Future[Outcome]) -> None:
+        decision = self.gate.check(event)
+        if decision is not Decision.PUBLISH:
+            _labelled(metrics.EVENTS_DEDUPLICATED, event.provider.value, event.direction.value, decision.value).inc()
+            self._finish(future, _DECISION_OUTCOME[decision])
+            self._advance(event.key)
+            return
+        state = None
+        if self.state_records is not None:  # exactly-once: the dedup state rides in the same transaction
+            state = self.state_records(event, *self.gate.state_after(event))
+        try:
+            record = self.publisher.event_record(event)
+        except (TypeError, ValueError) as exc:  # unencodable: keep it, as a dead letter, and free the key
+            letter = DeadLetter(event.provider, event.source.channel, f"event not encodable: {exc}"[:500],
+                                repr(event.raw).encode("utf-8", "backslashreplace"), event.received_at, event.account.id)
+            await self._send(letter, future, self.publisher.dead_letter_record(letter))
+            self._advance(event.key)
+            return
+        await self._send(event, future, record, state)
+
+    async def _send(
+        self, item: Item, future: asyncio.Future[Outcome], record: Record, state: Record | None = None
+    ) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                ack = await self.publisher.send(record, state)
+                break
+            except MessageSizeTooLargeError as exc:
+                self._reject_oversized(item, future, exc)
+                return
+            except FencedError as exc:
+                self.fenced = True
+                self._finish(future, None, exc)
+                return
+            except (KafkaError, RuntimeError, OSError) as exc:
+                self._note_failure(exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+        ack.add_done_callback(partial(self._on_ack, item, future, record, state, time.perf_counter()))
+
+    def _on_ack(
+        self,
+        item: Item,
+        future: asyncio.Future[Outcome],
+        record: Record,
+        state: Record | None,
+        sent_at: float,
+        ack: asyncio.Future[Any],
+    ) -> None:
+        error = ack.exception() if not ack.cancelled() else asyncio.CancelledError()
+        if error is not None:
+            if isinstance(error, MessageSizeTooLargeError):
+                self._reject_oversized(item, future, error)
+                return
+            if isinstance(error, FencedError):
+                self.fenced = True
+                self._finish(future, None, error)
+                return
+            self._note_failure(error)
+            self._spawn(self._retry(item, future, record, state))
+            return
+        now = time.perf_counter()
+        self._last_progress = time.monotonic()
+        self._failing_since = None
+        metrics.PRODUCE_LATENCY.observe(now - sent_at)
+        if isinstance(item, DeadLetter):
+            metrics.EVENTS_DEAD_LETTERED.labels(item.provider.value, item.channel).inc()
+            self._finish(future, Outcome.DEAD_LETTERED)
+            return
+        self.gate.mark(item)
+        provider = item.provider.value
+        _labelled(metrics.EVENTS_PUBLISHED, provider, item.direction.value).inc()
+        if item.status is Status.UNKNOWN:
+            metrics.EVENTS_UNKNOWN_STATUS.labels(provider, item.direction.value).inc()
+        _labelled(metrics.END_TO_END_LATENCY, provider).observe(max(0.0, time.time() - to_epoch_ms(item.occurred_at) / 1000))
+        self._finish(future, Outcome.PUBLISHED)
+        self._advance(item.key)
+
+    async def _retry(
+        self, item: Item, future: asyncio.Future[Outcome], record: Record, state: Record | None
+    ) -> None:
+        await asyncio.sleep(0.5)
+        if isinstance(item, TransferEvent) and self.state_records is not None:
+            # Recompute: the state must describe what Kafka has after *this* transaction.
+            state = self.state_records(item, *self.gate.state_after(item))
+        await self._send(item, future, record, state)
+
+    def _reject_oversized(self, item: Item, future: asyncio.Future[Outcome], error: Exception) -> None:
+        """Too large for the topic: an event goes to the DLQ instead; a dead letter fails loudly."""
+        if isinstance(item, TransferEvent):
+            letter = DeadLetter(
+                provider=item.provider,
+                channel=item.source.channel,
+                reason=f"event too large for Kafka ({error.__class__.__name__}); raw payload attached",
+                raw=item.model_dump_json(include={"raw"}).encode(),
+                received_at=item.received_at,
+                account_id=item.account.id,
+            )
+            self._spawn(self._send(letter, future, self.publisher.dead_letter_record(letter)))
+            self._advance(item.key)
+            return
+        if len(item.raw) > 65_536:
+            # Keep the head of the payload rather than nothing; the header says it was cut.
+            cut = DeadLetter(item.provider, item.channel, item.reason, item.raw[:65_536], item.received_at,
+                             item.account_id, {**item.headers, "truncated_from_bytes": str(len(item.raw))})
+            self._spawn(self._send(cut, future, self.publisher.dead_letter_record(cut)))
+            return
+        log.error("dead letter too large for Kafka, provider=%s reason=%s", item.provider, item.reason)
+        self._finish(future, None, error)
+
+    def _finish(self, future: asyncio.Future[Outcome], outcome: Outcome | None, error: Exception | None = None) -> None:
+        self._in_flight -= 1
+        metrics.IN_FLIGHT.dec()
+        self._window.release()
+        if not future.done():
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(outcome)  # type: ignore[arg-type]
+
+    def _advance(self, key: str) -> None:
+        chain = self._chains.get(key)
+        if chain is None:
+            return
+        if chain:
+            event, future = chain.popleft()
+            self._spawn(self._start_event(event, future))
+        else:
+            del self._chains[key]
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _note_failure(self, error: BaseException) -> None:
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+            log.warning("kafka produce failing (%s); holding events and retrying", error.__class__.__name__)
+        metrics.PRODUCE_RETRIES.labels(error.__class__.__name__).inc()
+
+    async def _watch(self) -> None:
+        """Probe the broker for readiness; rebuild a producer that stopped making progress."""
+        while True:
+            await asyncio.sleep(1.0)
+            self._broker_ok = await self.publisher.probe()
+            metrics.DEDUP_TRANSFERS.set(self.gate.size)
+            if self._broker_ok and not self._in_flight:
+                self._failing_since = None
+            if self._broker_ok and self._failing_since is not None and self._in_flight:
+                # Broker answers metadata but our sends still fail: the producer may be wedged.
+                if time.monotonic() - max(self._failing_since, self._last_progress) > self._stuck_after:
+                    log.warning("producer made no progress for %.0fs with the broker up; rebuilding", self._stuck_after)
+                    metrics.PRODUCER_REBUILDS.inc()
+                    try:
+                        await self.publisher.rebuild()
+                        self._failing_since = time.monotonic()
+                    except (KafkaError, OSError) as exc:
+                        log.warning("producer rebuild failed: %s", exc.__class__.__name__)

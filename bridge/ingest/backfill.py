@@ -1,0 +1,102 @@
+"""Gap recovery bookkeeping shared by every source that reads history: which window a pass reads,
+and the live items held back while it runs.
+
+``Window`` decides how far back a pass reads: since the start of the previous complete pass (the
+last moment everything was known) minus an overlap, and far enough back to include every transfer
+still open — a transfer created long ago can change state during a disconnect, and history
+endpoints filter on creation time, not on update time. ``max_lookback`` bounds both.
+
+``Held`` keeps live items received while a pass runs, with their monotonic receive time, so the
+engine can merge them with the pass's pages by time: a page is a snapshot of the moment its
+request was sent.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from bridge.contract.events import TransferEvent
+from bridge.contract.parsing import ParseResult
+from bridge.contract.timeutil import to_epoch_ms
+
+__all__ = ["Window", "Held", "BackfillCoordinator"]
+
+
+class Window:
+    """Creation-time window of the next pass; the dedup gate drops what was already published."""
+
+    def __init__(
+        self,
+        *,
+        now_ms: int,
+        initial_lookback_ms: int,
+        overlap_ms: int,
+        max_lookback_ms: int,
+        open_cap: int = 100_000,
+    ):
+        self._covered_from = now_ms - initial_lookback_ms
+        self._overlap = overlap_ms
+        self._max_lookback = max_lookback_ms
+        self._open: dict[str, int] = {}
+        self._open_cap = open_cap
+        self.last_event_ms: int | None = None
+
+    @property
+    def open_transfers(self) -> int:
+        return len(self._open)
+
+    def note(self, event: TransferEvent) -> None:
+        self.last_event_ms = to_epoch_ms(event.occurred_at)
+        if event.is_final:
+            self._open.pop(event.key, None)
+        elif event.created_at is not None and event.key not in self._open:
+            if len(self._open) >= self._open_cap:
+                self._open.pop(min(self._open, key=self._open.__getitem__))
+            self._open[event.key] = to_epoch_ms(event.created_at)
+
+    def since(self, now_ms: int) -> int:
+        floor = now_ms - self._max_lookback
+        for key in [k for k, created in self._open.items() if created < floor]:
+            del self._open[key]  # older than anything we would read: give up tracking it
+        start = self._covered_from - self._overlap
+        if self._open:
+            start = min(start, min(self._open.values()))
+        return max(floor, start)
+
+    def completed(self, pass_started_ms: int) -> None:
+        """A pass that began at ``pass_started_ms`` read everything: later passes start there."""
+        self._covered_from = max(self._covered_from, pass_started_ms)
+
+
+class Held:
+    """Live items held back while a backfill pass runs, each with its monotonic receive time."""
+
+    def __init__(self, limit: int):
+        self.items: deque[tuple[float, ParseResult]] = deque()
+        self.limit = limit
+
+    def add(self, item: ParseResult, at: float) -> None:
+        self.items.append((at, item))
+
+    @property
+    def full(self) -> bool:
+        return len(self.items) >= self.limit
+
+
+class BackfillCoordinator:
+    """Shared by the sources of one provider: whose pass is running, by account id, so a
+    connection that also receives another account's pushes (an OKX master key receives its
+    sub-accounts') holds them while that account's pass runs."""
+
+    def __init__(self) -> None:
+        self._running: dict[str, Held] = {}
+
+    def begin(self, owner: str, held: Held) -> None:
+        self._running[owner] = held
+
+    def end(self, owner: str, held: Held) -> None:
+        if self._running.get(owner) is held:
+            del self._running[owner]
+
+    def held_for(self, owner: str) -> Held | None:
+        return self._running.get(owner)

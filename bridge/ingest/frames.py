@@ -1,0 +1,40 @@
+"""What a stream transport hands the engine: one received frame, its bytes, time and JSON."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from bridge.contract.timeutil import format_utc_ms
+
+__all__ = ["Frame", "decode_frame", "utc_now", "Loads"]
+
+Loads = Callable[[bytes], Any]
+"""A JSON reader: ``orjson.loads`` (fast, floats) or ``loads_exact`` (numbers as exact decimals)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One data frame as received: the bytes, when, and the decoded JSON (None if it is not JSON)."""
+
+    data: bytes
+    received_at: str
+    message: Any = None
+    error: str | None = None
+
+
+def utc_now(clock: Callable[[], float] = time.time) -> str:
+    """Receive time as the contract writes it (RFC 3339 UTC, milliseconds)."""
+    return format_utc_ms(datetime.fromtimestamp(clock(), tz=timezone.utc))
+
+
+def decode_frame(data: bytes | str, received_at: str, loads: Loads) -> Frame:
+    """Never raises: a frame that is not JSON carries the reason instead of a message."""
+    raw = data.encode() if isinstance(data, str) else bytes(data)
+    try:
+        return Frame(raw, received_at, loads(raw))
+    except ValueError as exc:  # orjson.JSONDecodeError and JSONError are ValueErrors
+        return Frame(raw, received_at, None, f"frame is not JSON: {exc}")

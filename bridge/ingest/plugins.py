@@ -1,0 +1,68 @@
+"""The provider registry: every installed provider package declares one ``ProviderPlugin``.
+
+A provider registers itself under the entry point group ``transfer_bridge.providers`` (the name is
+its configuration section, the value its ``plugin:PLUGIN``). The service builds its configuration
+tree, its sources and its CLI help from what is registered here, so adding a provider touches no
+core module; the core never imports a provider by name.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, Literal
+
+from bridge.contract.events import Provider
+from bridge.delivery.pipeline import Pipeline
+from bridge.ingest.settings import ProviderSection
+from bridge.ingest.source import Source
+
+__all__ = ["ProviderPlugin", "ENTRY_POINT_GROUP", "registered", "plugin_for"]
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "transfer_bridge.providers"
+
+SourceKind = Literal["stream", "webhook", "poll"]
+
+
+@dataclass(frozen=True)
+class ProviderPlugin:
+    """What the service needs to know of a provider."""
+
+    name: str
+    """Configuration section (``okx`` → ``BRIDGE_OKX__…``) and source name prefix."""
+    provider: Provider
+    kind: SourceKind
+    config: type[ProviderSection]
+    """The section's model; its defaults must leave the provider disabled."""
+    build: Callable[[Any, Pipeline], Sequence[Source]]
+    """The sources of an enabled section (one per account, or the webhook receiver)."""
+    summary: str = ""
+
+
+@functools.cache
+def registered() -> tuple[ProviderPlugin, ...]:
+    """Every installed provider, in the contract's order of providers."""
+    found: dict[str, ProviderPlugin] = {}
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        plugin = entry.load()
+        if not isinstance(plugin, ProviderPlugin):
+            raise TypeError(f"entry point {entry.name!r} ({entry.value}) is not a ProviderPlugin")
+        if plugin.name != entry.name:
+            raise ValueError(f"entry point {entry.name!r} declares the section {plugin.name!r}")
+        if plugin.name in found:
+            continue  # the same distribution seen twice on sys.path
+        found[plugin.name] = plugin
+    order = list(Provider)
+    return tuple(sorted(found.values(), key=lambda plugin: order.index(plugin.provider)))
+
+
+def plugin_for(name: str) -> ProviderPlugin:
+    for plugin in registered():
+        if plugin.name == name:
+            return plugin
+    raise KeyError(f"no provider {name!r} is installed (known: {', '.join(p.name for p in registered()) or 'none'})")

@@ -1,0 +1,105 @@
+"""Settings every source of a kind shares; a provider's config section extends one of these.
+
+Keys stay flat in each provider's section (``okx.reconnect_max``, ``ripio.backfill_interval``), so
+a provider's configuration reads the same whichever engine runs it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, FilePath, model_validator
+
+__all__ = ["ProviderSection", "AccountsSection", "StreamSettings", "WebhookSettings", "IPNetwork"]
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ProviderSection(BaseModel):
+    """One provider's section: off unless enabled; unknown keys are errors, not silent defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+
+
+class AccountsSection(ProviderSection):
+    """A provider whose sources are its accounts (one source each); names are unique."""
+
+    accounts: list[Any] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _accounts(self) -> "AccountsSection":
+        names = [account.name for account in self.accounts]
+        duplicated = sorted({name for name in names if names.count(name) > 1})
+        if duplicated:
+            raise ValueError(f"account names must be unique: {', '.join(duplicated)}")
+        return self
+
+    def enabled_accounts(self) -> list[Any]:
+        return [account for account in self.accounts if account.enabled] if self.enabled else []
+
+
+class StreamSettings(AccountsSection):
+    """Connection life, history backfill and REST pacing of a streaming provider."""
+
+    ca_bundle: FilePath | None = Field(
+        default=None, description="PEM file of the CAs to trust for ws_url and rest_url instead of the system's"
+    )
+    handshake_timeout: float = Field(default=10.0, gt=0, description="open + login + subscribe acks")
+    reconnect_initial: float = Field(default=0.5, gt=0)
+    reconnect_max: float = Field(default=30.0, gt=0)
+    min_uptime: float = Field(default=10.0, ge=0, description="backoff resets only after a connection lived this long")
+    config_error_retry: float = Field(default=60.0, gt=0, description="retry pace after credentials were refused")
+
+    # gap backfill
+    backfill_enabled: bool = True
+    backfill_interval: float = Field(default=300.0, gt=0, description="safety-net pass while connected")
+    backfill_overlap: float = Field(default=120.0, ge=0, description="seconds read again before the window")
+    backfill_initial_lookback: float = Field(default=86_400.0, ge=0, description="window of the first pass after start")
+    backfill_max_lookback: float = Field(default=7 * 86_400.0, gt=0, description="never read further back than this")
+    backfill_retry: float = Field(default=10.0, gt=0, description="retry pace of a failed pass")
+    backfill_max_held: int = Field(default=50_000, ge=100, description="live pushes held back during a pass")
+    rest_timeout: float = Field(default=10.0, gt=0)
+    rest_max_retries: int = Field(default=6, ge=0, description="per request, on HTTP 429 / 5xx / network errors")
+
+
+def _networks(value: Any) -> Any:
+    """Accept a list or a comma-separated string of addresses/CIDRs (``203.0.113.7``, ``10.0.0.0/8``)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [part for part in value.split(",") if part.strip()]
+    return [ipaddress.ip_network(str(part).strip(), strict=False) for part in value]
+
+
+class WebhookSettings(ProviderSection):
+    """One signed webhook route: who may post, how much, and how long a sender waits for Kafka."""
+
+    path: str = Field(default="/webhooks", pattern=r"^/[A-Za-z0-9._~/-]*$", description="POST route of the webhook")
+    allowed_ips: list[IPNetwork] = Field(
+        default_factory=list, description="source addresses/CIDRs allowed to post; empty = any (signature still required)"
+    )
+    trusted_proxies: list[IPNetwork] = Field(
+        default_factory=list,
+        description="peers (ingress, load balancer) whose X-Forwarded-For is believed for the allowlist",
+    )
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576, description="larger bodies get 413")
+    ack_timeout_seconds: float = Field(
+        default=20.0, gt=0, lt=60, description="longest wait for Kafka's ack before answering 503"
+    )
+    max_pending: int = Field(
+        default=10_000,
+        ge=1,
+        description="deliveries accepted but still waiting for Kafka after their 503; past this, new ones get 503 at once",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse_networks(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in ("allowed_ips", "trusted_proxies"):
+                if key in data:
+                    data = {**data, key: _networks(data[key])}
+        return data

@@ -1,0 +1,131 @@
+"""Prometheus metrics of the whole bridge, defined once so every module counts the same way."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+__all__ = [
+    "EVENTS_RECEIVED",
+    "BACKFILL_FAILURES",
+    "PARSER_ERRORS",
+    "EVENTS_PUBLISHED",
+    "EVENTS_DEDUPLICATED",
+    "EVENTS_DEAD_LETTERED",
+    "EVENTS_UNKNOWN_STATUS",
+    "PRODUCE_LATENCY",
+    "END_TO_END_LATENCY",
+    "IN_FLIGHT",
+    "DEDUP_TRANSFERS",
+    "PRODUCE_RETRIES",
+    "PRODUCER_REBUILDS",
+    "SOURCE_CONNECTIONS",
+    "SOURCE_RECONNECTS",
+    "SOURCE_CONNECTED",
+    "BACKFILL_RUNS",
+    "BACKFILL_ITEMS",
+    "SOURCE_GAPS",
+    "LAST_EVENT_TIMESTAMP",
+    "WEBHOOK_REQUESTS",
+    "WEBHOOK_IGNORED",
+    "WEBHOOK_SIGNATURE_MATCHES",
+    "WEBHOOK_LATENCY",
+    "SOURCE_RESTARTS",
+    "SOURCE_READY",
+    "SOURCE_LAST_EVENT_AGE",
+    "READY",
+    "KAFKA_REACHABLE",
+    "QUEUED",
+    "DEDUP_STORE_BYTES",
+    "BUILD_INFO",
+]
+
+EVENTS_RECEIVED = Counter(
+    "bridge_events_received", "Normalized events entering the pipeline", ["provider", "direction"]
+)
+EVENTS_PUBLISHED = Counter(
+    "bridge_events_published", "Events acknowledged by Kafka", ["provider", "direction"]
+)
+EVENTS_DEDUPLICATED = Counter(
+    "bridge_events_deduplicated",
+    "Events dropped by the dedup gate",
+    ["provider", "direction", "reason"],
+)
+EVENTS_DEAD_LETTERED = Counter(
+    "bridge_events_dead_lettered", "Payloads written to the dead-letter topic", ["provider", "channel"]
+)
+EVENTS_UNKNOWN_STATUS = Counter(
+    "bridge_events_unknown_status",
+    "Events published with a provider status this contract version does not know",
+    ["provider", "direction"],
+)
+PRODUCE_LATENCY = Histogram(
+    "bridge_produce_latency_seconds",
+    "From handing a record to the producer to Kafka's ack",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+END_TO_END_LATENCY = Histogram(
+    "bridge_end_to_end_latency_seconds",
+    "From the provider's state time (occurred_at) to Kafka's ack",
+    ["provider"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+)
+IN_FLIGHT = Gauge("bridge_in_flight", "Events and dead letters accepted but not yet acknowledged by Kafka")
+DEDUP_TRANSFERS = Gauge("bridge_dedup_transfers", "Transfers the dedup gate remembers")
+PRODUCE_RETRIES = Counter("bridge_produce_retries", "Records sent again after a failed produce", ["error"])
+PRODUCER_REBUILDS = Counter("bridge_producer_rebuilds", "Producers replaced after they stopped making progress")
+SOURCE_CONNECTIONS = Counter(
+    "bridge_source_connections", "Connections opened to a provider", ["provider", "account"]
+)
+SOURCE_RECONNECTS = Counter(
+    "bridge_source_reconnects", "Connections lost and retried", ["provider", "account", "reason"]
+)
+SOURCE_CONNECTED = Gauge(
+    "bridge_source_connected", "1 while the source is connected and subscribed", ["provider", "account"]
+)
+BACKFILL_RUNS = Counter("bridge_backfill_runs", "Backfill passes", ["provider", "account", "trigger"])
+BACKFILL_ITEMS = Counter("bridge_backfill_items", "Items read by backfill", ["provider", "account"])
+BACKFILL_FAILURES = Counter(
+    "bridge_backfill_failures", "Backfill passes or polls that failed (retried later)", ["provider", "account"]
+)
+PARSER_ERRORS = Counter(
+    "bridge_parser_errors", "Payloads a parser failed on unexpectedly (dead-lettered)", ["provider"]
+)
+SOURCE_GAPS = Counter("bridge_source_gaps", "Sequence gaps detected in a stream", ["provider", "account"])
+LAST_EVENT_TIMESTAMP = Gauge(
+    "bridge_last_event_timestamp_seconds", "Unix time of the last event received per source", ["provider", "account"]
+)
+WEBHOOK_REQUESTS = Counter(
+    "bridge_webhook_requests",
+    "Webhook deliveries answered, by result (published, duplicate, unauthorized, too_large, unavailable, ...)",
+    ["provider", "result", "code"],
+)
+WEBHOOK_IGNORED = Counter(
+    "bridge_webhook_ignored",
+    "Authenticated deliveries of methods that are not transfers: acknowledged, not published",
+    ["provider", "family"],
+)
+WEBHOOK_SIGNATURE_MATCHES = Counter(
+    "bridge_webhook_signature_matches",
+    "Valid signatures by the position of the configured secret that matched (rotation progress)",
+    ["provider", "secret_index"],
+)
+WEBHOOK_LATENCY = Histogram(
+    "bridge_webhook_latency_seconds",
+    "From a webhook request's arrival to its answer",
+    ["provider"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+SOURCE_RESTARTS = Counter(
+    "bridge_source_restarts",
+    "Sources restarted by the supervisor, by reason (crashed, exited, config_error, stalled)",
+    ["source", "reason"],
+)
+SOURCE_READY = Gauge("bridge_source_ready", "1 while the source is connected or within its start grace", ["source"])
+SOURCE_LAST_EVENT_AGE = Gauge(
+    "bridge_source_last_event_age_seconds", "Seconds since the source last received an event (set once it has)", ["source"]
+)
+READY = Gauge("bridge_ready", "1 while /readyz answers 200")
+KAFKA_REACHABLE = Gauge("bridge_kafka_reachable", "1 while a Kafka broker answers the pipeline's probe")
+QUEUED = Gauge("bridge_queued", "Events waiting behind an earlier, unacknowledged state of the same transfer")
+DEDUP_STORE_BYTES = Gauge("bridge_dedup_store_bytes", "Size on disk of the embedded (SQLite) dedup store")
+BUILD_INFO = Gauge("bridge_build_info", "Always 1; labels say which version runs", ["version"])

@@ -1,0 +1,139 @@
+"""The HTTP side of the service: webhook routes, ``/healthz``, ``/readyz`` and ``/metrics``.
+
+Two listeners by default, so a NetworkPolicy can open them to different peers: the webhook port
+(providers, through the ingress) and the admin port (kubelet probes, Prometheus). With
+``admin_port: null`` everything is served on one port.
+
+The admin listener starts first, so ``/healthz`` answers while Kafka is still being reached;
+webhook routes must be mounted before the webhook listener starts (aiohttp freezes its router).
+From ``begin_drain()`` on, webhook routes answer 503 (the provider keeps the delivery and retries)
+and ``/readyz`` answers 503 so the Service stops sending traffic; ``/healthz`` stays 200 until
+the process exits, so the kubelet does not kill a pod that is draining.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Awaitable, Callable, Protocol
+
+import orjson
+from aiohttp import web
+from prometheus_client import REGISTRY
+from prometheus_client.exposition import choose_encoder
+
+from bridge.service.settings import ServerSettings
+
+__all__ = ["HttpServer", "WebhookComponent", "ReadinessProbe", "ADMIN_PATHS"]
+
+log = logging.getLogger(__name__)
+
+ADMIN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+ReadinessProbe = Callable[[], tuple[bool, dict[str, Any]]]
+"""Returns (ready, JSON-able detail)."""
+
+
+class WebhookComponent(Protocol):
+    def add_routes(self, app: web.Application) -> None: ...
+
+
+def _json(payload: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(payload, default=str), status=status, content_type="application/json"
+    )
+
+
+class HttpServer:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        readiness: ReadinessProbe,
+        *,
+        before_scrape: Callable[[], None] | None = None,
+        shutdown_timeout: float = 5.0,
+    ):
+        self.settings = settings
+        self._readiness = readiness
+        self._before_scrape = before_scrape
+        self._shutdown_timeout = shutdown_timeout
+        self._started = time.monotonic()
+        self.draining = False
+        self.public = web.Application(middlewares=[self._drain_middleware], client_max_size=64 * 1024 * 1024)
+        admin_port = settings.admin_port
+        self.separate_admin = admin_port is not None and (admin_port == 0 or admin_port != settings.port)
+        self.admin = web.Application() if self.separate_admin else self.public
+        self.admin.router.add_get("/healthz", self._healthz)
+        self.admin.router.add_get("/readyz", self._readyz)
+        self.admin.router.add_get("/metrics", self._metrics)
+        self._runners: list[web.AppRunner] = []
+        self.addresses: dict[str, tuple[str, int]] = {}
+        """``"webhooks"`` / ``"admin"`` → (host, port) actually bound (port 0 resolved)."""
+
+    # -- mounting ------------------------------------------------------------------------------
+
+    def mount(self, component: WebhookComponent) -> None:
+        component.add_routes(self.public)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start_admin(self) -> None:
+        """Start the admin listener now (when it is separate); health answers from here on."""
+        if self.separate_admin:
+            assert self.settings.admin_port is not None
+            self.addresses["admin"] = await self._listen(self.admin, self.settings.admin_port, "admin")
+
+    async def start_webhooks(self) -> None:
+        self.addresses["webhooks"] = await self._listen(self.public, self.settings.port, "webhooks")
+        if not self.separate_admin:
+            self.addresses["admin"] = self.addresses["webhooks"]
+
+    async def _listen(self, app: web.Application, port: int, role: str) -> tuple[str, int]:
+        access_log = logging.getLogger("aiohttp.access") if self.settings.access_log else None
+        runner = web.AppRunner(app, access_log=access_log, shutdown_timeout=self._shutdown_timeout, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.settings.host, port)
+        try:
+            await site.start()
+        except OSError:
+            await runner.cleanup()
+            raise
+        self._runners.append(runner)
+        host, bound = runner.addresses[-1][:2]
+        log.info("%s listening on http://%s:%d", role, host, bound, extra={"role": role, "host": host, "port": bound})
+        return host, bound
+
+    def begin_drain(self) -> None:
+        """Webhooks answer 503 and readiness fails from now on; health and metrics keep answering."""
+        self.draining = True
+
+    async def stop(self) -> None:
+        """Close listeners, webhook one first (requests still waiting for Kafka get their answer)."""
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners.clear()
+
+    # -- handlers ------------------------------------------------------------------------------
+
+    @web.middleware
+    async def _drain_middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if self.draining and request.path not in ADMIN_PATHS:
+            return _json({"error": "shutting down, retry later"}, status=503)
+        return await handler(request)
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return _json({"status": "ok", "uptime_seconds": round(time.monotonic() - self._started, 3)})
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        ready, detail = self._readiness()
+        if self.draining:
+            ready = False
+        return _json({"ready": ready, "draining": self.draining, **detail}, status=200 if ready else 503)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        if self._before_scrape is not None:
+            self._before_scrape()
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))  # OpenMetrics if asked
+        return web.Response(body=encoder(REGISTRY), headers={"Content-Type": content_type})

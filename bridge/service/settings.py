@@ -1,0 +1,522 @@
+"""Configuration: one pydantic-settings tree, from a YAML/TOML file, secret files and ``BRIDGE_…`` variables.
+
+Where values come from, highest priority first:
+
+1. ``BRIDGE_…`` environment variables; nested sections use ``__``
+   (``BRIDGE_KAFKA__BOOTSTRAP_SERVERS``). A list item is addressed by index or, for items with a
+   ``name``, by that name (``BRIDGE_OKX__ACCOUNTS__MAIN__API_KEY``). List and section values may
+   be given as JSON.
+2. Secret files: every file in ``secrets_dir`` (``--secrets-dir``, ``BRIDGE_SECRETS_DIR`` or
+   ``secrets_dir`` in the file; a mounted Kubernetes Secret) is one setting, named like the
+   variable without its prefix (``okx__accounts__main__api_key``); a trailing newline is dropped.
+3. The config file (``--config`` or ``BRIDGE_CONFIG``): ``.yaml``/``.yml``/``.json`` or ``.toml``.
+
+Any setting ``x`` may instead be given as ``x_file`` (in the file, or ``BRIDGE_…_FILE``): the value
+is read from that path. An unknown setting is an error, not a silent no-op: a typo must not leave a
+default in place. Secrets are ``SecretStr`` so they print as ``**********`` everywhere, including
+errors and reprs; ``ConfigError`` names fields and where they came from, never values.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import types
+import typing
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from collections.abc import Iterator, Mapping
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from bridge.delivery.settings import DedupSettings, PipelineSettings, TopicSettings
+from bridge.kafka.settings import KafkaSettings, SchemaRegistrySettings
+from bridge.observability.logs import LogSettings
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+    YamlConfigSettingsSource,
+)
+
+__all__ = [
+    "KafkaSettings",
+    "TopicSettings",
+    "DedupSettings",
+    "PipelineSettings",
+    "SchemaRegistrySettings",
+    "ServerSettings",
+    "LogSettings",
+    "SupervisorSettings",
+    "StartupSettings",
+    "ShutdownSettings",
+    "BridgeSettings",
+    "ConfigError",
+    "load_settings",
+    "secret_values",
+    "RESERVED_ENV",
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Section):
+    """The HTTP side: webhook routes on ``port``; ``/healthz``, ``/readyz``, ``/metrics`` on ``admin_port``."""
+
+    host: str = Field(default="127.0.0.1", description="bind address; 0.0.0.0 only inside a container")
+    port: int = Field(default=8080, ge=0, le=65535, description="webhook routes (0 = any free port)")
+    admin_port: int | None = Field(
+        default=9090, ge=0, le=65535, description="health and metrics; None = served on `port` too"
+    )
+    access_log: bool = Field(default=False, description="one log line per HTTP request")
+
+
+class SupervisorSettings(_Section):
+    """How the shell keeps every source running on its own, and when a source counts as ready."""
+
+    restart_initial_seconds: float = Field(default=1.0, gt=0, description="first restart delay of a crashed source")
+    restart_max_seconds: float = Field(default=60.0, gt=0, description="restart delay ceiling")
+    min_uptime_seconds: float = Field(default=30.0, ge=0, description="the restart delay resets after a run this long")
+    config_error_retry_seconds: float = Field(
+        default=60.0, gt=0, description="restart pace of a source that raised ConfigurationError"
+    )
+    readiness_grace_seconds: float = Field(
+        default=60.0, ge=0, description="a source not yet connected counts as ready this long after start"
+    )
+    stall_restart_seconds: float = Field(
+        default=600.0, ge=0, description="restart a source disconnected this long without a reported error (0 = never)"
+    )
+    cancel_timeout_seconds: float = Field(default=5.0, gt=0, description="wait this long for a cancelled source to end")
+    sources_gate_readiness: bool = Field(
+        default=True, description="/readyz fails while an enabled source is down past its grace (else: Kafka only)"
+    )
+
+
+class StartupSettings(_Section):
+    kafka_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="Kafka must answer within this at start, else exit 3"
+    )
+
+
+class ShutdownSettings(_Section):
+    deadline_seconds: float = Field(
+        default=25.0,
+        gt=0,
+        description="SIGTERM to exit: stop intake, drain, flush, persist; keep below the pod's "
+        "terminationGracePeriodSeconds",
+    )
+
+
+class BridgeSettings(BaseSettings):
+    """Every section of the core; ``bridge.service.app.ServiceSettings`` adds one section per provider."""
+
+    model_config = SettingsConfigDict(env_prefix="BRIDGE_", env_nested_delimiter="__", extra="forbid")
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    dedup: DedupSettings = DedupSettings()
+    pipeline: PipelineSettings = PipelineSettings()
+    schema_registry: SchemaRegistrySettings = SchemaRegistrySettings()
+    server: ServerSettings = ServerSettings()
+    log: LogSettings = LogSettings()
+    supervisor: SupervisorSettings = SupervisorSettings()
+    startup: StartupSettings = StartupSettings()
+    shutdown: ShutdownSettings = ShutdownSettings()
+    secrets_dir: Path | None = Field(
+        default=None, description="directory of secret files (a mounted Kubernetes Secret), one setting per file"
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, LayeredSource(settings_cls, _LOAD.get() or _Load()))
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+PREFIX = "BRIDGE_"
+RESERVED_ENV = frozenset({"BRIDGE_CONFIG", "BRIDGE_SECRETS_DIR"})
+"""Variables that steer loading itself rather than naming a setting."""
+
+_FILE_SUFFIX = "_file"
+Loc = tuple[str | int, ...]
+
+
+class ConfigError(Exception):
+    """A configuration that cannot run: names each field and where it came from, never a value."""
+
+
+@dataclass
+class _Load:
+    """One loading pass: its inputs, and where each value came from (for error messages)."""
+
+    config_file: Path | None = None
+    environ: Mapping[str, str] | None = None
+    secrets_dir: Path | None = None
+    origins: dict[Loc, str] = field(default_factory=dict)
+
+    @property
+    def env(self) -> Mapping[str, str]:
+        return os.environ if self.environ is None else self.environ
+
+
+_LOAD: ContextVar[_Load | None] = ContextVar("bridge_settings_load", default=None)
+S = TypeVar("S", bound=BridgeSettings)
+
+
+def load_settings(
+    cls: type[S] = BridgeSettings,  # type: ignore[assignment]
+    *,
+    config_file: Path | str | None = None,
+    environ: Mapping[str, str] | None = None,
+    secrets_dir: Path | str | None = None,
+) -> S:
+    """Read and validate the whole configuration; ``ConfigError`` says what is wrong and where."""
+    load = _Load(
+        config_file=Path(config_file) if config_file else None,
+        environ=environ,
+        secrets_dir=Path(secrets_dir) if secrets_dir else None,
+    )
+    token = _LOAD.set(load)
+    try:
+        return cls()
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, load.origins)) from None
+    finally:
+        _LOAD.reset(token)
+
+
+class LayeredSource(PydanticBaseSettingsSource):
+    """Config file, then secret files, then ``BRIDGE_…`` variables, merged path by path.
+
+    One source rather than three so that a variable or secret file can address an item of a
+    list the config file defined (pydantic-settings merges sources dict by dict, not into lists).
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], load: _Load):
+        super().__init__(settings_cls)
+        self.load = load
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # everything happens in __call__
+
+    def __call__(self) -> dict[str, Any]:
+        model: type[BaseModel] = self.settings_cls
+        env = self.load.env
+        data = self._file_data(env)
+        origins = self.load.origins
+        _resolve_file_refs(data, model, (), origins)
+        secrets_dir = self.load.secrets_dir or _path_or_none(env.get("BRIDGE_SECRETS_DIR")) or _path_or_none(data.get("secrets_dir"))
+        if secrets_dir is not None:
+            data["secrets_dir"] = str(secrets_dir)
+            for name, value in _secret_files(secrets_dir):
+                _assign(data, model, name.split("__"), value, f"secret file {secrets_dir / name}", origins)
+        for name in sorted(env):
+            if not name.startswith(PREFIX) or name in RESERVED_ENV:
+                continue
+            path = name[len(PREFIX) :].split("__")
+            if not all(path):
+                raise ConfigError(f"invalid configuration: {name}: empty part in the name (use one `__` between levels)")
+            _assign(data, model, path, env[name], f"env {name}", origins)
+        return data
+
+    def _file_data(self, env: Mapping[str, str]) -> dict[str, Any]:
+        path = self.load.config_file or _path_or_none(env.get("BRIDGE_CONFIG"))
+        if path is None:
+            return {}
+        if not path.is_file():
+            raise ConfigError(f"invalid configuration: config file {path} not found (from --config or BRIDGE_CONFIG)")
+        suffix = path.suffix.lower()
+        try:
+            if suffix == ".toml":
+                data = TomlConfigSettingsSource(self.settings_cls, toml_file=path)()
+            elif suffix in (".yaml", ".yml", ".json"):
+                data = YamlConfigSettingsSource(self.settings_cls, yaml_file=path)()
+            else:
+                raise ConfigError(f"invalid configuration: config file {path}: use .yaml, .yml, .json or .toml")
+        except ConfigError:
+            raise
+        except Exception as exc:  # YAML/TOML syntax: the parser's message points at line and column
+            raise ConfigError(f"invalid configuration: config file {path} is not valid {suffix[1:].upper()}: {_first_line(exc)}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"invalid configuration: config file {path} must hold a mapping of sections")
+        for key in data:
+            self.load.origins[(key,)] = str(path)
+        return dict(data)
+
+
+def _path_or_none(value: Any) -> Path | None:
+    return Path(value) if value else None
+
+
+def _first_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())[:300]
+
+
+def _secret_files(directory: Path) -> Iterator[tuple[str, str]]:
+    """(name, content) of each file; dot-entries (a mounted Secret's ``..data`` links) are skipped."""
+    if not directory.is_dir():
+        raise ConfigError(f"invalid configuration: secrets_dir {directory} is not a directory")
+    for entry in sorted(directory.iterdir()):
+        if entry.name.startswith(".") or not entry.is_file():
+            continue
+        yield entry.name.lower(), _read_value(entry, f"secret file {entry}")
+
+
+def _read_value(path: Path, origin: str) -> str:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"invalid configuration: {origin}: cannot read {path} ({exc.__class__.__name__})") from None
+    return text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text
+
+
+# -- walking the model --------------------------------------------------------------------------
+
+
+def _unwrap(annotation: Any) -> tuple[Any, bool]:
+    """``X | None`` → (X, True); anything else → (itself, False)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(annotation))
+        if len(args) == 1:
+            return args[0], optional
+        return annotation, optional
+    return annotation, False
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _sequence_item(annotation: Any) -> Any | None:
+    origin = typing.get_origin(annotation)
+    if origin in (list, tuple, set, frozenset):
+        args = typing.get_args(annotation)
+        return args[0] if args else Any
+    return None
+
+
+def _mapping_value(annotation: Any) -> Any | None:
+    if typing.get_origin(annotation) in (dict, Mapping):
+        args = typing.get_args(annotation)
+        return args[1] if len(args) == 2 else Any
+    return None
+
+
+def _is_structured(annotation: Any) -> bool:
+    inner, _ = _unwrap(annotation)
+    return _is_model(inner) or _sequence_item(inner) is not None or _mapping_value(inner) is not None
+
+
+def _field_for(model: type[BaseModel], segment: str) -> tuple[str, FieldInfo] | None:
+    lowered = segment.lower()
+    for name, info in model.model_fields.items():
+        if name.lower() == lowered:
+            return name, info
+    return None
+
+
+def _dotted(loc: Loc) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _unknown(model: type[BaseModel], loc: Loc, segment: str, origin: str) -> ConfigError:
+    where = _dotted(loc + (segment.lower(),))
+    hint = difflib.get_close_matches(segment.lower(), list(model.model_fields), n=1)
+    suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+    return ConfigError(f"invalid configuration: {where}: unknown setting{suggestion} [{origin}]")
+
+
+def _assign(data: dict[str, Any], model: type[BaseModel], path: list[str], raw: str, origin: str, origins: dict[Loc, str]) -> None:
+    """Put one textual value at ``path`` (field names, list indexes or item names) into ``data``."""
+    node: Any = data
+    loc: Loc = ()
+    annotation: Any = model
+    index = 0
+    while True:
+        segment = path[index]
+        last = index == len(path) - 1
+        if _is_model(annotation):
+            found = _field_for(annotation, segment)
+            if found is None and last and segment.lower().endswith(_FILE_SUFFIX):
+                target = _field_for(annotation, segment[: -len(_FILE_SUFFIX)])
+                if target is not None:
+                    name, info = target
+                    value = _read_value(Path(raw), f"{origin} ({_dotted(loc + (name,))})")
+                    node[name] = _coerce(value, info.annotation, origin, loc + (name,))
+                    origins[loc + (name,)] = f"{origin} → {raw}"
+                    return
+            if found is None:
+                raise _unknown(annotation, loc, segment, origin)
+            name, info = found
+            loc = loc + (name,)
+            if last:
+                node[name] = _coerce(raw, info.annotation, origin, loc)
+                origins[loc] = origin
+                return
+            inner, _ = _unwrap(info.annotation)
+            child = node.get(name)
+            if _sequence_item(inner) is not None:
+                if not isinstance(child, list):
+                    child = list(child) if isinstance(child, (tuple, set)) else []
+            elif not isinstance(child, dict):
+                child = {}
+            node[name] = child
+            node, annotation = child, inner
+        elif (item := _sequence_item(annotation)) is not None:
+            position = _list_position(node, item, segment, loc, origin)
+            loc = loc + (position,)
+            item_inner, _ = _unwrap(item)
+            if last:
+                value = _coerce(raw, item, origin, loc)
+                if position == len(node):
+                    node.append(value)
+                else:
+                    node[position] = value
+                origins[loc] = origin
+                return
+            if position == len(node):
+                node.append({})
+            if not isinstance(node[position], dict):
+                node[position] = {}
+            node, annotation = node[position], item_inner
+        elif (value_type := _mapping_value(annotation)) is not None:
+            key = segment.lower()
+            loc = loc + (key,)
+            if last:
+                node[key] = _coerce(raw, value_type, origin, loc)
+                origins[loc] = origin
+                return
+            node = node.setdefault(key, {})
+            annotation, _ = _unwrap(value_type)
+        else:
+            raise ConfigError(f"invalid configuration: {_dotted(loc)} has no part {segment.lower()!r} [{origin}]")
+        index += 1
+
+
+def _list_position(items: list[Any], item_type: Any, segment: str, loc: Loc, origin: str) -> int:
+    """An index (``0``; ``len`` appends) or, for items with a ``name``, that name."""
+    if segment.isdigit():
+        position = int(segment)
+        if position > len(items):
+            raise ConfigError(
+                f"invalid configuration: {_dotted(loc + (position,))}: index past the end (list has {len(items)} items) [{origin}]"
+            )
+        return position
+    inner, _ = _unwrap(item_type)
+    if _is_model(inner) and "name" in inner.model_fields:
+        for position, existing in enumerate(items):
+            if isinstance(existing, dict) and str(existing.get("name", "")).lower() == segment.lower():
+                return position
+        raise ConfigError(
+            f"invalid configuration: {_dotted(loc)}: no item named {segment.lower()!r} to set (define it in the "
+            f"config file, or address it by index) [{origin}]"
+        )
+    raise ConfigError(f"invalid configuration: {_dotted(loc)}: items are addressed by index, not {segment!r} [{origin}]")
+
+
+def _coerce(raw: str, annotation: Any, origin: str, loc: Loc) -> Any:
+    """Text to what pydantic should validate: JSON for structured values, None for ``null``."""
+    inner, optional = _unwrap(annotation)
+    text = raw.strip()
+    if optional and text.lower() in ("null", "none", "") and inner not in (str, SecretStr):
+        return None
+    if _is_structured(annotation) and text[:1] in ("[", "{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"invalid configuration: {_dotted(loc)}: not valid JSON ({exc.msg}) [{origin}]") from None
+    item = _sequence_item(inner)
+    if item is not None and _unwrap(item)[0] is SecretStr and "\n" in raw.strip("\n"):
+        return [line for line in raw.splitlines() if line]  # a secrets file: one secret per line
+    return raw
+
+
+def _resolve_file_refs(data: Any, annotation: Any, loc: Loc, origins: dict[Loc, str]) -> None:
+    """In the config file, ``x_file: PATH`` stands for ``x`` read from PATH."""
+    inner, _ = _unwrap(annotation)
+    if _is_model(inner) and isinstance(data, dict):
+        for key in list(data):
+            if not isinstance(key, str):
+                continue
+            found = _field_for(inner, key)
+            if found is None and key.lower().endswith(_FILE_SUFFIX):
+                target = _field_for(inner, key[: -len(_FILE_SUFFIX)])
+                if target is not None and isinstance(data[key], str):
+                    name, info = target
+                    value = _read_value(Path(data.pop(key)), f"config {_dotted(loc + (key,))}")
+                    data[name] = _coerce(value, info.annotation, "config file", loc + (name,))
+                    origins[loc + (name,)] = f"file named by {_dotted(loc + (key,))}"
+                continue
+            if found is not None:
+                _resolve_file_refs(data[key], found[1].annotation, loc + (found[0],), origins)
+    elif (item := _sequence_item(inner)) is not None and isinstance(data, list):
+        for position, value in enumerate(data):
+            _resolve_file_refs(value, item, loc + (position,), origins)
+
+
+# -- errors and secrets -------------------------------------------------------------------------
+
+
+def _origin_of(loc: Loc, origins: Mapping[Loc, str]) -> str | None:
+    for end in range(len(loc), 0, -1):
+        found = origins.get(loc[:end])
+        if found is not None:
+            return found
+    return None
+
+
+def _describe(exc: ValidationError, origins: Mapping[Loc, str]) -> str:
+    problems: list[str] = []
+    for error in exc.errors(include_input=False, include_url=False):
+        loc: Loc = tuple(error["loc"])
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown setting"
+        elif error["type"] == "missing":
+            message = "required, but not set"
+        message = message.removeprefix("Value error, ")
+        origin = _origin_of(loc, origins)
+        where = f"{_dotted(loc)}: " if loc else ""  # a cross-field check names its fields itself
+        problems.append(f"{where}{message}" + (f" [{origin}]" if origin else ""))
+    if len(problems) == 1:
+        return f"invalid configuration: {problems[0]}"
+    return f"invalid configuration ({len(problems)} problems):\n" + "\n".join(f"  - {p}" for p in problems)
+
+
+def secret_values(settings: BaseModel) -> list[str]:
+    """Every secret's plain value, for the log redaction filter; nothing else may read them."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, SecretStr):
+            found.append(value.get_secret_value())
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                walk(getattr(value, name))
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            for item in value:
+                walk(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+
+    walk(settings)
+    return [value for value in found if value]

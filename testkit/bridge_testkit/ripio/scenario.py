@@ -1,0 +1,220 @@
+"""``python -m bridge_testkit.ripio.scenario``: scripted Ripio transfers through the whole bridge.
+
+Simulator (two users) → ``RipioAccountSource`` per user → pipeline → real Kafka, with skipped
+message ids (lost messages), dropped connections, identical repeated messages and a REST rate
+limit the bridge runs into (HTTP 429). Afterwards the
+topics are read back like a consumer would and compared with the simulator's ground truth: every
+generated state must be in Kafka exactly once, in order per transfer.
+
+Kafka: ``--bootstrap`` or ``KAFKA_BOOTSTRAP_SERVERS`` (default 127.0.0.1:9092); topics are fresh
+per run, the dedup store lives in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from bridge.delivery.dedup import DedupGate
+from bridge.delivery.pipeline import Pipeline
+from bridge.delivery.publish import Publisher
+from bridge.kafka.settings import KafkaSettings
+from bridge.delivery.settings import TopicSettings
+from bridge.sources.ripio.service import RipioAccountSource, build_ripio_sources
+from bridge_testkit.ripio.simulator import RipioSimulator, Snapshot
+from bridge.delivery.store_sqlite import SQLiteStore
+from bridge_testkit.kafka_io import ConsumedRecord, read_topic
+
+__all__ = ["ScenarioReport", "run_scenario", "compare", "settle", "main"]
+
+
+@dataclass
+class ScenarioReport:
+    transfers: int
+    states: int
+    pushed: int
+    """messages the simulator sent (repeats included, skipped ones not)"""
+    acked: int
+    """events Kafka acknowledged (pipeline outcomes): equals ``states`` when nothing was published twice"""
+    published: int
+    """events read back from the topics"""
+    deduplicated: int
+    backfilled: int
+    """events in Kafka that arrived through a listing, not the stream"""
+    lost: int
+    out_of_order: int
+    duplicated_in_kafka: int
+    dead_lettered: int
+    skipped_ids: int
+    gaps_detected: int
+    drops: int
+    reconnects: int
+    tickets: int
+    backfill_passes: int
+    rest_requests: int
+    rest_rate_limited: int
+    seconds: float
+
+    def lines(self) -> list[str]:
+        return [f"{name:>20}: {value}" for name, value in asdict(self).items()]
+
+
+def compare(truth: dict[str, list[Snapshot]], records: Sequence[ConsumedRecord]) -> dict[str, int]:
+    """Kafka against the ground truth: lost states, keys out of order, records published twice."""
+    seen: dict[str, list[tuple[str, str | None]]] = {}
+    event_ids: Counter[str] = Counter()
+    for record in records:
+        value = json.loads(record.value)
+        event_ids[value["event_id"]] += 1
+        seen.setdefault(value["key"], []).append((value["provider_status"], value["tx_hash"]))
+    lost = out_of_order = 0
+    for key, history in truth.items():
+        expected = [(s.status, s.tx_hash) for s in history]
+        got = seen.get(key, [])
+        lost += len([state for state in expected if state not in got])
+        if got != expected and set(got) == set(expected):
+            out_of_order += 1
+    return {
+        "lost": lost,
+        "out_of_order": out_of_order,
+        "duplicated": sum(n - 1 for n in event_ids.values() if n > 1),
+    }
+
+
+async def settle(sources: Sequence[RipioAccountSource], pipeline: Pipeline, quiet: float = 0.3, timeout: float = 60.0) -> None:
+    """Wait until no frame arrived for ``quiet`` seconds, nothing is held or undecided, and Kafka
+    acknowledged everything."""
+    deadline = time.monotonic() + timeout
+    frames = -1
+    while True:
+        await asyncio.sleep(quiet)
+        for source in sources:
+            await source.settle(timeout=timeout)
+        await pipeline.drain(timeout=timeout)
+        now = sum(source.stats["frames"] for source in sources)
+        if now == frames and not any(source.busy for source in sources) and not pipeline.in_flight:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"sources still busy after {timeout}s")
+        frames = now
+
+
+async def run_scenario(
+    *,
+    bootstrap: str,
+    transfers: int = 1000,
+    skip_every: int = 40,
+    drop_every: int = 250,
+    repeat_every: int = 7,
+    rest_rate_limit: float = 10.0,
+    timeout: float = 240.0,
+    seed: int = 1,
+    state_dir: Path | None = None,
+    **config: Any,
+) -> ScenarioReport:
+    suffix = uuid.uuid4().hex[:10]
+    topics = TopicSettings(
+        deposit=f"ripio-scenario.{suffix}.deposit.v1",
+        withdrawal=f"ripio-scenario.{suffix}.withdrawal.v1",
+        dead_letter=f"ripio-scenario.{suffix}.dlq.v1",
+        partitions=3,
+    )
+    kafka = KafkaSettings(bootstrap_servers=bootstrap, linger_ms=2)
+    with tempfile.TemporaryDirectory() as scratch:
+        store = (state_dir or Path(scratch)) / f"ripio-scenario-{suffix}.sqlite3"
+        pipeline = Pipeline(Publisher(kafka, topics), DedupGate(SQLiteStore(store)))
+        await pipeline.start()
+        started = time.monotonic()
+        try:
+            async with RipioSimulator(seed=seed, rest_rate_limit=rest_rate_limit) as sim:
+                # the bridge asks a little faster than allowed: some answers are HTTP 429
+                config.setdefault("rest_rate_per_second", rest_rate_limit * 1.5)
+                config.setdefault("rest_retry_initial", 0.1)
+                sources = build_ripio_sources(sim.config(**config), pipeline)
+                tasks = [asyncio.create_task(source.run(), name=source.name) for source in sources]
+                try:
+                    await sim.wait_subscribed()
+                    created = sim.create_many(transfers)
+                    await sim.run_lifecycles(
+                        created, repeat_every=repeat_every, skip_every=skip_every, drop_every=drop_every, timeout=timeout
+                    )
+                    await settle(sources, pipeline)
+                finally:
+                    for task in tasks:
+                        task.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+                truth = sim.truth()
+                sim_stats = Counter(sim.stats)
+        finally:
+            await pipeline.close(timeout=30)
+    elapsed = time.monotonic() - started
+    states = sum(len(history) for history in truth.values())
+    deposits = sum(len(history) for key, history in truth.items() if key.startswith("ripio:deposit:"))
+    records = await read_topic(bootstrap, topics.deposit, expect=deposits, timeout=30)
+    records += await read_topic(bootstrap, topics.withdrawal, expect=states - deposits, timeout=30)
+    dead = await read_topic(bootstrap, topics.dead_letter, idle=0.5, timeout=5)
+    verdict = compare(truth, records)
+    totals: Counter[str] = Counter()
+    for source in sources:
+        totals.update(source.stats)
+    return ScenarioReport(
+        transfers=len(truth),
+        states=states,
+        pushed=sim_stats["pushes"],
+        acked=totals["push.published"] + totals["backfill.published"],
+        published=len(records),
+        deduplicated=sum(n for name, n in totals.items() if name.endswith((".duplicate", ".stale_after_final"))),
+        backfilled=sum(1 for r in records if json.loads(r.value)["source"]["via"] == "backfill"),
+        lost=verdict["lost"],
+        out_of_order=verdict["out_of_order"],
+        duplicated_in_kafka=verdict["duplicated"],
+        dead_lettered=len(dead),
+        skipped_ids=sim_stats["skipped"],
+        gaps_detected=totals["gaps"],
+        drops=sim_stats["drops"],
+        reconnects=sum(n for name, n in totals.items() if name.startswith("reconnect.")),
+        tickets=sim_stats["ticket_requests"],
+        backfill_passes=totals["backfill_passes"],
+        rest_requests=sim_stats["rest_requests"],
+        rest_rate_limited=sim_stats["rest_rate_limited"],
+        seconds=round(elapsed, 2),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
+    parser.add_argument("--transfers", type=int, default=1000)
+    parser.add_argument("--skip-every", type=int, default=40, help="steps between lost messages (id gaps)")
+    parser.add_argument("--drop-every", type=int, default=250, help="steps between forced disconnects")
+    parser.add_argument("--repeat-every", type=int, default=7, help="steps between identical repeats")
+    parser.add_argument("--rest-rate-limit", type=float, default=10.0, help="simulator's REST requests per second per user")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    report = asyncio.run(
+        run_scenario(
+            bootstrap=args.bootstrap,
+            transfers=args.transfers,
+            skip_every=args.skip_every,
+            drop_every=args.drop_every,
+            repeat_every=args.repeat_every,
+            rest_rate_limit=args.rest_rate_limit,
+            seed=args.seed,
+        )
+    )
+    print("\n".join(report.lines()))
+    ok = report.lost == report.out_of_order == report.duplicated_in_kafka == 0 and report.acked == report.states
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
