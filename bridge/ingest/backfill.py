@@ -14,12 +14,22 @@ request was sent.
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 
 from bridge.contract.events import TransferEvent
 from bridge.contract.parsing import ParseResult
 from bridge.contract.timeutil import to_epoch_ms
 
-__all__ = ["Window", "Held", "BackfillCoordinator"]
+__all__ = ["Window", "Held", "BackfillCoordinator", "Page"]
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One history page, parsed: its items, its row count, and when its request was sent."""
+
+    items: list[ParseResult]
+    rows: int
+    sent_at: float
 
 
 class Window:

@@ -42,7 +42,7 @@ from bridge.contract.events import DeadLetter, Provider, TransferEvent, Via
 from bridge.contract.parsing import ParseError, ParseResult
 from bridge.contract.timeutil import format_utc_ms
 from bridge.delivery.pipeline import Outcome, Pipeline
-from bridge.ingest.backfill import BackfillCoordinator, Held, Window
+from bridge.ingest.backfill import BackfillCoordinator, Held, Page, Window
 from bridge.ingest.backoff import Backoff
 from bridge.ingest.frames import Frame, utc_now
 from bridge.ingest.rest import RestClient, TransientError
@@ -91,15 +91,6 @@ class Failure:
     reason: str
     message: str
     config: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    """One history page, parsed: its items, its row count, and when its request was sent."""
-
-    items: list[ParseResult]
-    rows: int
-    sent_at: float
 
 
 class StreamSource(SourceBase, ABC):
