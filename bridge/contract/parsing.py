@@ -7,7 +7,7 @@ A parser raises ``ParseError`` with a reason a human can act on; ``parse_items``
 from __future__ import annotations
 
 import reprlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from bridge.contract.events import DeadLetter, Provider, TransferEvent
@@ -151,15 +151,20 @@ def check_depth(value: Any, what: str = "item") -> None:
 
 
 def parse_items(
-    items: Iterable[Any],
+    items: Any,
     parse_one: Callable[[Mapping[str, Any]], TransferEvent],
     *,
     provider: Provider,
     channel: str,
     received_at: str,
     account_id: str | None = None,
+    not_a_list: str = "items are not a list",
 ) -> list[ParseResult]:
-    """Parse each item on its own; a failure becomes a dead letter with that item's bytes."""
+    """Parse each item on its own; a failure becomes a dead letter with that item's bytes, and
+    items that are not a list at all one dead letter with theirs (``not_a_list`` says what they are)."""
+    if not isinstance(items, list):
+        reason = f"{not_a_list} but {type(items).__name__}"
+        return [DeadLetter(provider=provider, channel=channel, reason=reason, raw=item_bytes(items), received_at=received_at, account_id=account_id)]
     results: list[ParseResult] = []
     for item in items:
         try:

@@ -146,17 +146,6 @@ def parse_rows(
 ) -> list[ParseResult]:
     """Items of one channel (a push's ``data`` or a REST page), each parsed on its own."""
     parse_one = _PARSERS[channel]
-    if not isinstance(rows, list):
-        return [
-            DeadLetter(
-                provider=Provider.OKX,
-                channel=channel,
-                reason=f"'data' is not a list but {type(rows).__name__}",
-                raw=item_bytes(rows),
-                received_at=received_at,
-                account_id=uid,
-            )
-        ]
     return parse_items(
         rows,
         lambda item: parse_one(item, received_at=received_at, via=via, uid=uid),
@@ -164,6 +153,7 @@ def parse_rows(
         channel=channel,
         received_at=received_at,
         account_id=uid,
+        not_a_list="'data' is not a list",
     )
 
 

@@ -150,17 +150,6 @@ def parse_rows(topic: str, rows: Any, *, received_at: str, user_id: str | None =
     """
     if topic not in TOPICS:
         raise ParseError(f"listing for unexpected topic {topic[:40]!r}")
-    if not isinstance(rows, list):
-        return [
-            DeadLetter(
-                provider=Provider.RIPIO,
-                channel=topic,
-                reason=f"listing rows are not a list but {type(rows).__name__}",
-                raw=item_bytes(rows),
-                received_at=received_at,
-                account_id=user_id,
-            )
-        ]
     return parse_items(
         rows,
         lambda body: parse_body(
@@ -170,4 +159,5 @@ def parse_rows(topic: str, rows: Any, *, received_at: str, user_id: str | None =
         channel=topic,
         received_at=received_at,
         account_id=user_id,
+        not_a_list="listing rows are not a list",
     )
