@@ -9,6 +9,7 @@ core module; the core never imports a provider by name.
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,9 +40,16 @@ class ProviderPlugin:
     kind: SourceKind
     config: type[ProviderSection]
     """The section's model; its defaults must leave the provider disabled."""
-    build: Callable[[Any, Pipeline], Sequence[Source]]
-    """The sources of an enabled section (one per account, or the webhook receiver)."""
+    build: str
+    """``module:function`` returning the sources of an enabled section (one per account, or the
+    webhook receiver); imported only when the provider is enabled, so a disabled provider's
+    transport never loads."""
     summary: str = ""
+
+    def sources(self, section: Any, pipeline: Pipeline) -> Sequence[Source]:
+        module, _, function = self.build.partition(":")
+        builder: Callable[[Any, Pipeline], Sequence[Source]] = getattr(importlib.import_module(module), function)
+        return builder(section, pipeline)
 
 
 @functools.cache

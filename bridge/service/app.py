@@ -96,7 +96,7 @@ def build_sources(settings: BridgeSettings, pipeline: Pipeline) -> list[Source]:
     for plugin in registered():
         section = getattr(settings, plugin.name)
         if section.enabled:
-            sources.extend(plugin.build(section, pipeline))
+            sources.extend(plugin.sources(section, pipeline))
     return sources
 
 

@@ -1,7 +1,5 @@
 """Registers the openxswitch provider (entry point ``transfer_bridge.providers``: ``openxswitch``)."""
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 
 from bridge.contract.events import Provider
@@ -11,8 +9,9 @@ from bridge.ingest.source import Source
 from bridge.sources.openxswitch.config import OpenXSwitchConfig
 
 
-def _build(config: OpenXSwitchConfig, pipeline: Pipeline) -> Sequence[Source]:
-    from bridge.sources.openxswitch.webhook import OpenXSwitchWebhook  # aiohttp routes load only when enabled
+def receivers(config: OpenXSwitchConfig, pipeline: Pipeline) -> Sequence[Source]:
+    """The one webhook receiver of an enabled section (aiohttp routes load only then)."""
+    from bridge.sources.openxswitch.webhook import OpenXSwitchWebhook
 
     return [OpenXSwitchWebhook(config, pipeline)]
 
@@ -22,6 +21,6 @@ PLUGIN = ProviderPlugin(
     provider=Provider.OPENXSWITCH,
     kind="webhook",
     config=OpenXSwitchConfig,
-    build=_build,
+    build="bridge.sources.openxswitch.plugin:receivers",
     summary="signed webhooks withdraw.* / deposit.*, acknowledged after Kafka's ack",
 )
