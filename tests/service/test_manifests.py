@@ -231,3 +231,10 @@ def test_dockerfile_pins_its_base_and_runs_as_the_pod_user() -> None:
     exposed = {int(p) for p in re.findall(r"^EXPOSE (.+)$", dockerfile, re.M)[0].split()}
     defaults = ServiceSettings.model_fields["server"].default
     assert exposed == {defaults.port, defaults.admin_port}
+
+
+def test_the_image_build_context_holds_the_service_and_its_schemas_but_no_test_tooling() -> None:
+    allowed = [line[1:] for line in (K8S / "Dockerfile.dockerignore").read_text().splitlines() if line.startswith("!")]
+    assert set(allowed) == {"pyproject.toml", "README.md", "bridge/", "schemas/"}
+    copied = re.findall(r"^COPY (?!--from)(\S+)", (K8S / "Dockerfile").read_text(), re.M)
+    assert not any("testkit" in source or "tests" in source for source in copied)
