@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test kafka-start kafka-stop clean bench bench-quick chaos fuzz
+.PHONY: install demo lint test kafka-start kafka-stop clean bench bench-quick chaos fuzz
 
 $(STAMP): pyproject.toml testkit/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m bridge demo
 
-test: $(STAMP)
+# Static gates (configured in pyproject.toml): lint rules and import order, types (strict on the
+# core), and the import-layering contracts. `make test` runs them first, so CI does too.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check bridge testkit tests
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+test: lint
 	$(PY) -m pytest
 
 # Benchmarks with same-run baselines (own local broker). `make bench QUICK=1` or `make bench-quick`
@@ -42,4 +49,4 @@ kafka-stop:
 	deploy/local/kafka.sh stop
 
 clean:
-	rm -rf $(VENV) .kafka .state .pytest_cache
+	rm -rf $(VENV) .kafka .state .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .grimp_cache
