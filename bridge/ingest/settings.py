@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, FilePath, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FilePath, field_validator, model_validator
 
 __all__ = ["ProviderSection", "AccountsSection", "StreamSettings", "WebhookSettings", "IPNetwork"]
 
@@ -95,11 +95,8 @@ class WebhookSettings(ProviderSection):
         description="deliveries accepted but still waiting for Kafka after their 503; past this, new ones get 503 at once",
     )
 
-    @model_validator(mode="before")
+    @field_validator("allowed_ips", "trusted_proxies", mode="before")
     @classmethod
-    def _parse_networks(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            for key in ("allowed_ips", "trusted_proxies"):
-                if key in data:
-                    data = {**data, key: _networks(data[key])}
-        return data
+    def _parse_networks(cls, value: Any) -> Any:
+        """Per field, so a malformed CIDR is reported under its key (``openxswitch.allowed_ips``)."""
+        return _networks(value)

@@ -1,14 +1,13 @@
 """OpenXSwitch source: signed webhooks (``withdraw.*``, ``deposit.*``), acknowledged after Kafka's ack.
 
-What the service shell needs::
+The service builds it through the provider registry (``plugin.PLUGIN``); by hand::
 
-    from bridge.sources.openxswitch import OpenXSwitchConfig, build_openxswitch_webhook
-    webhook = build_openxswitch_webhook(settings.openxswitch, pipeline)   # None when disabled
-    if webhook is not None:
-        webhook.add_routes(app)      # same aiohttp Application as /healthz and /metrics
-        sources.append(webhook)      # a Source: run() keeps its health current
+    from bridge.sources.openxswitch import OpenXSwitchConfig, OpenXSwitchWebhook
+    webhook = OpenXSwitchWebhook(settings.openxswitch, pipeline)   # only when enabled
+    webhook.add_routes(app)      # same aiohttp Application as /healthz and /metrics
+    sources.append(webhook)      # a Source: run() keeps its health current
     ...
-    await webhook.close()            # before pipeline.close()
+    await webhook.close()        # before pipeline.close()
 
 The receiver module loads on first use, so importing ``bridge.sources.openxswitch.parse`` stays light.
 """
@@ -20,14 +19,14 @@ from typing import TYPE_CHECKING, Any
 from bridge.sources.openxswitch.config import OpenXSwitchConfig
 
 if TYPE_CHECKING:
-    from bridge.sources.openxswitch.webhook import OpenXSwitchWebhook, build_openxswitch_webhook
+    from bridge.sources.openxswitch.webhook import OpenXSwitchWebhook
 
-__all__ = ["OpenXSwitchConfig", "OpenXSwitchWebhook", "build_openxswitch_webhook"]
+__all__ = ["OpenXSwitchConfig", "OpenXSwitchWebhook"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("OpenXSwitchWebhook", "build_openxswitch_webhook"):
+    if name == "OpenXSwitchWebhook":
         from bridge.sources.openxswitch import webhook
 
-        return getattr(webhook, name)
+        return webhook.OpenXSwitchWebhook
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

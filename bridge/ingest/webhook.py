@@ -1,0 +1,491 @@
+"""The webhook engine: one POST route per provider, answered 2xx only once Kafka has the delivery.
+
+A provider subclasses ``WebhookSource`` and supplies only what is its own — how a request proves
+it comes from the provider (``authenticate``) and what an authenticated body means
+(``interpret``). Everything else lives here once: mounting, the checks every request passes, the
+dead-letter-first rule, the bounded wait for Kafka's ack, health, metrics and shutdown.
+
+Mounting (the service shell serves it beside ``/healthz`` and ``/metrics``)::
+
+    webhook.add_routes(app)          # POST config.path
+    ... webhook.run() supervised like any source; stop_accepting(), then drain(timeout)
+
+or on its own server (tests, benchmarks, demo): ``async with webhook.serve() as url: ...``.
+
+What each request gets, in the order the checks run:
+
+====  ======================================================================================
+503   shutdown began (``stop_accepting``): the provider keeps the delivery and retries later
+403   source address outside ``allowed_ips`` (when set); behind a peer in ``trusted_proxies``
+      the nearest untrusted ``X-Forwarded-For`` hop is the one checked
+415   not ``application/json`` (a ``charset`` other than UTF-8 included)
+413   body larger than ``max_body_bytes``: refused from ``Content-Length`` before reading, and
+      by a streaming cap for chunked bodies; the connection is closed rather than drained
+401   ``authenticate`` refused the raw body (credential ``missing`` or ``invalid``). Such a body
+      is **not** published and **not** dead-lettered: unauthenticated input is not the
+      provider's and not ours to store — anyone can post it.
+4xx/  a body already dead-lettered: answered as the first time (``<result>.repeat``), without
+200   writing the DLQ again — a bounded in-memory set of body digests remembers them.
+400   ``interpret`` says it is not a delivery at all (``Quarantine`` with status 400): the raw
+      bytes go to the DLQ with the reason first (503 if Kafka cannot take them), then 400, so
+      the provider's console shows the delivery failing.
+200   ``Ignore``: a kind of delivery we do not publish; acknowledged and counted by family.
+200   ``Quarantine`` with status 200 — a delivery we cannot normalize, an event that cannot
+      become a Kafka record (lone surrogates, nesting too deep), or ``interpret`` itself
+      raising: the raw bytes go to the DLQ and the 200 follows the DLQ ack. It is kept; a retry
+      would fail the same way.
+200   ``Publish``: after Kafka acknowledged the event(s), or after the dedup gate decided it is
+      a repeat (a repeat of a state still in flight waits for that state's ack: the pipeline
+      queues per transfer) or stale after the final state.
+503   Kafka did not acknowledge within ``ack_timeout_seconds``, the pipeline is shutting down
+      or fenced, or ``max_pending`` deliveries are already waiting. A timed-out item stays in
+      the pipeline and is still published when Kafka returns; the retry is then a duplicate.
+====  ======================================================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import ipaddress
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Generic, Literal, TypeVar
+
+from aiohttp import web
+
+from bridge.contract.events import DeadLetter, Provider, TransferEvent
+from bridge.contract.parsing import ParseError
+from bridge.contract.timeutil import format_utc_ms
+from bridge.delivery.pipeline import Outcome, Pipeline
+from bridge.ingest.settings import IPNetwork, WebhookSettings
+from bridge.ingest.source import SourceBase
+from bridge.observability import metrics
+
+__all__ = ["WebhookSource", "Answer", "Ignore", "Letterhead", "Quarantine", "Publish", "Interpretation", "describe_error"]
+
+ConfigT = TypeVar("ConfigT", bound=WebhookSettings)
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_OUTCOME_RESULT = {
+    Outcome.PUBLISHED: "published",
+    Outcome.DUPLICATE: "duplicate",
+    Outcome.STALE: "stale",
+    Outcome.DEAD_LETTERED: "dead_lettered",
+}
+_EVENT_RESULTS = ("published", "duplicate", "stale")
+_CHUNK = 65_536
+_MAX_HEADER_TEXT = 256
+_MAX_REASON = 2000
+
+
+# -- what a provider's interpret hook answers ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ignore:
+    """An authenticated delivery we do not publish: acknowledged (200), counted by ``family``.
+
+    ``family`` is a metric label: the provider keeps it bounded (documented families, else
+    ``unknown``)."""
+
+    family: str
+
+
+@dataclass(frozen=True, slots=True)
+class Letterhead:
+    """Where a delivery's dead letter goes and what it carries besides the raw bytes."""
+
+    channel: str
+    request_id: str | None = None
+    account_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantine:
+    """Keep the raw bytes in the DLQ with ``reason``, then answer ``status``.
+
+    400 (``malformed``) when the body is not a delivery at all, so the sender's console shows it
+    failing; 200 (``dead_lettered``) when it is one we cannot normalize — a retry would fail the
+    same way, and the delivery is kept."""
+
+    reason: str
+    to: Letterhead
+    status: Literal[200, 400]
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """The delivery's event(s), in order; ``to`` is where the body goes if one cannot be written."""
+
+    events: Sequence[TransferEvent]
+    to: Letterhead
+
+
+Interpretation = Ignore | Quarantine | Publish
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What one request is answered: the HTTP status and a short result name (metric label)."""
+
+    status: int
+    result: str
+    detail: str | None = None
+    close: bool = False
+
+
+class _RecentDigests:
+    """Bounded memory of bodies already dead-lettered, with the status they were answered."""
+
+    def __init__(self, limit: int):
+        self._limit = limit
+        self._items: OrderedDict[bytes, Answer] = OrderedDict()
+
+    def get(self, digest: bytes) -> Answer | None:
+        answer = self._items.get(digest)
+        if answer is not None:
+            self._items.move_to_end(digest)
+        return answer
+
+    def add(self, digest: bytes, answer: Answer) -> None:
+        self._items[digest] = answer
+        self._items.move_to_end(digest)
+        while len(self._items) > self._limit:
+            self._items.popitem(last=False)
+
+
+# -- the engine --------------------------------------------------------------------------------------
+
+
+class WebhookSource(SourceBase, ABC, Generic[ConfigT]):
+    """The receiver component (``bridge.ingest.source.Source``): routes, checks, hand-off, answers."""
+
+    provider: ClassVar[Provider]
+    signature_header: ClassVar[str]
+    """The header carrying the request's credential: its absence is logged as ``missing``."""
+    dlq_channel: ClassVar[str]
+    """DLQ channel of a body whose ``interpret`` raised (a bug must not lose a delivery)."""
+
+    def __init__(
+        self,
+        config: ConfigT,
+        pipeline: Pipeline,
+        *,
+        name: str,
+        clock: Callable[[], float] = time.time,
+        dead_letter_memory: int = 4096,
+    ):
+        super().__init__(name, detail={"path": config.path, "awaiting_kafka": 0})
+        self.config = config
+        self.pipeline = pipeline
+        self.stats: Counter[str] = Counter()
+        """Answers by result (``published``, ``duplicate``, ``unauthorized``, ``ignored.<family>``, …)."""
+        self.log = logging.getLogger(type(self).__module__)
+        """The provider's logger: operators filter by it."""
+        self._label = self.provider.value
+        self._clock = clock
+        self._pending: set[asyncio.Task[Outcome]] = set()
+        self._serving = False
+        self._accepting = True
+        self._dead_lettered = _RecentDigests(dead_letter_memory)
+
+    # -- provider hooks ------------------------------------------------------------------------
+
+    @abstractmethod
+    def authenticate(self, request: web.Request, body: bytes) -> int | None:
+        """Index of the configured credential (secret, key) that vouches for ``body``; None refuses.
+
+        Gets the exact raw bytes received and the request (its headers); must not log secrets."""
+
+    @abstractmethod
+    def interpret(self, body: bytes, received_at: str, request: web.Request) -> Interpretation:
+        """What an authenticated body means. Should not raise: whatever escapes is dead-lettered
+        on ``dlq_channel`` and acknowledged (200)."""
+
+    def credential_present(self, request: web.Request) -> bool:
+        """Did the sender present a credential at all (a 401 is then ``invalid``, else ``missing``)?"""
+        return bool(request.headers.get(self.signature_header))
+
+    # -- mounting and lifecycle ----------------------------------------------------------------
+
+    def add_routes(self, app: web.Application) -> None:
+        """Add the POST route (``config.path``) to an application that is not started yet."""
+        app.router.add_post(self.config.path, self.handle)
+        app.on_startup.append(self._on_startup)
+        app.on_shutdown.append(self._on_shutdown)
+
+    async def _on_startup(self, app: web.Application) -> None:
+        self._serving = True
+        self._accepting = True
+        self.health.mark_connected()
+
+    async def _on_shutdown(self, app: web.Application) -> None:
+        self.stop_accepting()
+
+    def stop_accepting(self) -> None:
+        """From now on answer 503: the provider keeps the delivery and retries later."""
+        self._accepting = False
+        self.health.mark_disconnected("shutting down")
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait, bounded, for deliveries still awaiting Kafka (already answered 503 or still
+        waiting) so they land before the pipeline closes; False if some are still pending —
+        the provider retries those anyway."""
+        waiting = {task for task in self._pending if not task.done()}
+        if waiting:
+            await asyncio.wait(waiting, timeout=max(timeout, 0.0))
+        return not any(not task.done() for task in self._pending)
+
+    async def close(self, *, timeout: float = 10.0) -> None:
+        """Stop accepting, then drain: call before ``pipeline.close()``."""
+        self.stop_accepting()
+        await self.drain(timeout)
+
+    async def run(self) -> None:
+        """A webhook has no connection to keep: the shell's HTTP server carries the route. This
+        loop only keeps ``health`` current until cancelled — "connected" while the route is served
+        and accepting, also after a supervisor restarted ``run`` and marked it down."""
+        try:
+            while True:
+                if self._serving and self._accepting and not self.health.connected:
+                    self.health.mark_connected()
+                self.health.detail["awaiting_kafka"] = len(self._pending)
+                await asyncio.sleep(1.0)
+        finally:
+            self.health.detail["awaiting_kafka"] = len(self._pending)
+
+    @contextlib.asynccontextmanager
+    async def serve(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+        """Run on a server of its own (port 0 = any free port); yields the route's URL."""
+        app = web.Application()
+        self.add_routes(app)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.config.ack_timeout_seconds + 1)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound_host, bound_port = runner.addresses[0][:2]
+        try:
+            yield f"http://{bound_host}:{bound_port}{self.config.path}"
+        finally:
+            await runner.cleanup()
+
+    # -- the request ---------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        try:
+            answer = await self._answer(request, started)
+        except Exception:  # never a 2xx, never a traceback to the sender
+            self.log.exception("%s webhook: unexpected error; answering 503", self._label)
+            answer = Answer(503, "error", "temporarily unavailable")
+        self.stats[answer.result] += 1
+        metrics.WEBHOOK_REQUESTS.labels(self._label, answer.result.split(".", 1)[0], str(answer.status)).inc()
+        metrics.WEBHOOK_LATENCY.labels(self._label).observe(time.perf_counter() - started)
+        body: dict[str, Any] = {"result": answer.result.split(".", 1)[0]}
+        if answer.detail:
+            body["detail"] = answer.detail
+        response = web.json_response(body, status=answer.status)
+        if answer.close:
+            response.force_close()
+        return response
+
+    async def _answer(self, request: web.Request, started: float) -> Answer:
+        if not self._accepting:
+            return Answer(503, "shutting_down", "shutting down, retry later")
+        received_at = format_utc_ms(datetime.fromtimestamp(self._clock(), UTC))
+        if self.config.allowed_ips and not self._allowed(request):
+            self.log.info("%s webhook: refused source address %s", self._label, request.remote)
+            return Answer(403, "forbidden", "source address not allowed")
+        if request.content_type != "application/json" or (request.charset or "utf-8").lower() not in ("utf-8", "utf8"):
+            return Answer(415, "unsupported_media_type", "expected application/json (UTF-8)")
+        limit = self.config.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return Answer(413, "too_large", f"body larger than {limit} bytes", close=True)
+        body = await _read_capped(request, limit)
+        if body is None:
+            return Answer(413, "too_large", f"body larger than {limit} bytes", close=True)
+
+        matched = self.authenticate(request, body)
+        if matched is None:
+            why = "invalid" if self.credential_present(request) else "missing"
+            who = request.remote
+            self.log.info("%s webhook: %s signature from %s (%d bytes), not accepted", self._label, why, who, len(body))
+            return Answer(401, f"unauthorized.{why}", f"{why} signature")
+        metrics.WEBHOOK_SIGNATURE_MATCHES.labels(self._label, str(matched)).inc()
+
+        digest = hashlib.sha256(body).digest()
+        repeat = self._dead_lettered.get(digest)
+        if repeat is not None:
+            return Answer(repeat.status, f"{repeat.result}.repeat", repeat.detail)
+
+        meaning = self._interpret(body, received_at, request)
+        if isinstance(meaning, Ignore):
+            metrics.WEBHOOK_IGNORED.labels(self._label, meaning.family).inc()
+            return Answer(200, f"ignored.{meaning.family}")
+        if isinstance(meaning, Publish):
+            meaning = self._writable(meaning) or meaning
+        if isinstance(meaning, Quarantine):
+            then = Answer(400, "malformed", meaning.reason) if meaning.status == 400 else Answer(200, "dead_lettered")
+            letter = self._letter(body, meaning.reason, meaning.to, received_at, request)
+            return await self._dead_letter(letter, digest, then, started)
+
+        answer = await self._publish(meaning.events, started)
+        if answer.result in _EVENT_RESULTS:
+            self.health.mark_event()
+        return answer
+
+    def _interpret(self, body: bytes, received_at: str, request: web.Request) -> Interpretation:
+        """The hook's answer; anything it raises or returns amiss becomes a 200 quarantine."""
+        try:
+            meaning = self.interpret(body, received_at, request)
+        except Exception as exc:  # noqa: BLE001 - parsing never raises out of the engine
+            return Quarantine(describe_error(exc), Letterhead(self.dlq_channel), 200)
+        if isinstance(meaning, Publish) and not meaning.events:
+            return Quarantine("interpret published no event", meaning.to, 200)
+        if isinstance(meaning, (Ignore, Quarantine, Publish)):
+            return meaning
+        return Quarantine(f"interpret returned a {type(meaning).__name__}", Letterhead(self.dlq_channel), 200)
+
+    def _writable(self, publish: Publish) -> Quarantine | None:
+        """What cannot become a Kafka record must not enter the pipeline: it is kept instead."""
+        try:
+            for event in publish.events:
+                self.pipeline.publisher.event_record(event)
+        except Exception as exc:  # noqa: BLE001 - any reason at all: the delivery is kept, with the reason
+            return Quarantine(describe_error(exc), publish.to, 200)
+        return None
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _allowed(self, request: web.Request) -> bool:
+        address = _client_address(request, self.config.trusted_proxies)
+        return address is not None and any(address in network for network in self.config.allowed_ips)
+
+    def _letter(self, body: bytes, reason: str, to: Letterhead, received_at: str, request: web.Request) -> DeadLetter:
+        headers = {"content_type": _header_text(request.headers.get("Content-Type")) or ""}
+        request_id = _header_text(to.request_id)
+        if request_id:
+            headers["request_id"] = request_id
+        return DeadLetter(
+            provider=self.provider,
+            channel=to.channel,
+            reason=reason[:_MAX_REASON],
+            raw=body,
+            received_at=received_at,
+            account_id=_header_text(to.account_id),
+            headers=headers,
+        )
+
+    async def _dead_letter(self, letter: DeadLetter, digest: bytes, then: Answer, started: float) -> Answer:
+        """Kept first, answered after: a DLQ record Kafka did not ack means 503 (the provider retries)."""
+        handed = await self._hand_over(letter, started)
+        if handed.result != "dead_lettered":
+            return handed
+        self._dead_lettered.add(digest, then)
+        return then
+
+    async def _publish(self, events: Sequence[TransferEvent], started: float) -> Answer:
+        """Each event in order, under the request's one deadline; the first refusal is the answer."""
+        answers: list[Answer] = []
+        for event in events:
+            answer = await self._hand_over(event, started)
+            if answer.status != 200:
+                return answer
+            answers.append(answer)
+        return next((a for a in answers if a.result == "published"), answers[-1])
+
+    async def _hand_over(self, item: TransferEvent | DeadLetter, started: float) -> Answer:
+        """Submit to the pipeline and wait, bounded, for the ack or the dedup decision.
+
+        The submission runs in its own task, shielded: a timeout answers 503 but never cancels a
+        hand-off half way (the item stays in the pipeline and is published when Kafka returns).
+        """
+        if len(self._pending) >= self.config.max_pending:
+            return Answer(503, "overloaded", "too many deliveries awaiting Kafka, retry later")
+        task: asyncio.Task[Outcome] = asyncio.ensure_future(self.pipeline.submit(item))
+        self._pending.add(task)
+        task.add_done_callback(self._settled)
+        remaining = self.config.ack_timeout_seconds - (time.perf_counter() - started)
+        try:
+            outcome = await asyncio.wait_for(asyncio.shield(task), timeout=max(remaining, 0.001))
+        except TimeoutError:
+            wait = self.config.ack_timeout_seconds
+            self.log.warning("%s webhook: Kafka did not acknowledge within %.1fs; answering 503", self._label, wait)
+            return Answer(503, "timeout", "not yet stored, retry later")
+        except RuntimeError as exc:
+            if "shutting down" in str(exc):  # Pipeline.offer after close() began
+                return Answer(503, "shutting_down", "shutting down, retry later")
+            self.log.error("%s webhook: hand-off failed (%s); answering 503", self._label, exc)
+            return Answer(503, "unavailable", "not stored, retry later")
+        except Exception as exc:  # fenced producer, oversized dead letter, …
+            self.log.error("%s webhook: hand-off failed (%s); answering 503", self._label, exc.__class__.__name__)
+            return Answer(503, "unavailable", "not stored, retry later")
+        return Answer(200, _OUTCOME_RESULT[outcome])
+
+    def _settled(self, task: asyncio.Task[Outcome]) -> None:
+        self._pending.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved here; the request (if still waiting) got its answer already
+
+
+async def _read_capped(request: web.Request, limit: int) -> bytes | None:
+    """The raw body, or None as soon as it grows past ``limit`` (chunked bodies have no length)."""
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(_CHUNK):
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+def _client_address(request: web.Request, trusted_proxies: list[IPNetwork]) -> IPAddress | None:
+    """The peer, or — when the peer is a trusted proxy — the nearest untrusted X-Forwarded-For hop."""
+    address = _ip(request.remote)
+    if address is None or not trusted_proxies:
+        return address
+    hops = [hop for header in request.headers.getall("X-Forwarded-For", []) for hop in header.split(",")]
+    for hop in reversed(hops):
+        if not any(address in network for network in trusted_proxies):
+            return address
+        address = _ip(hop.strip())
+        if address is None:
+            return None
+    return address
+
+
+def _ip(text: str | None) -> IPAddress | None:
+    """An address as the allowlist compares it (IPv4-mapped IPv6 as IPv4); None if unreadable."""
+    if not text:
+        return None
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def describe_error(exc: Exception) -> str:
+    """A dead letter's reason: one line that names what failed, never a traceback."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):  # pydantic ValidationError: name the fields, keep it one line
+        parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors()[:5]]
+        return "contract validation failed: " + "; ".join(parts)
+    if isinstance(exc, ParseError):
+        return str(exc)
+    return f"{exc.__class__.__name__}: {exc}"
+
+
+def _header_text(value: str | None) -> str | None:
+    """A sender-chosen string fit for a Kafka header: valid UTF-8, bounded."""
+    if not value:
+        return None
+    return value[:_MAX_HEADER_TEXT].encode("utf-8", "replace").decode("utf-8")
