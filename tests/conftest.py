@@ -7,8 +7,8 @@ Docker engine is reachable, or the local KRaft broker from ``deploy/local/kafka.
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable, Iterator
 
 import hypothesis  # noqa: F401  imported up front: see the note below
 import pytest
@@ -16,9 +16,9 @@ import pytest
 from bridge.delivery.dedup import DedupGate
 from bridge.delivery.pipeline import Pipeline
 from bridge.delivery.publish import Publisher
-from bridge.kafka.settings import KafkaSettings
 from bridge.delivery.settings import TopicSettings
 from bridge.delivery.store_sqlite import SQLiteStore
+from bridge.kafka.settings import KafkaSettings
 from bridge_testkit.kafka_broker import kafka_bootstrap_for_session
 
 # Note: CPython 3.11.7 can fail compiling a module ("AST constructor recursion depth mismatch") when

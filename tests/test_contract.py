@@ -13,11 +13,12 @@ import pytest
 from bridge.contract.events import FINAL_STATUSES, Status, TransferEvent, encode_event
 from bridge.contract.jsonutil import DecimalError, JSONError, canonical_decimal, loads_exact
 from bridge.contract.schema import json_schema, schema_path, schema_text
+from bridge.contract.status_tables import OKX_DEPOSIT, OKX_WITHDRAWAL, OPENXSWITCH, RIPIO
 from bridge.sources.okx.parse import parse_push
 from bridge.sources.openxswitch.parse import parse_delivery
 from bridge.sources.ripio.parse import parse_message
-from bridge.contract.status_tables import OKX_DEPOSIT, OKX_WITHDRAWAL, OPENXSWITCH, RIPIO
 from tests.support import RECEIVED, fixture_bytes
+
 CONTRACT = Path(__file__).resolve().parents[2] / "shared" / "design" / "transfer-event-v1.md"
 
 

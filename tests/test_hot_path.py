@@ -7,9 +7,9 @@ import uuid
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.delivery.dedup import DedupGate, MemoryStore, state_id
 from bridge.contract.events import Account, Direction, Provider, Source, Status, build_event, encode_event, event_id_of
 from bridge.contract.jsonutil import dumps
+from bridge.delivery.dedup import DedupGate, MemoryStore, state_id
 from tests.fuzz.strategies import json_values
 
 

@@ -15,8 +15,8 @@ import pytest
 from bridge.contract.events import DeadLetter, Provider, TransferEvent
 from bridge.contract.jsonutil import loads_exact
 from bridge.delivery.pipeline import Outcome
-from bridge.kafka.settings import KafkaSettings
 from bridge.delivery.settings import TopicSettings
+from bridge.kafka.settings import KafkaSettings
 from bridge.sources.openxswitch.parse import parse_delivery
 from bridge_testkit.kafka_io import read_topic
 from tests.conftest import PipelineFactory

@@ -6,8 +6,8 @@ Tables are data, checked exhaustively by tests against the contract; a value mis
 
 from __future__ import annotations
 
-from types import MappingProxyType
 from collections.abc import Mapping
+from types import MappingProxyType
 
 from bridge.contract.events import Status
 

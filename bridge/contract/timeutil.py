@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from bridge.contract.jsonutil import small_int
 
@@ -18,7 +18,7 @@ _MAX_MS = 4_102_444_800_000  # 2100-01-01
 
 
 def format_utc_ms(moment: datetime) -> str:
-    moment = moment.astimezone(timezone.utc)
+    moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
@@ -33,7 +33,7 @@ def from_epoch_ms(value: str | int, *, field: str) -> str:
     if not _MIN_MS <= millis <= _MAX_MS:
         raise TimestampError(f"{field}: {millis} is outside 2000..2100 in epoch milliseconds")
     seconds, ms = divmod(millis, 1000)
-    moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
+    moment = datetime.fromtimestamp(seconds, tz=UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms:03d}Z"
 
 
@@ -46,7 +46,7 @@ def from_iso(value: object, *, field: str) -> str:
     except ValueError:
         raise TimestampError(f"{field}: {value[:40]!r} is not an ISO 8601 timestamp") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     try:
         return format_utc_ms(moment)
     except OverflowError:

@@ -17,9 +17,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, ProducerFenced
 
 from bridge.delivery.publish import Publisher, Record
+from bridge.delivery.settings import TopicSettings
 from bridge.kafka.client import kafka_client_options
 from bridge.kafka.settings import KafkaSettings, SchemaRegistrySettings
-from bridge.delivery.settings import TopicSettings
 
 __all__ = ["TransactionalPublisher", "FencedError"]
 
@@ -68,7 +68,7 @@ class TransactionalPublisher(Publisher):
         await super().start(timeout=timeout)
         self._committer = asyncio.create_task(self._commit_loop(), name="kafka-transactions")
 
-    async def send(self, record: Record, state: Record | None = None) -> "asyncio.Future[Any]":
+    async def send(self, record: Record, state: Record | None = None) -> asyncio.Future[Any]:
         if self.fenced:
             raise FencedError(f"producer {self.transactional_id!r} was fenced by a newer instance")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -90,7 +90,7 @@ class TransactionalPublisher(Publisher):
                     if not future.done():
                         future.set_exception(error)
                 return
-            except (KafkaError, asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, KafkaError, OSError) as exc:
                 log.warning("transaction of %d records failed (%s); will retry", len(batch), exc.__class__.__name__)
                 for _, _, future in batch:
                     if not future.done():
@@ -121,7 +121,7 @@ class TransactionalPublisher(Publisher):
         (re-initialising aborts whatever the old one left open)."""
         try:
             await self.rebuild()
-        except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, KafkaError, OSError) as exc:
             log.warning("producer rebuild failed (%s); retrying shortly", exc.__class__.__name__)
             await asyncio.sleep(1.0)
 

@@ -16,8 +16,9 @@ import base64
 import json
 import logging
 import ssl
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 from urllib.parse import quote
 
 import aiohttp
@@ -162,7 +163,7 @@ class RegistryClient:
         self._session: aiohttp.ClientSession | None = None
 
     @classmethod
-    def from_settings(cls, settings: SchemaRegistrySettings) -> "RegistryClient":
+    def from_settings(cls, settings: SchemaRegistrySettings) -> RegistryClient:
         if not settings.url:
             raise ValueError("schema_registry.url is not set")
         return cls(
@@ -182,7 +183,7 @@ class RegistryClient:
     def __repr__(self) -> str:
         return f"RegistryClient({self.url!r})"
 
-    async def __aenter__(self) -> "RegistryClient":
+    async def __aenter__(self) -> RegistryClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -294,7 +295,7 @@ class RegistryClient:
             ) as response:
                 text = await response.read()
                 status = response.status
-        except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientConnectionError) as exc:
             raise RegistryUnavailable(
                 f"schema registry at {self.url} not reachable ({exc.__class__.__name__})"
             ) from None

@@ -41,7 +41,7 @@ class KafkaSettings(_Section):
     retry_backoff_ms: int = Field(default=200, ge=10)
 
     @model_validator(mode="after")
-    def _sasl_credentials(self) -> "KafkaSettings":
+    def _sasl_credentials(self) -> KafkaSettings:
         """SASL without a user fails only when connecting, deep inside aiokafka (SCRAM: an
         AttributeError); SASL credentials next to a non-SASL protocol would be silently unused."""
         sasl = self.security_protocol.startswith("SASL")

@@ -21,11 +21,13 @@ import asyncio
 import os
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from bridge.contract.events import SCHEMA_MAJOR, SCHEMA_VERSION
+from bridge.contract.schema import SCHEMA_DIR, PublishedVersionChanged, SchemaVersion, committed_versions, export, schema_text
 from bridge.kafka.registry import (
     COMPATIBILITY_LEVELS,
     RegistryClient,
@@ -34,9 +36,8 @@ from bridge.kafka.registry import (
     SubjectNotFound,
     subject_name,
 )
-from bridge.contract.schema import SCHEMA_DIR, PublishedVersionChanged, SchemaVersion, committed_versions, export, schema_text
-from bridge.service.settings import BridgeSettings
 from bridge.kafka.settings import SchemaRegistrySettings
+from bridge.service.settings import BridgeSettings
 
 __all__ = [
     "add_schema_commands",
@@ -147,7 +148,7 @@ async def check_contract(
 # -- command line -------------------------------------------------------------------------------
 
 
-def add_schema_commands(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> argparse.ArgumentParser:
+def add_schema_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Mount ``schemas export|check|register``; the parsed args carry ``func(args) -> exit code``."""
     schemas = subparsers.add_parser("schemas", help="contract schemas: export, check against a registry, register")
     commands = schemas.add_subparsers(dest="schemas_command", required=True, metavar="{export,check,register}")

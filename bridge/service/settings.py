@@ -24,17 +24,14 @@ import json
 import os
 import types
 import typing
+from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Iterator, Mapping
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
-from bridge.delivery.settings import DedupSettings, PipelineSettings, TopicSettings
-from bridge.kafka.settings import KafkaSettings, SchemaRegistrySettings
-from bridge.observability.logs import LogSettings
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -42,6 +39,10 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
     YamlConfigSettingsSource,
 )
+
+from bridge.delivery.settings import DedupSettings, PipelineSettings, TopicSettings
+from bridge.kafka.settings import KafkaSettings, SchemaRegistrySettings
+from bridge.observability.logs import LogSettings
 
 __all__ = [
     "KafkaSettings",

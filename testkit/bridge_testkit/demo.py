@@ -26,9 +26,10 @@ import os
 import secrets
 import tempfile
 from collections import Counter
-from dataclasses import dataclass
-from pathlib import Path
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -36,28 +37,28 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import SecretStr
 
-from bridge.service.cli import ExtraCommand
-from bridge.service.app import BridgeApp, ExitCode, ServiceSettings
 from bridge.contract.events import DeadLetter, Provider, TransferEvent
 from bridge.contract.jsonutil import loads_exact
-from bridge.observability.logs import configure_logging
 from bridge.contract.parsing import ParseResult
+from bridge.contract.timeutil import format_utc_ms
 from bridge.delivery.pipeline import Outcome
 from bridge.delivery.settings import TopicSettings
+from bridge.observability.logs import configure_logging
+from bridge.service.app import BridgeApp, ExitCode, ServiceSettings
+from bridge.service.cli import ExtraCommand
 from bridge.service.settings import load_settings
 from bridge.sources.okx.parse import parse_push
-from bridge_testkit.okx.scenario import scenario_config
-from bridge_testkit.okx.scenario import settle as settle_okx
 from bridge.sources.okx.service import OkxAccountSource
-from bridge_testkit.okx.simulator import OkxSimulator
 from bridge.sources.openxswitch.parse import parse_delivery
-from bridge_testkit.openxswitch.simulator import OpenXSwitchSimulator, Plan, SimDelivery
 from bridge.sources.openxswitch.webhook import OpenXSwitchWebhook
 from bridge.sources.ripio.parse import parse_message
-from bridge_testkit.ripio.scenario import settle as settle_ripio
 from bridge.sources.ripio.service import RipioAccountSource
+from bridge_testkit.okx.scenario import scenario_config
+from bridge_testkit.okx.scenario import settle as settle_okx
+from bridge_testkit.okx.simulator import OkxSimulator
+from bridge_testkit.openxswitch.simulator import OpenXSwitchSimulator, Plan, SimDelivery
+from bridge_testkit.ripio.scenario import settle as settle_ripio
 from bridge_testkit.ripio.simulator import RipioSimulator
-from bridge.contract.timeutil import format_utc_ms
 
 __all__ = ["main", "run_demo", "example_items"]
 
@@ -79,9 +80,9 @@ _WEBHOOK_RESULTS = {
 
 
 def _now() -> str:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return format_utc_ms(datetime.now(timezone.utc))
+    return format_utc_ms(datetime.now(UTC))
 
 
 def example_items() -> list[ParseResult]:

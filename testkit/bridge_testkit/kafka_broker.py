@@ -18,9 +18,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Callable
 
 __all__ = ["LocalKafka", "kafka_bootstrap_for_session", "SCRIPT"]
 
@@ -151,7 +151,7 @@ class LocalKafka:
             if self._own_dir and not self.keep_data:
                 shutil.rmtree(self.directory, ignore_errors=True)
 
-    def __enter__(self) -> "LocalKafka":
+    def __enter__(self) -> LocalKafka:
         self.start()
         return self
 

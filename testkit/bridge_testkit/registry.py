@@ -16,8 +16,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from yarl import URL
 
@@ -110,7 +110,7 @@ class LocalRegistry:
         text = self.log_path.read_text(errors="replace").splitlines()[-lines:]
         return "\n".join([f"(full log: {self.log_path})", *text])
 
-    def __enter__(self) -> "LocalRegistry":
+    def __enter__(self) -> LocalRegistry:
         self.start()
         return self
 

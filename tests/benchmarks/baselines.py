@@ -17,9 +17,10 @@ import os
 import shutil
 import subprocess
 import time
-from datetime import datetime, timezone
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from tests.benchmarks.common import Channel, kafka_settings, latency_summary, peak_rss_bytes
 
@@ -34,8 +35,8 @@ def build_records(frames: Iterable[str], limit: int) -> list[dict[str, Any]]:
     import orjson
 
     from bridge.delivery.publish import Publisher
-    from bridge.kafka.settings import KafkaSettings
     from bridge.delivery.settings import TopicSettings
+    from bridge.kafka.settings import KafkaSettings
     from bridge.sources.okx.parse import parse_push
 
     publisher = Publisher(KafkaSettings(), TopicSettings())  # only its record builder is used
@@ -72,7 +73,7 @@ def _read_records(path: str, topics: dict[str, str]) -> list[tuple[str, bytes, b
 
 
 def _now_iso() -> str:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
 
 

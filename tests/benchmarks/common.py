@@ -18,12 +18,13 @@ import resource
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from bridge.kafka.settings import KafkaSettings
 from bridge.delivery.settings import TopicSettings
+from bridge.kafka.settings import KafkaSettings
 from bridge_testkit.okx.simulator import SimAccount
 
 __all__ = [
@@ -171,7 +172,7 @@ async def records_in_topics(bootstrap: str, topics: Sequence[str]) -> int:
 KAFKA_OPTIONS_ENV = "BENCH_KAFKA_OPTIONS"
 
 
-def kafka_settings(bootstrap: str) -> "KafkaSettings":
+def kafka_settings(bootstrap: str) -> KafkaSettings:
     """The bridge's Kafka settings (service defaults) plus any ``--kafka-option`` of this run, which
     the orchestrator hands to every worker through the environment: bridge and baselines alike."""
     from bridge.kafka.settings import KafkaSettings
@@ -226,7 +227,7 @@ class Child:
         return self.process.pid
 
     @classmethod
-    async def start(cls, role: str, params: dict[str, Any], *, workdir: Path, python: Sequence[str] | None = None) -> "Child":
+    async def start(cls, role: str, params: dict[str, Any], *, workdir: Path, python: Sequence[str] | None = None) -> Child:
         log_path = workdir / f"{role}-{uuid.uuid4().hex[:6]}.log"
         command = [*(python or [sys.executable]), "-m", "tests.benchmarks.child", role, json.dumps(params)]
         started = time.monotonic()
@@ -262,7 +263,7 @@ class Child:
                 raise ChildError(f"{self.role}: no {tag} within {timeout:.0f}s\n{self.log_tail()}")
             try:
                 line = await asyncio.wait_for(self.process.stdout.readline(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
             if not line:
                 await self.process.wait()
@@ -290,7 +291,7 @@ class Child:
                 pass
             try:
                 await asyncio.wait_for(self.process.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.process.kill()
                 await self.process.wait()
 
@@ -305,7 +306,7 @@ class Channel:
         self._reader = reader
 
     @classmethod
-    async def open(cls) -> "Channel":
+    async def open(cls) -> Channel:
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=2**26)
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from bridge_testkit.okx.simulator import PUSH_ONLY_SCRIPTS, OkxSimulator, SimAccount
-
 from tests.benchmarks.common import Channel, Child, Context, bench_accounts, latency_summary, rss_bytes
 from tests.benchmarks.latency import join_latencies
 from tests.benchmarks.okx_load import okx_bridge_params

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from bridge_testkit.okx.simulator import PUSH_ONLY_SCRIPTS, OkxSimulator, SimAccount, SimTransfer
-
 from tests.benchmarks.baselines import build_records, write_records
 from tests.benchmarks.common import Child, Context, bench_accounts, create_topics, latency_summary
 from tests.benchmarks.okx_load import build_flood, okx_bridge_params

@@ -18,13 +18,13 @@ import gc
 import json
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any
 
 from bridge_testkit.okx.simulator import PUSH_ONLY_SCRIPTS, SCRIPTS, OkxSimulator, SimAccount, SimTransfer
-
 from tests.benchmarks.common import Channel, bench_accounts, kafka_settings, peak_rss_bytes, rss_bytes
 
 __all__ = ["Flood", "build_flood", "frame_text", "bridge_worker", "okx_bridge_params"]
@@ -128,10 +128,10 @@ class _Decisions:
     def __init__(self) -> None:
         self.rows: list[tuple[str, str, int | None, str | None, str, float]] = []
 
-    def wrap(self, offer: Callable[[Any], Awaitable["asyncio.Future[Any]"]]) -> Callable[[Any], Awaitable["asyncio.Future[Any]"]]:
+    def wrap(self, offer: Callable[[Any], Awaitable[asyncio.Future[Any]]]) -> Callable[[Any], Awaitable[asyncio.Future[Any]]]:
         from bridge.contract.events import TransferEvent
 
-        async def probed(item: Any) -> "asyncio.Future[Any]":
+        async def probed(item: Any) -> asyncio.Future[Any]:
             future = await offer(item)
             if isinstance(item, TransferEvent):
                 future.add_done_callback(partial(self._decided, item))
@@ -139,7 +139,7 @@ class _Decisions:
 
         return probed
 
-    def _decided(self, event: Any, future: "asyncio.Future[Any]") -> None:
+    def _decided(self, event: Any, future: asyncio.Future[Any]) -> None:
         outcome = "failed" if future.cancelled() or future.exception() else future.result().value
         self.rows.append((event.key, event.provider_status, event.confirmations, event.tx_hash, outcome, time.monotonic()))
 

@@ -21,9 +21,10 @@ import sys
 import tempfile
 import time
 import traceback
-from datetime import datetime, timezone
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from tests.benchmarks.common import KAFKA_OPTIONS_ENV, REPO, RESULTS_DIR, Context, delete_topics
 from tests.benchmarks.report import Row, ScenarioResult, render_table
@@ -82,7 +83,7 @@ async def _run(args: argparse.Namespace) -> int:
     if overrides:
         os.environ[KAFKA_OPTIONS_ENV] = json.dumps(overrides)  # workers inherit it
         print(f"Kafka settings overridden for bridge and baselines: {overrides}")
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     RESULTS_DIR.mkdir(exist_ok=True)
     began = time.monotonic()
     broker = None

@@ -109,6 +109,6 @@ class Sampler:
         self._process.send_signal(signal.SIGINT)
         try:
             await asyncio.wait_for(self._process.wait(), 30)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._process.kill()
             await self._process.wait()

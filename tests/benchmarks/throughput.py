@@ -19,7 +19,6 @@ from typing import Any
 from bridge.delivery.publish import Publisher
 from bridge.delivery.settings import TopicSettings
 from bridge_testkit.okx.simulator import OkxSimulator, SimAccount
-
 from tests.benchmarks.baselines import build_records, kcat_binary, run_kcat, write_records
 from tests.benchmarks.common import Child, Context, bench_accounts, create_topics, kafka_settings, process_cpu_seconds, records_in_topics
 from tests.benchmarks.okx_load import Flood, build_flood, okx_bridge_params

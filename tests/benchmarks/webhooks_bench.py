@@ -44,11 +44,11 @@ async def serve(bootstrap: str, prefix: str) -> None:
     from bridge.delivery.dedup import DedupGate
     from bridge.delivery.pipeline import Pipeline
     from bridge.delivery.publish import Publisher
-    from bridge.kafka.settings import KafkaSettings
     from bridge.delivery.settings import TopicSettings
+    from bridge.delivery.store_sqlite import SQLiteStore
+    from bridge.kafka.settings import KafkaSettings
     from bridge.sources.openxswitch.config import OpenXSwitchConfig
     from bridge.sources.openxswitch.webhook import OpenXSwitchWebhook
-    from bridge.delivery.store_sqlite import SQLiteStore
 
     topics = TopicSettings(deposit=f"{prefix}.deposit", withdrawal=f"{prefix}.withdrawal", dead_letter=f"{prefix}.dlq")
     with tempfile.TemporaryDirectory(prefix="webhooks-bench-") as state:

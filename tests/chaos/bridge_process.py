@@ -14,8 +14,8 @@ import json
 import sys
 from typing import Any
 
-from bridge.service.app import BridgeApp, ServiceSettings
 from bridge.observability.logs import configure_logging
+from bridge.service.app import BridgeApp, ServiceSettings
 
 
 async def run(config: dict[str, Any]) -> int:

@@ -4,7 +4,7 @@ the suite short; ``make chaos`` is the full run."""
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

@@ -22,8 +22,8 @@ import hashlib
 import random
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Sequence
 
 import aiohttp
 from aiohttp import web
@@ -88,7 +88,7 @@ class FlakyFront:
             async with self._session.post(self.target_url, data=body, headers=headers, timeout=timeout) as answer:
                 payload = await answer.read()
                 status = answer.status
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        except (TimeoutError, aiohttp.ClientError, OSError):
             self.stats["502_bridge_unreachable"] += 1
             return web.json_response({"result": "bad_gateway"}, status=502)
         if roll < self.rate and 200 <= status < 300:

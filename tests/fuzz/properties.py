@@ -9,17 +9,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from decimal import Decimal
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from jsonschema import Draft7Validator
 
 from bridge.contract.events import DeadLetter, TransferEvent, encode_event
 from bridge.contract.jsonutil import loads_exact
-from bridge.delivery.publish import Publisher
 from bridge.contract.schema import schema_path
-from bridge.kafka.settings import KafkaSettings
+from bridge.delivery.publish import Publisher
 from bridge.delivery.settings import TopicSettings
+from bridge.kafka.settings import KafkaSettings
 
 __all__ = ["check_results", "check_event", "check_dead_letter", "no_float"]
 

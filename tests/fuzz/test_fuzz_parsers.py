@@ -17,8 +17,9 @@ family ``parse_items`` wraps — which the webhook answers with 400 and a DLQ re
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from decimal import Decimal
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import orjson
 import pytest

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
 
-from bridge.sources.okx import messages as m
 from bridge.ingest.rest import TransientError as BackfillError
+from bridge.sources.okx import messages as m
 from bridge.sources.okx.backfill import HistoryClient
 from bridge_testkit.okx.simulator import OkxSimulator
 

@@ -7,9 +7,9 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from bridge.contract.events import Account, Direction, Provider, Source, Status, build_event
+from bridge.ingest.backfill import Window
 from bridge.sources.okx import messages as m
 from bridge.sources.okx.auth import login_args, rest_headers, rest_timestamp
-from bridge.ingest.backfill import Window
 from bridge.sources.okx.config import OkxAccount, OkxConfig
 from tests.support import fixture_bytes
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -141,9 +142,8 @@ async def test_a_currency_filter_only_receives_that_currency(sim: OkxSimulator) 
 
 async def get(sim: OkxSimulator, account: SimAccount, path: str, **override: str) -> tuple[int, dict[str, Any]]:
     headers = rest_headers(account.okx_account(**override), "GET", path, "", time.time())
-    async with aiohttp.ClientSession() as session:
-        async with session.get(sim.rest_url + path, headers=headers) as response:
-            return response.status, await response.json()
+    async with aiohttp.ClientSession() as session, session.get(sim.rest_url + path, headers=headers) as response:
+        return response.status, await response.json()
 
 
 async def test_history_is_newest_first_in_the_documented_envelope_and_pages_with_before_and_after(sim: OkxSimulator) -> None:

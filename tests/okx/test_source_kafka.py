@@ -7,16 +7,17 @@ import contextlib
 import json
 import logging
 import time
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
 from bridge.delivery.pipeline import Pipeline
 from bridge.delivery.settings import TopicSettings
-from bridge_testkit.okx.scenario import compare, run_scenario, scenario_config, settle
-from bridge.sources.okx.service import OkxAccountSource, WS_DLQ_CHANNEL, build_okx_sources
-from bridge_testkit.okx.simulator import OkxSimulator, SimTransfer
+from bridge.sources.okx.service import WS_DLQ_CHANNEL, OkxAccountSource, build_okx_sources
 from bridge_testkit.kafka_io import ConsumedRecord, read_topic
+from bridge_testkit.okx.scenario import compare, run_scenario, scenario_config, settle
+from bridge_testkit.okx.simulator import OkxSimulator, SimTransfer
 from tests.conftest import PipelineFactory
 from tests.support import fixture_bytes
 

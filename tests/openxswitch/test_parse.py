@@ -10,8 +10,8 @@ import pytest
 from bridge.contract.events import Direction, Status, TransferEvent, encode_event
 from bridge.contract.jsonutil import dumps, loads_exact
 from bridge.contract.parsing import ParseError
-from bridge.sources.openxswitch.parse import TRANSFER_METHODS, is_transfer_method, parse_delivery
 from bridge.contract.timeutil import TimestampError
+from bridge.sources.openxswitch.parse import TRANSFER_METHODS, is_transfer_method, parse_delivery
 from tests.support import RECEIVED, fixture_bytes
 
 

@@ -7,7 +7,7 @@ so the end-to-end tests can trust its ground truth.
 from __future__ import annotations
 
 import contextlib
-from typing import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 

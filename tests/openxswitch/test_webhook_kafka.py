@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import orjson
@@ -15,9 +16,9 @@ from bridge.contract.jsonutil import dumps, loads_exact
 from bridge.delivery.settings import TopicSettings
 from bridge.sources.openxswitch.config import OpenXSwitchConfig
 from bridge.sources.openxswitch.signature import HEADER, sign
-from bridge_testkit.openxswitch.simulator import OpenXSwitchSimulator
 from bridge.sources.openxswitch.webhook import OpenXSwitchWebhook
 from bridge_testkit.kafka_io import ConsumedRecord
+from bridge_testkit.openxswitch.simulator import OpenXSwitchSimulator
 from tests.openxswitch.conftest import OLD_SECRET, SECRET, ReceiverFactory, read_all
 from tests.support import fixture_bytes
 

@@ -5,17 +5,17 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import orjson
 import pytest
 
-from bridge.kafka.settings import KafkaSettings
 from bridge.delivery.settings import TopicSettings
+from bridge.kafka.settings import KafkaSettings
 from bridge.sources.openxswitch.config import OpenXSwitchConfig
-from bridge_testkit.openxswitch.simulator import OpenXSwitchSimulator
 from bridge.sources.openxswitch.webhook import OpenXSwitchWebhook
 from bridge_testkit.kafka_broker import LocalKafka
+from bridge_testkit.openxswitch.simulator import OpenXSwitchSimulator
 from tests.conftest import PipelineFactory
 from tests.openxswitch.conftest import SECRET, read_all
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from bridge.contract.events import Account, Direction, Provider, Source, Status, TransferEvent, build_event
 from bridge.delivery.pipeline import Outcome, Pipeline
@@ -57,11 +58,11 @@ class Peaks:
 class Flood:
     pipeline: Pipeline
     make_item: Callable[[int], Any] = deposit
-    futures: list["asyncio.Future[Outcome]"] = field(default_factory=list)
+    futures: list[asyncio.Future[Outcome]] = field(default_factory=list)
     peaks: Peaks = field(default_factory=Peaks)
     _stopping: bool = False
-    _producer: "asyncio.Task[None] | None" = None
-    _sampler: "asyncio.Task[None] | None" = None
+    _producer: asyncio.Task[None] | None = None
+    _sampler: asyncio.Task[None] | None = None
 
     @property
     def accepted(self) -> int:

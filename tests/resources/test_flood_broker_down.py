@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
 
-from bridge.observability import metrics
 from bridge.delivery.dedup import DedupGate
 from bridge.delivery.pipeline import Outcome, Pipeline
 from bridge.delivery.publish import Publisher
-from bridge.kafka.settings import KafkaSettings
 from bridge.delivery.settings import TopicSettings
 from bridge.delivery.store_sqlite import SQLiteStore
+from bridge.kafka.settings import KafkaSettings
+from bridge.observability import metrics
 from bridge_testkit.kafka_broker import LocalKafka
 from bridge_testkit.kafka_io import read_topic
 from tests.resources.figures import mib, record

@@ -14,8 +14,8 @@ import itertools
 import json
 import os
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import orjson
 import pytest
@@ -23,14 +23,14 @@ import pytest
 from bridge.delivery.dedup import DedupGate
 from bridge.delivery.pipeline import Outcome, Pipeline
 from bridge.delivery.publish import Publisher
-from bridge.kafka.settings import KafkaSettings
 from bridge.delivery.settings import TopicSettings
-from bridge_testkit.okx.scenario import scenario_config
-from bridge.sources.okx.service import build_okx_sources
-from bridge_testkit.okx.simulator import OkxSimulator
 from bridge.delivery.store_sqlite import SQLiteStore
+from bridge.kafka.settings import KafkaSettings
+from bridge.sources.okx.service import build_okx_sources
 from bridge_testkit.kafka_broker import LocalKafka
 from bridge_testkit.kafka_io import read_topic
+from bridge_testkit.okx.scenario import scenario_config
+from bridge_testkit.okx.simulator import OkxSimulator
 from tests.resources.conftest import frozen
 from tests.resources.figures import mib, record, rss_bytes
 from tests.resources.flood import Flood, Peaks, deposit

@@ -12,14 +12,15 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
-from bridge_testkit.okx.scenario import scenario_config
 from bridge.sources.okx.service import build_okx_sources
-from bridge_testkit.okx.simulator import OkxSimulator
 from bridge.sources.ripio.service import build_ripio_sources
+from bridge_testkit.okx.scenario import scenario_config
+from bridge_testkit.okx.simulator import OkxSimulator
 from bridge_testkit.ripio.simulator import RipioSimulator
 from tests.conftest import PipelineFactory
 from tests.resources.figures import mib, open_fds, record, rss_bytes

@@ -9,9 +9,9 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from bridge.contract.jsonutil import loads_exact
+from bridge.ingest.backfill import Window
 from bridge.sources.ripio import messages as m
 from bridge.sources.ripio.auth import prehash, sign, signed_headers, signed_path
-from bridge.ingest.backfill import Window
 from bridge.sources.ripio.backfill import start_date
 from bridge.sources.ripio.config import RipioAccount, RipioConfig
 from bridge.sources.ripio.parse import parse_message

@@ -7,17 +7,18 @@ import contextlib
 import json
 import logging
 import time
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
 from bridge.contract.jsonutil import dumps
 from bridge.delivery.pipeline import Pipeline
 from bridge.delivery.settings import TopicSettings
-from bridge_testkit.ripio.scenario import compare, run_scenario, settle
 from bridge.sources.ripio.service import STREAM_DLQ_CHANNEL, RipioAccountSource, build_ripio_sources
-from bridge_testkit.ripio.simulator import SCRIPTS, RipioSimulator
 from bridge_testkit.kafka_io import ConsumedRecord, read_topic
+from bridge_testkit.ripio.scenario import compare, run_scenario, settle
+from bridge_testkit.ripio.simulator import SCRIPTS, RipioSimulator
 from tests.conftest import PipelineFactory
 
 pytestmark = pytest.mark.kafka

@@ -9,18 +9,18 @@ so a shared registry is left as it was found.
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
 from bridge.delivery.dedup import DedupGate
 from bridge.delivery.pipeline import Pipeline
 from bridge.delivery.publish import Publisher
-from bridge.kafka.registry import RegistryClient, subject_name
-from bridge.kafka.settings import KafkaSettings, SchemaRegistrySettings
 from bridge.delivery.settings import TopicSettings
 from bridge.delivery.store_sqlite import SQLiteStore
+from bridge.kafka.registry import RegistryClient, subject_name
+from bridge.kafka.settings import KafkaSettings, SchemaRegistrySettings
 from bridge_testkit.registry import registry_url_for_session
 
 _registry_log: Callable[[], str] | None = None

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 from bridge.contract.events import TransferEvent
+from bridge.contract.schema import avro_text, committed_versions, json_schema, schema_text
 from bridge.delivery.publish import Publisher
+from bridge.delivery.settings import TopicSettings
 from bridge.kafka.registry import (
     IncompatibleSchema,
     InvalidSchema,
@@ -20,11 +23,9 @@ from bridge.kafka.registry import (
     resolve_schema_ids,
     subject_name,
 )
-from bridge.contract.schema import avro_text, committed_versions, json_schema, schema_text
+from bridge.kafka.settings import KafkaSettings, SchemaRegistrySettings
 from bridge.service.schemas_cli import main as schemas_main
 from bridge.service.schemas_cli import register_contract
-from bridge.kafka.settings import KafkaSettings, SchemaRegistrySettings
-from bridge.delivery.settings import TopicSettings
 
 VERSIONS = committed_versions()
 

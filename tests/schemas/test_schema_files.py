@@ -11,11 +11,9 @@ import jsonschema
 import pytest
 from pydantic import BaseModel, SecretStr
 
-from bridge.kafka import wire
 from bridge.consumer.reader import InvalidRecord, SchemaSource, decode_event
 from bridge.contract.events import SCHEMA_MAJOR, SCHEMA_VERSION, TransferEvent, encode_event
 from bridge.contract.jsonutil import dumps, loads_exact
-from bridge.kafka.registry import RegistryClient, RegistryUnavailable
 from bridge.contract.schema import (
     SCHEMA_DIR,
     PublishedVersionChanged,
@@ -29,6 +27,8 @@ from bridge.contract.schema import (
     version_key,
     version_path,
 )
+from bridge.kafka import wire
+from bridge.kafka.registry import RegistryClient, RegistryUnavailable
 from bridge.service.schemas_cli import main as schemas_main
 
 VERSIONS = committed_versions()

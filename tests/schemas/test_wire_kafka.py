@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from bridge.kafka import wire
 from bridge.consumer.reader import ConsumedEvent, InvalidRecord, TransferEventConsumer
 from bridge.contract.events import TransferEvent, encode_event
-from bridge.delivery.pipeline import Outcome
-from bridge.kafka.registry import RegistryClient
 from bridge.contract.schema import example_events
-from bridge.service.schemas_cli import register_contract
-from bridge.kafka.settings import KafkaSettings, SchemaRegistrySettings
+from bridge.delivery.pipeline import Outcome
 from bridge.delivery.settings import TopicSettings
+from bridge.kafka import wire
+from bridge.kafka.registry import RegistryClient
+from bridge.kafka.settings import KafkaSettings, SchemaRegistrySettings
+from bridge.service.schemas_cli import register_contract
 from bridge_testkit.kafka_io import read_topic
 from tests.conftest import PipelineFactory
 

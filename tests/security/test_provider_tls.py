@@ -14,8 +14,9 @@ import asyncio
 import contextlib
 import ssl
 import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -23,8 +24,8 @@ from pydantic import ValidationError
 from bridge.delivery.pipeline import Pipeline
 from bridge.sources.okx.config import OkxConfig
 from bridge.sources.okx.service import OkxAccountSource, build_okx_sources
-from bridge_testkit.okx.simulator import default_accounts as okx_accounts
 from bridge.sources.ripio.service import RipioAccountSource, build_ripio_sources
+from bridge_testkit.okx.simulator import default_accounts as okx_accounts
 from bridge_testkit.ripio.simulator import RipioSimulator
 from tests.conftest import PipelineFactory
 from tests.security.material import Material
@@ -45,7 +46,7 @@ class TlsServer:
         writer.close()
 
     @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator["TlsServer"]:
+    async def running(self) -> AsyncIterator[TlsServer]:
         server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self.context)
         self.port = server.sockets[0].getsockname()[1]
         try:

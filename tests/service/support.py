@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import yaml
 
-from bridge.service.app import BridgeApp, ExitCode, ServiceSettings, SourceFactory
-from bridge.kafka.settings import KafkaSettings
 from bridge.delivery.settings import TopicSettings
+from bridge.kafka.settings import KafkaSettings
+from bridge.service.app import BridgeApp, ExitCode, ServiceSettings, SourceFactory
 from bridge.service.settings import load_settings
 
 FAST_SUPERVISOR = {
@@ -64,7 +65,7 @@ def service_settings(tmp_path: Path, kafka: KafkaSettings | None = None, topics:
 class Running:
     """An app started in this event loop; ``stop()`` returns its exit code."""
 
-    def __init__(self, app: BridgeApp, task: "asyncio.Task[ExitCode]"):
+    def __init__(self, app: BridgeApp, task: asyncio.Task[ExitCode]):
         self.app = app
         self.task = task
 
@@ -73,9 +74,8 @@ class Running:
         return f"http://{host}:{port}{path}"
 
     async def get_json(self, path: str) -> tuple[int, dict[str, Any]]:
-        async with aiohttp.ClientSession() as session:
-            async with session.get(self.url("admin", path)) as response:
-                return response.status, await response.json()
+        async with aiohttp.ClientSession() as session, session.get(self.url("admin", path)) as response:
+            return response.status, await response.json()
 
     async def stop(self) -> ExitCode:
         self.app.request_stop("test")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge_testkit.demo import run_demo
 from bridge.delivery.settings import TopicSettings
+from bridge_testkit.demo import run_demo
 
 pytestmark = pytest.mark.kafka
 

@@ -9,18 +9,19 @@ import os
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
 
-from bridge.kafka.settings import KafkaSettings
 from bridge.delivery.settings import TopicSettings
-from bridge_testkit.okx.simulator import OkxSimulator
+from bridge.kafka.settings import KafkaSettings
 from bridge.sources.openxswitch.signature import HEADER
-from bridge_testkit.openxswitch.simulator import OpenXSwitchSimulator, SimDelivery
 from bridge_testkit.kafka_io import read_topic
+from bridge_testkit.okx.simulator import OkxSimulator
+from bridge_testkit.openxswitch.simulator import OpenXSwitchSimulator, SimDelivery
 from tests.service.support import eventually, service_document, write_yaml
 
 pytestmark = pytest.mark.kafka

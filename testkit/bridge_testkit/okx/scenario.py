@@ -26,13 +26,13 @@ from typing import Any
 from bridge.delivery.dedup import DedupGate
 from bridge.delivery.pipeline import Pipeline
 from bridge.delivery.publish import Publisher
-from bridge.kafka.settings import KafkaSettings
 from bridge.delivery.settings import TopicSettings
+from bridge.delivery.store_sqlite import SQLiteStore
+from bridge.kafka.settings import KafkaSettings
 from bridge.sources.okx.config import OkxConfig
 from bridge.sources.okx.service import OkxAccountSource, build_okx_sources
-from bridge_testkit.okx.simulator import OkxSimulator, Snapshot
-from bridge.delivery.store_sqlite import SQLiteStore
 from bridge_testkit.kafka_io import ConsumedRecord, read_topic
+from bridge_testkit.okx.simulator import OkxSimulator, Snapshot
 
 __all__ = ["ScenarioReport", "run_scenario", "compare", "settle", "scenario_config", "main"]
 

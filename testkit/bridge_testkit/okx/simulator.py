@@ -31,9 +31,9 @@ import random
 import secrets
 import time
 from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -299,7 +299,7 @@ class OkxSimulator:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    async def start(self, *, ws_port: int = 0, rest_port: int = 0) -> "OkxSimulator":
+    async def start(self, *, ws_port: int = 0, rest_port: int = 0) -> OkxSimulator:
         self._ws_server = await serve(
             self._handle,
             "127.0.0.1",
@@ -329,7 +329,7 @@ class OkxSimulator:
         if self._runner is not None:
             await self._runner.cleanup()
 
-    async def __aenter__(self) -> "OkxSimulator":
+    async def __aenter__(self) -> OkxSimulator:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:

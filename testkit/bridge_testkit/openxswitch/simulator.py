@@ -33,19 +33,20 @@ import os
 import random
 import time
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Iterable, Sequence
+from functools import cached_property
+from typing import Any
 
 import aiohttp
 
 from bridge.contract.events import FINAL_STATUSES, TransferEvent
+from bridge.contract.timeutil import format_utc_ms
 from bridge.sources.openxswitch import messages as m
 from bridge.sources.openxswitch.parse import parse_delivery
 from bridge.sources.openxswitch.signature import HEADER, Encoding, sign
-from bridge.contract.timeutil import format_utc_ms
 
 __all__ = [
     "State",
@@ -178,7 +179,7 @@ class OpenXSwitchSimulator:
         self.sent: list[SimDelivery] = []
         self._secret = secret.encode()
         self._rng = random.Random(seed)
-        self._clock = start or datetime.now(timezone.utc).replace(microsecond=0)
+        self._clock = start or datetime.now(UTC).replace(microsecond=0)
         self._wallet = self._hex(24)
 
     def __repr__(self) -> str:  # never the secret
@@ -336,7 +337,7 @@ class OpenXSwitchSimulator:
             async with session.post(self.url, data=delivery.body, headers=self.headers(delivery.body), timeout=timeout) as response:
                 await response.read()
                 status = response.status
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        except (TimeoutError, aiohttp.ClientError, OSError):
             status = 0
         delivery.attempts.append(status)
         if latencies is not None:

@@ -20,19 +20,20 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from bridge.delivery.dedup import DedupGate
 from bridge.delivery.pipeline import Pipeline
 from bridge.delivery.publish import Publisher
-from bridge.kafka.settings import KafkaSettings
 from bridge.delivery.settings import TopicSettings
-from bridge.sources.ripio.service import RipioAccountSource, build_ripio_sources
-from bridge_testkit.ripio.simulator import RipioSimulator, Snapshot
 from bridge.delivery.store_sqlite import SQLiteStore
+from bridge.kafka.settings import KafkaSettings
+from bridge.sources.ripio.service import RipioAccountSource, build_ripio_sources
 from bridge_testkit.kafka_io import ConsumedRecord, read_topic
+from bridge_testkit.ripio.simulator import RipioSimulator, Snapshot
 
 __all__ = ["ScenarioReport", "run_scenario", "compare", "settle", "main"]
 

@@ -37,10 +37,10 @@ import secrets
 import time
 import uuid
 from collections import Counter, deque
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from decimal import Decimal
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from aiohttp import web
@@ -153,7 +153,7 @@ _FIAT = ("BRL", "ARS")
 
 
 def _iso(epoch_ms: int) -> str:
-    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc)
+    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
 
 
@@ -163,7 +163,7 @@ def _parse_iso(value: str) -> int | None:
     except ValueError:
         return None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
 
 
@@ -318,7 +318,7 @@ class RipioSimulator:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    async def start(self, *, ws_port: int = 0, rest_port: int = 0) -> "RipioSimulator":
+    async def start(self, *, ws_port: int = 0, rest_port: int = 0) -> RipioSimulator:
         self._ws_server = await serve(self._handle, "127.0.0.1", ws_port, ping_interval=None, logger=_WIRE_LOG)
         self.ws_port = self._ws_server.sockets[0].getsockname()[1]  # type: ignore[index]
         app = web.Application()
@@ -341,7 +341,7 @@ class RipioSimulator:
         if self._runner is not None:
             await self._runner.cleanup()
 
-    async def __aenter__(self) -> "RipioSimulator":
+    async def __aenter__(self) -> RipioSimulator:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:
