@@ -23,20 +23,24 @@ import logging
 import re
 import typing
 from collections import deque
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pydantic import BaseModel, ValidationError
 
 from bridge.contract.events import TransferEvent
 from bridge.contract.jsonutil import JSONError, loads_exact
+from bridge.contract.schema import SCHEMA_DIR, committed_versions, version_key
 from bridge.kafka.client import kafka_client_options
 from bridge.kafka.registry import RegistryClient, RegistryError
-from bridge.contract.schema import SCHEMA_DIR, committed_versions, version_key
 from bridge.kafka.settings import KafkaSettings, SchemaRegistrySettings
 from bridge.kafka.wire import WireFormatError, decode
+
+if TYPE_CHECKING:  # jsonschema is imported where it is used (validate=False works without it)
+    from jsonschema.protocols import Validator
 
 __all__ = ["ConsumedEvent", "InvalidRecord", "SchemaSource", "TransferEventConsumer", "decode_event"]
 
@@ -75,15 +79,15 @@ class SchemaSource:
     def __init__(self, registry: SchemaRegistrySettings | None = None, *, directory: Path = SCHEMA_DIR):
         self._registry = RegistryClient.from_settings(registry) if registry is not None and registry.url else None
         self._directory = directory
-        self._by_id: dict[int, Any] = {}
-        self._by_version: dict[str, Any] = {}
+        self._by_id: dict[int, Validator] = {}
+        self._by_version: dict[str, tuple[Validator, bool]] = {}
         self._lock = asyncio.Lock()
 
     @property
     def has_registry(self) -> bool:
         return self._registry is not None
 
-    async def for_id(self, schema_id: int) -> Any:
+    async def for_id(self, schema_id: int) -> Validator:
         if schema_id in self._by_id:
             return self._by_id[schema_id]
         if self._registry is None:
@@ -99,7 +103,7 @@ class SchemaSource:
                 self._by_id[schema_id] = _validator(loads_exact(text))
         return self._by_id[schema_id]
 
-    def for_version(self, version: object) -> tuple[Any, bool]:
+    def for_version(self, version: object) -> tuple[Validator, bool]:
         """(validator, exact): the committed schema of ``version``, or the newest known of its major."""
         if not isinstance(version, str) or _VERSION.match(version) is None:
             raise InvalidRecord(f"schema_version {version!r} is not a contract version like '1.0'")
@@ -107,7 +111,7 @@ class SchemaSource:
             self._by_version[version] = self._load(version)
         return self._by_version[version]
 
-    def _load(self, version: str) -> tuple[Any, bool]:
+    def _load(self, version: str) -> tuple[Validator, bool]:
         major, minor = version_key(version)
         known = committed_versions(major, self._directory)
         if not known:
@@ -124,7 +128,7 @@ class SchemaSource:
             await self._registry.close()
 
 
-def _validator(schema: dict[str, Any]) -> Any:
+def _validator(schema: dict[str, Any]) -> Validator:
     try:
         from jsonschema.validators import validator_for
     except ImportError:  # pragma: no cover - depends on the environment
@@ -134,7 +138,7 @@ def _validator(schema: dict[str, Any]) -> Any:
     return cls(schema)
 
 
-def _first_error(validator: Any, data: dict[str, Any]) -> str | None:
+def _first_error(validator: Validator, data: dict[str, Any]) -> str | None:
     errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
     if not errors:
         return None
@@ -235,7 +239,7 @@ class TransferEventConsumer:
         self._next_offsets: dict[TopicPartition, int] = {}
         self._pending: deque[ConsumerRecord[bytes, bytes]] = deque()
 
-    async def __aenter__(self) -> "TransferEventConsumer":
+    async def __aenter__(self) -> TransferEventConsumer:
         await self.start()
         return self
 

@@ -87,7 +87,7 @@ def canonical_decimal(value: Any, *, field: str = "amount") -> str:
     Accepts the string, int or ``Decimal`` a provider sent; a float is refused, since by then
     precision is already lost.
     """
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, (bool, float)):
         raise DecimalError(f"{field}: {type(value).__name__} is not an exact decimal")
     if isinstance(value, int):
         if value < 0:

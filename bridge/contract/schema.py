@@ -96,7 +96,8 @@ class SchemaVersion:
 
     @property
     def schema(self) -> dict[str, Any]:
-        return json.loads(self.text)
+        schema: dict[str, Any] = json.loads(self.text)  # a committed JSON Schema file: always an object
+        return schema
 
 
 def version_key(version: str) -> tuple[int, int]:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from bridge.delivery.dedup import DedupGate, DedupStore, MemoryStore
 from bridge.contract.events import TransferEvent
+from bridge.delivery.dedup import DedupGate, DedupStore, MemoryStore
 from bridge.delivery.pipeline import Pipeline
 from bridge.delivery.publish import Publisher, Record
 from bridge.delivery.publish_tx import TransactionalPublisher
 from bridge.delivery.settings import DedupSettings, PipelineSettings, TopicSettings
-from bridge.kafka.settings import KafkaSettings, SchemaRegistrySettings
 from bridge.delivery.store_kafka import KafkaStateStore
 from bridge.delivery.store_sqlite import SQLiteStore
+from bridge.kafka.settings import KafkaSettings, SchemaRegistrySettings
 
 __all__ = ["build_pipeline"]
 
@@ -25,7 +25,7 @@ def build_pipeline(
     """Not started: call ``await pipeline.start()`` (loads dedup state, connects, creates topics)."""
     pipeline = pipeline or PipelineSettings()
     retention = dedup.retention_days * 86400
-    options = {"max_in_flight": pipeline.max_in_flight, "not_ready_after": pipeline.not_ready_after_seconds}
+    max_in_flight, not_ready_after = pipeline.max_in_flight, pipeline.not_ready_after_seconds
     if dedup.store == "kafka":
         store = KafkaStateStore(
             kafka, dedup.state_topic, partitions=topics.partitions, replication_factor=topics.replication_factor
@@ -42,10 +42,17 @@ def build_pipeline(
             store.remember_final(event.key, final_at)
             return store.state_record(event.key, state, final_at)
 
-        return Pipeline(publisher, DedupGate(store, retention_seconds=retention), state_records=state_record, **options)
+        return Pipeline(
+            publisher,
+            DedupGate(store, retention_seconds=retention),
+            state_records=state_record,
+            max_in_flight=max_in_flight,
+            not_ready_after=not_ready_after,
+        )
     backing: DedupStore = SQLiteStore(dedup.path) if dedup.store == "sqlite" else MemoryStore()
     return Pipeline(
         Publisher(kafka, topics, include_raw=pipeline.include_raw, schema_registry=schema_registry),
         DedupGate(backing, retention_seconds=retention),
-        **options,
+        max_in_flight=max_in_flight,
+        not_ready_after=not_ready_after,
     )

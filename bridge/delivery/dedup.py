@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 from enum import StrEnum
-from typing import Iterable, Protocol
+from typing import Protocol
 
 from bridge.contract.events import TransferEvent, short_hash
 
@@ -169,7 +170,7 @@ class DedupGate:
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), self._flush_interval)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._wake.clear()
             try:
@@ -183,7 +184,4 @@ class DedupGate:
 
 
 def _contains(state: bytes, sid: bytes) -> bool:
-    for offset in range(1, len(state), 8):
-        if state[offset : offset + 8] == sid:
-            return True
-    return False
+    return any(state[offset : offset + 8] == sid for offset in range(1, len(state), 8))

@@ -17,18 +17,19 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from enum import StrEnum
-from functools import lru_cache, partial
-from typing import Any, Callable, Iterable
+from functools import cache, partial
+from typing import Any
 
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
-from bridge.observability import metrics
-from bridge.delivery.dedup import Decision, DedupGate
 from bridge.contract.events import DeadLetter, Status, TransferEvent
+from bridge.contract.timeutil import to_epoch_ms
+from bridge.delivery.dedup import Decision, DedupGate
 from bridge.delivery.publish import Publisher, Record
 from bridge.delivery.publish_tx import FencedError
-from bridge.contract.timeutil import to_epoch_ms
+from bridge.observability import metrics
 
 __all__ = ["Outcome", "Pipeline", "Item"]
 
@@ -47,7 +48,7 @@ class Outcome(StrEnum):
 _DECISION_OUTCOME = {Decision.DUPLICATE: Outcome.DUPLICATE, Decision.STALE: Outcome.STALE}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _labelled(metric: Any, *labels: str) -> Any:
     """The metric's child for these labels. ``labels()`` returns the same child every time but pays
     a lock and a dict lookup per call; the label sets here are few (providers × directions)."""
@@ -154,7 +155,7 @@ class Pipeline:
         futures = [await self.offer(item) for item in items]
         return list(await asyncio.gather(*futures))
 
-    async def offer(self, item: Item) -> "asyncio.Future[Outcome]":
+    async def offer(self, item: Item) -> asyncio.Future[Outcome]:
         """Accept an item (waiting for room when the window is full); the future tells its fate."""
         if self._closing:
             raise RuntimeError("pipeline is shutting down")
@@ -344,13 +345,17 @@ class Pipeline:
             metrics.DEDUP_TRANSFERS.set(self.gate.size)
             if self._broker_ok and not self._in_flight:
                 self._failing_since = None
-            if self._broker_ok and self._failing_since is not None and self._in_flight:
+            if (
+                self._broker_ok
+                and self._failing_since is not None
+                and self._in_flight
+                and time.monotonic() - max(self._failing_since, self._last_progress) > self._stuck_after
+            ):
                 # Broker answers metadata but our sends still fail: the producer may be wedged.
-                if time.monotonic() - max(self._failing_since, self._last_progress) > self._stuck_after:
-                    log.warning("producer made no progress for %.0fs with the broker up; rebuilding", self._stuck_after)
-                    metrics.PRODUCER_REBUILDS.inc()
-                    try:
-                        await self.publisher.rebuild()
-                        self._failing_since = time.monotonic()
-                    except (KafkaError, OSError) as exc:
-                        log.warning("producer rebuild failed: %s", exc.__class__.__name__)
+                log.warning("producer made no progress for %.0fs with the broker up; rebuilding", self._stuck_after)
+                metrics.PRODUCER_REBUILDS.inc()
+                try:
+                    await self.publisher.rebuild()
+                    self._failing_since = time.monotonic()
+                except (KafkaError, OSError) as exc:
+                    log.warning("producer rebuild failed: %s", exc.__class__.__name__)

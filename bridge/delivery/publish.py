@@ -15,13 +15,13 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from bridge.kafka import wire
 from bridge.contract.events import DeadLetter, Direction, TransferEvent, encode_event
-from bridge.kafka.registry import resolve_schema_ids
 from bridge.contract.schema import schema_text
-from bridge.kafka.client import kafka_client_options
-from bridge.kafka.settings import KafkaSettings, SchemaRegistrySettings
 from bridge.delivery.settings import TopicSettings
+from bridge.kafka import wire
+from bridge.kafka.client import kafka_client_options
+from bridge.kafka.registry import resolve_schema_ids
+from bridge.kafka.settings import KafkaSettings, SchemaRegistrySettings
 
 __all__ = ["Record", "Publisher", "DATASCHEMA"]
 
@@ -167,7 +167,7 @@ class Publisher:
         finally:
             logging.getLogger("aiokafka").removeHandler(refused)
 
-    async def _start_until(self, deadline: float, timeout: float, refused: "_AuthFailureWatch") -> None:
+    async def _start_until(self, deadline: float, timeout: float, refused: _AuthFailureWatch) -> None:
         while True:
             producer = self._new_producer()
             try:
@@ -219,15 +219,17 @@ class Publisher:
         finally:
             await admin.close()
 
-    async def send(self, record: Record, state: Record | None = None) -> "asyncio.Future[Any]":
+    async def send(self, record: Record, state: Record | None = None) -> asyncio.Future[Any]:
         """Enqueue one record; the returned future resolves when Kafka acknowledged it.
 
         ``state`` (the dedup state record) is only used by the transactional publisher."""
         if self._producer is None:
             raise RuntimeError("publisher is not started")
-        return await self._producer.send(
+        # aiokafka is untyped: send() resolves to the future of the record's RecordMetadata.
+        delivery: asyncio.Future[Any] = await self._producer.send(
             record.topic, value=record.value, key=record.key, headers=record.headers
         )
+        return delivery
 
     async def probe(self, timeout: float = 3.0) -> bool:
         """Is any broker answering right now? (for readiness when no traffic flows)"""
@@ -236,7 +238,7 @@ class Publisher:
         try:
             await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout)
             return True
-        except (KafkaError, asyncio.TimeoutError, OSError):
+        except (TimeoutError, KafkaError, OSError):
             return False
 
     async def rebuild(self) -> None:

@@ -14,14 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from typing import Iterable
+from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from bridge.delivery.dedup import Row
 from bridge.contract.events import short_hash
+from bridge.delivery.dedup import Row
 from bridge.delivery.publish import Record
 from bridge.kafka.client import kafka_client_options
 from bridge.kafka.settings import KafkaSettings
@@ -117,7 +117,7 @@ class KafkaStateStore:
             remaining = {tp for tp in partitions if ends[tp] > 0}
             while remaining:
                 batches = await consumer.getmany(*remaining, timeout_ms=500, max_records=50_000)
-                for tp, messages in batches.items():
+                for messages in batches.values():
                     for m in messages:
                         key_hash = short_hash(m.key.decode())
                         if m.value is None:

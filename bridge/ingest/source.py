@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from aiohttp import web
 
@@ -70,8 +70,12 @@ class SourceHealth:
 
 class Source(Protocol):
     name: str
-    provider: Provider
     health: SourceHealth
+
+    @property
+    def provider(self) -> Provider:
+        """The provider this source reads (a class attribute of every concrete source)."""
+        ...
 
     async def run(self) -> None:
         """Run until cancelled: connect, read, reconnect. Raise only on a fatal error."""
@@ -93,7 +97,7 @@ class Source(Protocol):
 class SourceBase:
     """Defaults for every hook of ``Source`` but ``run``."""
 
-    provider: Provider
+    provider: ClassVar[Provider]
 
     def __init__(self, name: str, *, detail: dict[str, Any] | None = None):
         self.name = name

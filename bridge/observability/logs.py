@@ -20,9 +20,10 @@ import logging
 import re
 import sys
 import threading
-from contextvars import ContextVar
-from datetime import datetime, timezone
 from collections.abc import Iterable, Iterator, Mapping
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any, Literal, TextIO
 
 import orjson
@@ -46,6 +47,10 @@ __all__ = [
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
+def _default_levels() -> dict[str, LogLevel]:
+    return {"aiokafka": "WARNING", "aiohttp.access": "INFO"}
+
+
 class LogSettings(BaseModel):
     """The ``log:`` section of the configuration."""
 
@@ -54,7 +59,7 @@ class LogSettings(BaseModel):
     level: LogLevel = "INFO"
     format: Literal["json", "text"] = Field(default="json", description="json: one event per line; text: for humans")
     levels: dict[str, LogLevel] = Field(
-        default_factory=lambda: {"aiokafka": "WARNING", "aiohttp.access": "INFO"},
+        default_factory=_default_levels,
         description="per-logger levels, e.g. {aiokafka: WARNING}",
     )
 
@@ -82,7 +87,7 @@ _SECRET_KEY = re.compile(r"^(?:" + _SECRET_NAMES + r")$", re.IGNORECASE)
 # attributes every LogRecord has; anything else on a record came from ``extra=``
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 
-_context: ContextVar[Mapping[str, Any]] = ContextVar("bridge_log_context", default={})
+_context: ContextVar[Mapping[str, Any]] = ContextVar("bridge_log_context", default=MappingProxyType({}))
 
 
 class Redactor:
@@ -193,7 +198,7 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
 
 
 def _timestamp(record: logging.LogRecord) -> str:
-    moment = datetime.fromtimestamp(record.created, tz=timezone.utc)
+    moment = datetime.fromtimestamp(record.created, tz=UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(record.msecs):03d}Z"
 
 

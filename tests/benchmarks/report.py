@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 __all__ = ["Row", "ScenarioResult", "render_table", "fmt"]
 
@@ -83,6 +84,6 @@ def render_table(rows: Sequence[Row], *, markdown: bool = False) -> str:
         lines += ["| " + " | ".join(cell.replace("|", "/") for cell in line) + " |" for line in body]
         return "\n".join(lines)
     widths = [max(len(str(line[i])) for line in [header, *body]) for i in range(len(header))]
-    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
-    out += ["  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in body]
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)), "  ".join("-" * w for w in widths)]
+    out += ["  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in body]
     return "\n".join(out)

@@ -13,13 +13,23 @@ import asyncio
 import json
 import tempfile
 import time
+from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import aiohttp
 
-from tests.benchmarks.common import Channel, Child, Context, create_topics, kafka_settings, latency_summary, peak_rss_bytes, records_in_topics
+from tests.benchmarks.common import (
+    Channel,
+    Child,
+    Context,
+    create_topics,
+    kafka_settings,
+    latency_summary,
+    peak_rss_bytes,
+    records_in_topics,
+)
 from tests.benchmarks.report import ScenarioResult
 
 __all__ = ["run", "bridge_worker", "http_only_worker", "naive_worker"]
@@ -220,7 +230,7 @@ async def run(ctx: Context) -> ScenarioResult:
     naive = await _measure(ctx, "webhook-naive", {"bootstrap": ctx.bootstrap, "topics": naive_topics.model_dump()}, levels, per_level, seed=3)
     result.figures = {"levels": levels, "requests_per_level": per_level, "bridge": bridge, "http_only": http_only, "naive": naive,
                       "body_bytes": bridge["body_bytes"]}
-    for b, h, n in zip(bridge["levels"], http_only["levels"], naive["levels"]):
+    for b, h, n in zip(bridge["levels"], http_only["levels"], naive["levels"], strict=True):
         c = b["concurrency"]
         result.row(f"requests/s at concurrency {c}", b["per_second"], baseline="HTTP only", baseline_value=h["per_second"])
         result.row(f"requests/s at concurrency {c}", b["per_second"], baseline="naive", baseline_value=n["per_second"])

@@ -37,20 +37,21 @@ import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from pydantic import SecretStr
 
+from bridge_testkit.kafka_broker import LocalKafka
+from bridge_testkit.kafka_io import ConsumedRecord, read_topic
 from bridge_testkit.okx.scenario import scenario_config
 from bridge_testkit.okx.simulator import OkxSimulator
 from bridge_testkit.okx.simulator import SimTransfer as OkxTransfer
 from bridge_testkit.openxswitch.simulator import OpenXSwitchSimulator
 from bridge_testkit.ripio.simulator import RipioSimulator
 from bridge_testkit.ripio.simulator import SimTransfer as RipioTransfer
-from bridge_testkit.kafka_broker import LocalKafka
-from bridge_testkit.kafka_io import ConsumedRecord, read_topic
 from tests.chaos.webhooks import DELIVERIES_PER_STATE, FlakyFront, WebhookDriver
 
 REPO = Path(__file__).resolve().parents[2]
@@ -521,7 +522,7 @@ async def _drive(
     rng.shuffle(plan)
     marks = sorted(rng.uniform(0.03, 0.9) * expected for _ in plan)
     try:
-        for fault, mark in zip(plan, marks):
+        for fault, mark in zip(plan, marks, strict=True):
             while progress() < mark and not everything.done():
                 await asyncio.sleep(0.02)
             if everything.done():
@@ -543,7 +544,9 @@ async def _drive(
                 await asyncio.sleep(rng.uniform(1.0, 3.0))
                 await asyncio.to_thread(kafka.restart)
                 # Recovered once Kafka takes events again: a webhook delivery answered 2xx.
-                recovered = await _until(lambda: webhook_run.done() or sum(1 for d in oxs.sent if d.acked) > acked_before + 3, 120)
+                recovered = await _until(
+                    lambda before=acked_before: webhook_run.done() or sum(1 for d in oxs.sent if d.acked) > before + 3, 120
+                )
                 outages.append((t0, time.monotonic()))
                 if recovered:
                     faults["broker_kill9"].recover_seconds.append(time.monotonic() - t0)

@@ -17,8 +17,9 @@ import contextlib
 import itertools
 import json
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import orjson
 import pytest
@@ -28,12 +29,12 @@ from hypothesis import strategies as st
 
 from bridge.contract.jsonutil import JSONError, loads_exact
 from bridge.delivery.settings import TopicSettings
-from bridge_testkit.okx.scenario import scenario_config
 from bridge.sources.okx.service import build_okx_sources
-from bridge_testkit.okx.simulator import OkxSimulator
 from bridge.sources.ripio.service import build_ripio_sources
-from bridge_testkit.ripio.simulator import RipioSimulator
 from bridge_testkit.kafka_io import read_topic
+from bridge_testkit.okx.scenario import scenario_config
+from bridge_testkit.okx.simulator import OkxSimulator
+from bridge_testkit.ripio.simulator import RipioSimulator
 from tests.conftest import PipelineFactory
 from tests.fuzz.report import fuzz_settings, outcome, tried
 from tests.fuzz.strategies import (
@@ -66,7 +67,7 @@ class Follower:
     def _holds(self, value: bytes) -> bool:
         """The value itself, or its first 64 KiB when it was too large for Kafka (the pipeline cuts it)."""
         head = value[:DLQ_HEAD_BYTES] if len(value) > DLQ_HEAD_BYTES else None
-        return any(v == value or v == head for v in self.values)
+        return any(v in (value, head) for v in self.values)
 
     async def wait_for(self, value: bytes, timeout: float = 10.0) -> None:
         deadline = asyncio.get_running_loop().time() + timeout

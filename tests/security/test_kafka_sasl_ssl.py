@@ -13,15 +13,15 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from bridge.contract.events import Account, DeadLetter, Direction, Provider, Source, Status, TransferEvent, build_event
 from bridge.delivery.assemble import build_pipeline
 from bridge.delivery.dedup import DedupGate
-from bridge.contract.events import Account, DeadLetter, Direction, Provider, Source, Status, TransferEvent, build_event
 from bridge.delivery.pipeline import Outcome, Pipeline
 from bridge.delivery.publish import Publisher
-from bridge.kafka.client import kafka_client_options
 from bridge.delivery.settings import DedupSettings, TopicSettings
-from bridge.kafka.settings import KafkaSettings
 from bridge.delivery.store_sqlite import SQLiteStore
+from bridge.kafka.client import kafka_client_options
+from bridge.kafka.settings import KafkaSettings
 from bridge_testkit.kafka_broker import LocalKafka
 from bridge_testkit.kafka_io import ConsumedRecord, read_topic
 from tests.security.material import Material
@@ -154,7 +154,7 @@ async def test_a_wrong_password_fails_fast_with_an_error_naming_authentication_a
 
 async def test_an_unknown_user_is_refused(secure_broker: LocalKafka, tls_material: Material) -> None:
     settings = secure_settings(secure_broker, tls_material, "SCRAM-SHA-256").model_copy(update={"sasl_username": "nobody"})
-    with pytest.raises(Exception):
+    with pytest.raises(ConnectionError):  # Publisher.start: refused, or unreachable within the timeout
         await Publisher(settings, fresh_topics()).start(timeout=2)
 
 
@@ -164,12 +164,12 @@ async def test_a_broker_certificate_from_an_untrusted_ca_is_refused(
     """Verification is on by default: without ``ssl_cafile`` only the system CAs are trusted."""
     settings = secure_settings(secure_broker, tls_material, "SCRAM-SHA-256").model_copy(update={"ssl_cafile": None})
     caplog.set_level(logging.ERROR)
-    with pytest.raises(Exception):
+    with pytest.raises(ConnectionError):  # Publisher.start: refused, or unreachable within the timeout
         await Publisher(settings, fresh_topics()).start(timeout=2)
     assert "CERTIFICATE_VERIFY_FAILED" in caplog.text
 
 
 async def test_plaintext_to_the_tls_listener_never_gets_through(secure_broker: LocalKafka) -> None:
     settings = KafkaSettings(bootstrap_servers=secure_broker.sasl_ssl_bootstrap, request_timeout_ms=2000)
-    with pytest.raises(Exception):
+    with pytest.raises(ConnectionError):  # Publisher.start: refused, or unreachable within the timeout
         await Publisher(settings, fresh_topics()).start(timeout=2)

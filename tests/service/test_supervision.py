@@ -4,25 +4,26 @@ backoff and never stops the others, the webhook server or the pipeline."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import socket
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import aiohttp
 import pytest
 
+from bridge.contract.events import Provider
+from bridge.delivery.settings import TopicSettings
+from bridge.ingest.source import ConfigurationError, SourceBase
+from bridge.kafka.settings import KafkaSettings
 from bridge.observability import metrics
 from bridge.service.app import ExitCode
-from bridge.contract.events import Provider
-from bridge.kafka.settings import KafkaSettings
-from bridge.delivery.settings import TopicSettings
-from bridge.ingest.source import ConfigurationError, SourceBase, SourceHealth
+from bridge_testkit.kafka_io import read_topic
 from bridge_testkit.okx.scenario import compare
 from bridge_testkit.okx.simulator import OkxSimulator
 from bridge_testkit.openxswitch.simulator import OpenXSwitchSimulator
-from bridge_testkit.kafka_io import read_topic
 from tests.service.support import eventually, running, service_settings
 
 pytestmark = pytest.mark.kafka
@@ -119,7 +120,7 @@ async def test_a_source_crashing_repeatedly_is_restarted_while_okx_and_the_webho
     assert ready["sources"]["crasher-a"]["last_error"].startswith("RuntimeError: crasher-a failed on start")
     assert ready["sources"]["crasher-a"]["supervisor"]["last_exit"] == "crashed"
     assert restarts("crasher-a", "crashed") >= 3
-    gaps = [b - a for a, b in zip(crasher.starts, crasher.starts[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(crasher.starts)]
     assert all(gap >= 0.025 for gap in gaps)  # backoff between restarts (jitter: at least half the first delay)
     truth = okx.truth()
     okx_records = await read_topic(kafka_bootstrap, topics.withdrawal, expect=len(truth[transfers[0].key]) + len(withdrawal.states), timeout=15)
@@ -163,7 +164,7 @@ async def test_a_misconfigured_source_is_retried_at_the_slower_configuration_pac
     async with running(settings, lambda pipeline: [refused, crashed]) as bridge:
         await eventually(lambda: len(refused.starts) >= 3, what="misconfigured source retried twice")
         status, ready = await bridge.get_json("/readyz")
-    gaps = [b - a for a, b in zip(refused.starts, refused.starts[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(refused.starts)]
     assert min(gaps) >= 0.4
     assert len(crashed.starts) > len(refused.starts)  # a crash is retried faster
     assert ready["sources"]["refused-a"]["config_error"] is True
@@ -185,10 +186,9 @@ async def test_metrics_endpoint_serves_supervision_and_pipeline_metrics(
     settings = service_settings(tmp_path, kafka_settings, topics)
     async with running(settings, lambda pipeline: [CrashingSource("crasher-c")]) as bridge:
         await eventually(lambda: restarts("crasher-c", "crashed") >= 1, what="one restart")
-        async with aiohttp.ClientSession() as session:
-            async with session.get(bridge.url("admin", "/metrics")) as response:
-                text = await response.text()
-                content_type = response.headers["Content-Type"]
+        async with aiohttp.ClientSession() as session, session.get(bridge.url("admin", "/metrics")) as response:
+            text = await response.text()
+            content_type = response.headers["Content-Type"]
     assert content_type.startswith("text/plain; version=0.0.4")
     for sample in ('bridge_source_restarts_total{reason="crashed",source="crasher-c"}', 'bridge_source_ready{source="crasher-c"} 0.0', "bridge_kafka_reachable 1.0", "bridge_in_flight ", "bridge_queued 0.0", "bridge_dedup_store_bytes "):
         assert sample in text, sample
