@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from bridge.contract.timeutil import format_utc_ms
@@ -28,7 +28,7 @@ class Frame:
 
 def utc_now(clock: Callable[[], float] = time.time) -> str:
     """Receive time as the contract writes it (RFC 3339 UTC, milliseconds)."""
-    return format_utc_ms(datetime.fromtimestamp(clock(), tz=timezone.utc))
+    return format_utc_ms(datetime.fromtimestamp(clock(), tz=UTC))
 
 
 def decode_frame(data: bytes | str, received_at: str, loads: Loads) -> Frame:

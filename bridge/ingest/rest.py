@@ -143,7 +143,7 @@ class RestClient:
                 return read(body, status), sent_at
             except JSONError as exc:
                 reason = f"response is not JSON: {exc}"
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 reason = exc.__class__.__name__
             except Exception as exc:  # the provider's error envelope, raised by ``read``
                 verdict = self.verdict(exc)

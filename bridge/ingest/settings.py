@@ -23,6 +23,10 @@ class ProviderSection(BaseModel):
 
     enabled: bool = False
 
+    def describe(self) -> str:
+        """What runs, in a few words, for ``check-config``."""
+        return "enabled"
+
 
 class AccountsSection(ProviderSection):
     """A provider whose sources are its accounts (one source each); names are unique."""
@@ -36,6 +40,10 @@ class AccountsSection(ProviderSection):
         if duplicated:
             raise ValueError(f"account names must be unique: {', '.join(duplicated)}")
         return self
+
+    def describe(self) -> str:
+        count = sum(account.enabled for account in self.accounts)
+        return f"{count} account{'' if count == 1 else 's'}"
 
     def enabled_accounts(self) -> list[Any]:
         return [account for account in self.accounts if account.enabled] if self.enabled else []
@@ -94,6 +102,9 @@ class WebhookSettings(ProviderSection):
         ge=1,
         description="deliveries accepted but still waiting for Kafka after their 503; past this, new ones get 503 at once",
     )
+
+    def describe(self) -> str:
+        return self.path
 
     @field_validator("allowed_ips", "trusted_proxies", mode="before")
     @classmethod

@@ -31,9 +31,9 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import partial
-from typing import Any, ClassVar, Protocol
+from typing import ClassVar, Protocol
 
 import aiohttp
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
@@ -531,7 +531,7 @@ class StreamSource(SourceBase, ABC):
 
 
 def _iso(epoch_ms: int) -> str:
-    return format_utc_ms(datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc))
+    return format_utc_ms(datetime.fromtimestamp(epoch_ms / 1000, tz=UTC))
 
 
 def _cancelling() -> bool:

@@ -22,10 +22,11 @@ import asyncio
 import logging
 import signal
 import time
+from collections.abc import Callable, Sequence
 from enum import IntEnum
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from pydantic import Field, create_model, model_validator
 
@@ -47,7 +48,7 @@ log = logging.getLogger(__name__)
 
 class _WithProviders(BridgeSettings):
     @model_validator(mode="after")
-    def _enabled_sources_have_accounts(self) -> "_WithProviders":
+    def _enabled_sources_have_accounts(self) -> _WithProviders:
         """An enabled provider without an enabled account would run nothing, silently."""
         for plugin in registered():
             section = getattr(self, plugin.name)
@@ -58,7 +59,7 @@ class _WithProviders(BridgeSettings):
 
 def _service_settings() -> type[BridgeSettings]:
     fields: dict[str, Any] = {plugin.name: (plugin.config, Field(default_factory=plugin.config)) for plugin in registered()}
-    model: type[BridgeSettings] = create_model(  # type: ignore[call-overload]
+    model: type[BridgeSettings] = create_model(
         "ServiceSettings",
         __base__=_WithProviders,
         __doc__="The core sections plus one section per installed provider (``BRIDGE_OKX__…``, …).",
@@ -323,7 +324,7 @@ class BridgeApp:
         for source in self.sources:  # deliveries still awaiting Kafka settle before the pipeline closes
             try:
                 await asyncio.wait_for(source.drain(timeout=max(0.0, left() - 1.0)), timeout=left())
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         drained = await self._close_pipeline(left())
         in_flight = self.pipeline.in_flight if self.pipeline else 0
@@ -350,7 +351,7 @@ class BridgeApp:
         drain_budget = max(0.0, budget - 1.5)  # keep time for the producer stop and the store close
         try:
             drained = await asyncio.wait_for(pipeline.close(timeout=drain_budget), timeout=max(budget, 0.5))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.error("pipeline did not close within %.1fs", time.monotonic() - started)
             return False
         except Exception:

@@ -8,16 +8,17 @@ import functools
 import logging
 import os
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import yaml
 
 if TYPE_CHECKING:
-    from bridge.service.app import ServiceSettings
+    from bridge.service.settings import BridgeSettings
 
 __all__ = ["main", "build_parser", "EXIT_CODES", "ExtraCommand"]
 
@@ -121,7 +122,7 @@ def _version() -> str:
         return "unknown"
 
 
-def _load(args: argparse.Namespace) -> "ServiceSettings":
+def _load(args: argparse.Namespace) -> BridgeSettings:
     from bridge.service.app import ServiceSettings
     from bridge.service.settings import load_settings
 
@@ -133,7 +134,7 @@ def _fail(message: str, code: int = 2) -> int:
     return code
 
 
-def _check_config(args: argparse.Namespace, settings: "ServiceSettings") -> int:
+def _check_config(args: argparse.Namespace, settings: BridgeSettings) -> int:
     document: dict[str, Any] = settings.model_dump(mode="json")  # SecretStr → "**********"
     if args.format == "json":
         sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
@@ -143,16 +144,13 @@ def _check_config(args: argparse.Namespace, settings: "ServiceSettings") -> int:
     return 0
 
 
-def _summary(args: argparse.Namespace, settings: "ServiceSettings") -> str:
+def _summary(args: argparse.Namespace, settings: BridgeSettings) -> str:
+    from bridge.ingest.plugins import registered
+
     config = args.config or os.environ.get("BRIDGE_CONFIG")
     variables = sorted(n for n in os.environ if n.startswith("BRIDGE_") and n not in ("BRIDGE_CONFIG", "BRIDGE_SECRETS_DIR"))
-    enabled = []
-    for name, section in (("okx", settings.okx), ("ripio", settings.ripio)):
-        if section.enabled:
-            count = sum(account.enabled for account in section.accounts)
-            enabled.append(f"{name} ({count} account{'' if count == 1 else 's'})")
-    if settings.openxswitch.enabled:
-        enabled.append(f"openxswitch ({settings.openxswitch.path})")
+    sections = [(plugin.name, getattr(settings, plugin.name)) for plugin in registered()]
+    enabled = [f"{name} ({section.describe()})" for name, section in sections if section.enabled]
     lines = [
         "configuration valid",
         f"  file: {config or '(none)'}",
@@ -163,9 +161,9 @@ def _summary(args: argparse.Namespace, settings: "ServiceSettings") -> str:
     return "\n".join(lines)
 
 
-def _run(settings: "ServiceSettings") -> int:
-    from bridge.service.app import BridgeApp
+def _run(settings: BridgeSettings) -> int:
     from bridge.observability.logs import configure_logging, register_secrets
+    from bridge.service.app import BridgeApp
     from bridge.service.settings import secret_values
 
     register_secrets(secret_values(settings))

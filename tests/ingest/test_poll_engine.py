@@ -18,13 +18,13 @@ from aiohttp import web
 
 from bridge.contract.events import Provider, Via
 from bridge.delivery.pipeline import Pipeline
+from bridge.delivery.settings import TopicSettings
 from bridge.ingest.backfill import Page
 from bridge.ingest.frames import utc_now
 from bridge.ingest.poll import PollSettings, PollSource
 from bridge.ingest.rest import RestClient, TransientError, Verdict
 from bridge.sources.okx import messages as okx_messages
 from bridge.sources.okx.parse import parse_rows
-from bridge.delivery.settings import TopicSettings
 from bridge_testkit.kafka_io import read_topic
 from tests.conftest import PipelineFactory
 from tests.support import fixture_bytes

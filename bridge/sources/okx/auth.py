@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Protocol
 
 from pydantic import SecretStr
@@ -53,7 +53,7 @@ def ws_timestamp(epoch_seconds: float) -> str:
 
 def rest_timestamp(epoch_seconds: float) -> str:
     """REST timestamp: ``2020-12-08T09:08:57.715Z``."""
-    moment = datetime.fromtimestamp(epoch_seconds, tz=timezone.utc)
+    moment = datetime.fromtimestamp(epoch_seconds, tz=UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 

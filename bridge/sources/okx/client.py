@@ -14,8 +14,8 @@ logger pinned at INFO: its DEBUG frame dumps would otherwise print them.
 from __future__ import annotations
 
 import asyncio
-import ssl
 import logging
+import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -113,7 +113,7 @@ class OkxConnection:
         handshake_timeout: float,
         ssl_context: ssl.SSLContext | None = None,
         clock: Callable[[], float] = time.time,
-    ) -> "OkxConnection":
+    ) -> OkxConnection:
         """Connect, log in, subscribe; returns once every subscription is acknowledged."""
         ws = await connect(
             url,
@@ -260,5 +260,5 @@ class OkxConnection:
     async def close(self) -> None:
         try:
             await self.ws.close()
-        except (OSError, ConnectionClosed, asyncio.TimeoutError):  # already gone: nothing to release
+        except (TimeoutError, OSError, ConnectionClosed):  # already gone: nothing to release
             pass

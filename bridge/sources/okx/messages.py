@@ -7,8 +7,8 @@ error code means, so the transport can react by code instead of by message text.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from bridge.contract.parsing import provider_text
@@ -188,7 +188,9 @@ def classify(message: Mapping[str, Any]) -> Control | None:
     if event == "login" and code in ("0", ""):
         return LoginAck(conn_id)
     if event == "subscribe":
-        arg = message.get("arg") if isinstance(message.get("arg"), Mapping) else {}
+        arg = message.get("arg")
+        if not isinstance(arg, Mapping):
+            arg = {}
         return SubscribeAck(provider_text(arg.get("channel", ""), 100), _text(arg.get("ccy")), conn_id)
     if event in ("error", "login"):
         return ErrorEvent(code or "?", provider_text(message.get("msg", ""), 300), conn_id, _text(message.get("id")))

@@ -11,7 +11,6 @@ from typing import Any
 
 from bridge.contract.events import (
     Account,
-    DeadLetter,
     Direction,
     Provider,
     Source,
@@ -23,7 +22,6 @@ from bridge.contract.networks import canonical_network
 from bridge.contract.parsing import (
     ParseError,
     ParseResult,
-    item_bytes,
     optional_decimal,
     optional_int,
     optional_str,

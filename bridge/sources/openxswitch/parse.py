@@ -73,9 +73,9 @@ def parse_delivery(delivery: Mapping[str, Any], *, received_at: str) -> Transfer
     tag = optional_str(params, "tagMemo")
     fee = optional_decimal(params, "networkFee")
     created = from_iso(params["createdAt"], field="createdAt") if params.get("createdAt") else None
-    if not params.get("updatedAt") and created is None:
-        raise ParseError("missing both 'updatedAt' and 'createdAt'")
     occurred = from_iso(params["updatedAt"], field="updatedAt") if params.get("updatedAt") else created
+    if occurred is None:
+        raise ParseError("missing both 'updatedAt' and 'createdAt'")
     return build_event(
         provider=Provider.OPENXSWITCH,
         direction=direction,

@@ -8,12 +8,13 @@ Ripio's cursor (``nc`` → ``c``), falling back to page numbers (``pagination``)
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
 
+from bridge.contract.timeutil import format_utc_ms
 from bridge.sources.ripio import messages as m
 from bridge.sources.ripio.rest import RipioRest
-from bridge.contract.timeutil import format_utc_ms
 
 __all__ = ["listing_pages", "MAX_PAGES", "start_date"]
 
@@ -25,7 +26,7 @@ MAX_PAGES = 10_000
 
 def start_date(epoch_ms: int) -> str:
     """``start_date`` parameter: RFC 3339 UTC with milliseconds (the listings' own date format)."""
-    return format_utc_ms(datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc))
+    return format_utc_ms(datetime.fromtimestamp(epoch_ms / 1000, tz=UTC))
 
 
 async def listing_pages(

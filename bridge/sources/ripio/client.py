@@ -17,11 +17,11 @@ its DEBUG frame dumps would otherwise print it.
 from __future__ import annotations
 
 import asyncio
-import ssl
 import logging
+import ssl
 import time
 from collections import deque
-from typing import Any, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
@@ -95,7 +95,7 @@ class RipioConnection:
         ssl_context: ssl.SSLContext | None = None,
         confirm_timeout: float,
         clock: Callable[[], float] = time.time,
-    ) -> "RipioConnection":
+    ) -> RipioConnection:
         """Connect and subscribe; returns once the subscription is confirmed, or after
         ``confirm_timeout`` without an answer (Ripio does not document an acknowledgement)."""
         ws = await connect(
@@ -197,7 +197,7 @@ class RipioConnection:
     async def close(self) -> None:
         try:
             await self.ws.close()
-        except (OSError, ConnectionClosed, asyncio.TimeoutError):  # already gone: nothing to release
+        except (TimeoutError, OSError, ConnectionClosed):  # already gone: nothing to release
             pass
 
 

@@ -16,7 +16,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from bridge.ingest.settings import StreamSettings
-
 from bridge.sources.ripio.auth import MAX_TOLERANCE_MS
 from bridge.sources.ripio.parse import TOPICS
 

@@ -10,8 +10,8 @@ Transfer messages themselves are ``parse.py``'s business; ``classify`` only says
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.contract.parsing import provider_text
@@ -197,7 +197,9 @@ def listing_page(topic: str, body: Any, http_status: int) -> ListingPage:
     rows = data.get(key)
     if not isinstance(rows, list):
         raise RestError(http_status, None, f"{key!r} is not a list but {type(rows).__name__}")
-    pagination = data.get("pagination") if isinstance(data.get("pagination"), Mapping) else {}
+    pagination = data.get("pagination")
+    if not isinstance(pagination, Mapping):
+        pagination = {}
     cursor = data.get("nc")
     return ListingPage(
         rows=rows,

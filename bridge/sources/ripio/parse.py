@@ -25,12 +25,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bridge.contract.events import Account, DeadLetter, Direction, Provider, Source, TransferEvent, Via, build_event
+from bridge.contract.events import Account, Direction, Provider, Source, TransferEvent, Via, build_event
 from bridge.contract.networks import canonical_network
 from bridge.contract.parsing import (
     ParseError,
     ParseResult,
-    item_bytes,
     optional_bool,
     optional_decimal,
     optional_str,
