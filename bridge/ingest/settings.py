@@ -34,7 +34,7 @@ class AccountsSection(ProviderSection):
     accounts: list[Any] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _accounts(self) -> "AccountsSection":
+    def _accounts(self) -> AccountsSection:
         names = [account.name for account in self.accounts]
         duplicated = sorted({name for name in names if names.count(name) > 1})
         if duplicated:
