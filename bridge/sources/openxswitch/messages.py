@@ -8,9 +8,9 @@ examples (``tests/fixtures/openxswitch/``), amounts as JSON numbers.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from collections.abc import Mapping
 from typing import Any
 
 from bridge.contract.jsonutil import dumps

@@ -18,7 +18,8 @@ import base64
 import binascii
 import hashlib
 import hmac
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 __all__ = ["HEADER", "Encoding", "sign", "decode_signature", "verify"]
 
