@@ -22,11 +22,15 @@ from bridge.contract.events import TransferEvent, short_hash
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Decision", "DedupStore", "DedupGate", "MemoryStore", "Row"]
+__all__ = ["Decision", "DedupStore", "DedupStoreError", "DedupGate", "MemoryStore", "Row"]
 
 FINAL_FLAG = 0x01
 Row = tuple[int, bytes, int | None]
 """(key hash, state bytes, final_at epoch ms or None)."""
+
+
+class DedupStoreError(OSError):
+    """The store cannot be used (opened, read or written); the message says why, in one line."""
 
 
 class Decision(StrEnum):

@@ -31,6 +31,7 @@ from typing import Any
 from pydantic import Field, create_model, model_validator
 
 from bridge.delivery.assemble import build_pipeline
+from bridge.delivery.dedup import DedupStoreError
 from bridge.delivery.pipeline import Pipeline
 from bridge.ingest.plugins import registered
 from bridge.ingest.settings import AccountsSection
@@ -243,6 +244,8 @@ class BridgeApp:
             self.pipeline = build_pipeline(
                 settings.kafka, settings.topics, settings.dedup, settings.pipeline, settings.schema_registry
             )
+        except DedupStoreError as exc:  # a directory, a corrupt or read-only file: one line, exit 2
+            return self._config_failure(f"dedup.path {exc}")
         except (OSError, ValueError) as exc:
             return self._config_failure(f"dedup: cannot open the store ({exc.__class__.__name__}: {exc})")
         starting = asyncio.create_task(self.pipeline.start(timeout=settings.startup.kafka_timeout_seconds))
@@ -288,6 +291,8 @@ class BridgeApp:
         if isinstance(error, (ConnectionError, RegistryError)):
             log.error("cannot start: %s", error, extra={"exit_code": int(ExitCode.KAFKA_UNREACHABLE)})
             return ExitCode.KAFKA_UNREACHABLE
+        if isinstance(error, DedupStoreError):  # found while loading the state
+            return self._config_failure(f"dedup.path {error}")
         if isinstance(error, OSError):
             return self._config_failure(f"dedup.path {self.settings.dedup.path}: {error}")
         log.error("cannot start", exc_info=error)

@@ -1,0 +1,1 @@
+"""Reliability findings (adversarial run): each test reproduces one and pins its fix."""
