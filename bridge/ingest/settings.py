@@ -11,9 +11,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, FilePath, field_validator, model_validator
 
-__all__ = ["ProviderSection", "AccountsSection", "StreamSettings", "WebhookSettings", "IPNetwork"]
+__all__ = ["ProviderSection", "AccountsSection", "StreamSettings", "WebhookSettings", "IPNetwork", "RECORD_OVERHEAD_BYTES"]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+RECORD_OVERHEAD_BYTES = 16_384
+"""What a webhook body's Kafka record adds to the body, at most: key, DLQ headers (the reason and
+every sender-chosen text are capped by the engine) and the record batch framing. A body of
+``max_body_bytes`` plus this must fit ``kafka.max_request_size``, so any body the route accepts can
+be kept whole."""
 
 
 class ProviderSection(BaseModel):
@@ -93,7 +99,13 @@ class WebhookSettings(ProviderSection):
         default_factory=list,
         description="peers (ingress, load balancer) whose X-Forwarded-For is believed for the allowlist",
     )
-    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576, description="larger bodies get 413")
+    max_body_bytes: int = Field(
+        default=983_040,
+        ge=1024,
+        le=64 * 1_048_576,
+        description="larger bodies get 413; plus 16384 bytes of record overhead it must fit kafka.max_request_size, "
+        "so every accepted body can be kept whole (960 KiB fits the 1000000 default)",
+    )
     ack_timeout_seconds: float = Field(
         default=20.0, gt=0, lt=60, description="longest wait for Kafka's ack before answering 503"
     )
@@ -105,6 +117,18 @@ class WebhookSettings(ProviderSection):
 
     def describe(self) -> str:
         return self.path
+
+    def record_limit_problem(self, max_request_size: int, section: str = "webhook") -> str | None:
+        """Why a body this route accepts might not fit one Kafka record of ``max_request_size``
+        bytes (its dead letter is the body plus at most ``RECORD_OVERHEAD_BYTES``); None if it fits."""
+        if self.max_body_bytes + RECORD_OVERHEAD_BYTES <= max_request_size:
+            return None
+        return (
+            f"{section}.max_body_bytes ({self.max_body_bytes}) plus {RECORD_OVERHEAD_BYTES} bytes of record overhead "
+            f"exceeds kafka.max_request_size ({max_request_size}): a body that large could be acknowledged but not "
+            f"stored whole; lower {section}.max_body_bytes to at most {max_request_size - RECORD_OVERHEAD_BYTES} "
+            f"or raise kafka.max_request_size (and the broker's message.max.bytes)"
+        )
 
     @field_validator("allowed_ips", "trusted_proxies", mode="before")
     @classmethod

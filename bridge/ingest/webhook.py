@@ -20,7 +20,10 @@ What each request gets, in the order the checks run:
       the nearest untrusted ``X-Forwarded-For`` hop is the one checked
 415   not ``application/json`` (a ``charset`` other than UTF-8 included)
 413   body larger than ``max_body_bytes``: refused from ``Content-Length`` before reading, and
-      by a streaming cap for chunked bodies; the connection is closed rather than drained
+      by a streaming cap for chunked bodies; the connection is closed rather than drained.
+      ``max_body_bytes`` plus ``RECORD_OVERHEAD_BYTES`` must fit ``kafka.max_request_size``
+      (checked when the receiver is built), so every accepted body fits one record whole; a
+      dead letter that would still not fit is refused with 413 too, never cut or acknowledged
 401   ``authenticate`` refused the raw body (credential ``missing`` or ``invalid``). Such a body
       is **not** published and **not** dead-lettered: unauthenticated input is not the
       provider's and not ours to store — anyone can post it.
@@ -31,9 +34,9 @@ What each request gets, in the order the checks run:
       the provider's console shows the delivery failing.
 200   ``Ignore``: a kind of delivery we do not publish; acknowledged and counted by family.
 200   ``Quarantine`` with status 200 — a delivery we cannot normalize, an event that cannot
-      become a Kafka record (lone surrogates, nesting too deep), or ``interpret`` itself
-      raising: the raw bytes go to the DLQ and the 200 follows the DLQ ack. It is kept; a retry
-      would fail the same way.
+      become a Kafka record (lone surrogates, nesting too deep, larger than
+      ``kafka.max_request_size``), or ``interpret`` itself raising: the raw bytes, whole, go to
+      the DLQ and the 200 follows the DLQ ack. It is kept; a retry would fail the same way.
 200   ``Publish``: after Kafka acknowledged the event(s), or after the dedup gate decided it is
       a repeat (a repeat of a state still in flight waits for that state's ack: the pipeline
       queues per transfer) or stale after the final state.
@@ -59,11 +62,13 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from aiohttp import web
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from bridge.contract.events import DeadLetter, Provider, TransferEvent
 from bridge.contract.parsing import ParseError
 from bridge.contract.timeutil import format_utc_ms
 from bridge.delivery.pipeline import Outcome, Pipeline
+from bridge.delivery.publish import Record
 from bridge.ingest.settings import IPNetwork, WebhookSettings
 from bridge.ingest.source import SourceBase
 from bridge.observability import metrics
@@ -182,6 +187,9 @@ class WebhookSource(SourceBase, ABC, Generic[ConfigT]):
         clock: Callable[[], float] = time.time,
         dead_letter_memory: int = 4096,
     ):
+        problem = config.record_limit_problem(pipeline.publisher.kafka.max_request_size, self.provider.value)
+        if problem:
+            raise ValueError(problem)
         super().__init__(name, detail={"path": config.path, "awaiting_kafka": 0})
         self.config = config
         self.pipeline = pipeline
@@ -195,6 +203,7 @@ class WebhookSource(SourceBase, ABC, Generic[ConfigT]):
         self._serving = False
         self._accepting = True
         self._dead_lettered = _RecentDigests(dead_letter_memory)
+        self._max_record = pipeline.publisher.kafka.max_request_size
 
     # -- provider hooks ------------------------------------------------------------------------
 
@@ -354,10 +363,14 @@ class WebhookSource(SourceBase, ABC, Generic[ConfigT]):
         return Quarantine(f"interpret returned a {type(meaning).__name__}", Letterhead(self.dlq_channel), 200)
 
     def _writable(self, publish: Publish) -> Quarantine | None:
-        """What cannot become a Kafka record must not enter the pipeline: it is kept instead."""
+        """What cannot become a Kafka record must not enter the pipeline: the body is kept instead
+        (whole: the pipeline's own fallback for an oversized event would store a re-encoding)."""
         try:
             for event in publish.events:
-                self.pipeline.publisher.event_record(event)
+                size = _record_size(self.pipeline.publisher.event_record(event))
+                if size > self._max_record:
+                    reason = f"event too large for Kafka: {size} bytes, kafka.max_request_size is {self._max_record}"
+                    return Quarantine(reason, publish.to, 200)
         except Exception as exc:  # noqa: BLE001 - any reason at all: the delivery is kept, with the reason
             return Quarantine(describe_error(exc), publish.to, 200)
         return None
@@ -375,7 +388,7 @@ class WebhookSource(SourceBase, ABC, Generic[ConfigT]):
             headers["request_id"] = request_id
         return DeadLetter(
             provider=self.provider,
-            channel=to.channel,
+            channel=_header_text(to.channel) or self.dlq_channel,
             reason=reason[:_MAX_REASON],
             raw=body,
             received_at=received_at,
@@ -384,7 +397,17 @@ class WebhookSource(SourceBase, ABC, Generic[ConfigT]):
         )
 
     async def _dead_letter(self, letter: DeadLetter, digest: bytes, then: Answer, started: float) -> Answer:
-        """Kept first, answered after: a DLQ record Kafka did not ack means 503 (the provider retries)."""
+        """Kept first, answered after: a DLQ record Kafka did not ack means 503 (the provider retries).
+
+        A record too large for Kafka is refused here (413) rather than handed over: the pipeline
+        would keep only a cut of it, and a delivery is acknowledged only once it is stored whole."""
+        size = _record_size(self.pipeline.publisher.dead_letter_record(letter))
+        if size > self._max_record:
+            self.log.error(
+                "%s webhook: dead letter of %d bytes exceeds kafka.max_request_size (%d); refusing the body with 413",
+                self._label, size, self._max_record,
+            )
+            return Answer(413, "too_large", "body cannot be stored whole", close=True)
         handed = await self._hand_over(letter, started)
         if handed.result != "dead_lettered":
             return handed
@@ -443,6 +466,12 @@ async def _read_capped(request: web.Request, limit: int) -> bytes | None:
         if len(body) > limit:
             return None
     return bytes(body)
+
+
+def _record_size(record: Record) -> int:
+    """The size the Kafka producer checks against ``max_request_size`` (its own estimate)."""
+    size: int = DefaultRecordBatchBuilder.estimate_size_in_bytes(record.key, record.value, record.headers)
+    return size
 
 
 def _client_address(request: web.Request, trusted_proxies: list[IPNetwork]) -> IPAddress | None:

@@ -34,7 +34,7 @@ class KafkaSettings(_Section):
     max_batch_size: int = Field(default=262_144, ge=16_384)
     max_request_size: int = Field(
         default=1_000_000, ge=65_536,
-        description="keep below the broker's message.max.bytes (1 MiB default) so oversized records are refused before they reach a batch (a broker-side rejection can wedge the idempotent partition)",
+        description="keep below the broker's message.max.bytes (1 MiB default) so oversized records are refused before they reach a batch (a broker-side rejection can wedge the idempotent partition); each enabled webhook's max_body_bytes plus 16384 bytes of record overhead must fit it",
     )
     compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
     request_timeout_ms: int = Field(default=30_000, ge=1000)

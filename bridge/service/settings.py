@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -41,6 +41,7 @@ from pydantic_settings import (
 )
 
 from bridge.delivery.settings import DedupSettings, PipelineSettings, TopicSettings
+from bridge.ingest.settings import WebhookSettings
 from bridge.kafka.settings import KafkaSettings, SchemaRegistrySettings
 from bridge.observability.logs import LogSettings
 
@@ -132,6 +133,21 @@ class BridgeSettings(BaseSettings):
     secrets_dir: Path | None = Field(
         default=None, description="directory of secret files (a mounted Kubernetes Secret), one setting per file"
     )
+
+    @model_validator(mode="after")
+    def _webhook_bodies_fit_kafka_records(self) -> BridgeSettings:
+        """Every body an enabled webhook accepts must fit one Kafka record whole: otherwise a delivery
+        could be acknowledged while Kafka refuses it (and its dead letter)."""
+        problems = [
+            problem
+            for name in type(self).model_fields
+            if isinstance(section := getattr(self, name), WebhookSettings)
+            and section.enabled
+            and (problem := section.record_limit_problem(self.kafka.max_request_size, name))
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -12,7 +12,8 @@ from bridge.sources.openxswitch.config import DEFAULT_PATH, OpenXSwitchConfig
 
 def test_defaults_are_disabled_with_safe_limits() -> None:
     config = OpenXSwitchConfig()
-    assert (config.enabled, config.path, config.max_body_bytes) == (False, DEFAULT_PATH, 1_048_576)
+    # 960 KiB: with the record overhead it fits kafka.max_request_size's default (1,000,000)
+    assert (config.enabled, config.path, config.max_body_bytes) == (False, DEFAULT_PATH, 983_040)
     assert 0 < config.ack_timeout_seconds < 60
     assert config.allowed_ips == [] and config.secrets == []
 
