@@ -11,6 +11,10 @@
   than this library knows is validated against the newest known minor after dropping the fields
   it added (minor versions only add optional fields, so nothing it relies on is lost); the
   dropped names are reported in ``ConsumedEvent.unknown_fields``.
+* Enum values this library does not know (``provider``, ``status``, ``source.via``), as a later
+  minor adds them, are read as the generic ``unknown`` instead of failing the record; the values
+  sent are kept in ``ConsumedEvent.unknown_values``. A record of a version this library knows
+  exactly must still match that version's schema (an unknown value there is a broken record).
 * Numbers stay exact (``loads_exact``): ``raw`` keeps the provider's digits as ``Decimal``.
 
 Validation uses the ``jsonschema`` package; pass ``validate=False`` to rely on the model alone.
@@ -31,18 +35,19 @@ from typing import TYPE_CHECKING, Any, Literal
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pydantic import BaseModel, ValidationError
 
-from bridge.contract.events import TransferEvent
+from bridge.contract.events import Provider, Status, TransferEvent, Via
 from bridge.contract.jsonutil import JSONError, loads_exact
 from bridge.contract.schema import SCHEMA_DIR, committed_versions, version_key
 from bridge.kafka.client import kafka_client_options
 from bridge.kafka.registry import RegistryClient, RegistryError
 from bridge.kafka.settings import KafkaSettings, SchemaRegistrySettings
-from bridge.kafka.wire import WireFormatError, decode
+from bridge.kafka.wire import WireFormatError
+from bridge.kafka.wire import decode as _wire_decode
 
 if TYPE_CHECKING:  # jsonschema is imported where it is used (validate=False works without it)
     from jsonschema.protocols import Validator
 
-__all__ = ["ConsumedEvent", "InvalidRecord", "SchemaSource", "TransferEventConsumer", "decode_event"]
+__all__ = ["ConsumedEvent", "Decoded", "InvalidRecord", "SchemaSource", "TransferEventConsumer", "decode", "decode_event"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +66,19 @@ class ConsumedEvent:
     unknown_fields: tuple[str, ...] = ()
     """Fields of a newer contract minor that this library's model does not have (ignored)."""
     headers: dict[str, bytes] = field(default_factory=dict)
+    unknown_values: dict[str, str] = field(default_factory=dict)
+    """Enum values this library does not know, by dotted field (``{"provider": "kraken"}``): the
+    event carries the generic ``unknown`` in their place."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """One record value, decoded: the event and what this library could not represent of it."""
+
+    event: TransferEvent
+    schema_id: int | None
+    unknown_fields: tuple[str, ...] = ()
+    unknown_values: dict[str, str] = field(default_factory=dict)
 
 
 class InvalidRecord(ValueError):
@@ -172,16 +190,51 @@ def _project(model: type[BaseModel], data: dict[str, Any], prefix: str = "") -> 
     return kept, unknown
 
 
-async def decode_event(value: bytes, source: SchemaSource | None, *, validate: bool = True) -> tuple[TransferEvent, int | None, tuple[str, ...]]:
-    """One record value → (event, schema id or None, unknown fields); ``InvalidRecord`` if it is not one."""
+_TOLERANT_ENUMS: tuple[tuple[tuple[str, ...], frozenset[str], str], ...] = (
+    (("provider",), frozenset(p.value for p in Provider), Provider.UNKNOWN.value),
+    (("status",), frozenset(s.value for s in Status), Status.UNKNOWN.value),
+    (("source", "via"), frozenset(v.value for v in Via), Via.UNKNOWN.value),
+)
+"""(path, values this library knows, generic form) of the enums a later minor may extend."""
+
+
+def _generalize(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """``data`` with every unknown value of a tolerant enum replaced by its generic form (copied
+    only where something changes), and the replaced values by dotted field."""
+    replaced: dict[str, str] = {}
+    for path, known, generic in _TOLERANT_ENUMS:
+        parent: Any = data
+        for part in path[:-1]:
+            parent = parent.get(part) if isinstance(parent, dict) else None
+        value = parent.get(path[-1]) if isinstance(parent, dict) else None
+        if not isinstance(value, str) or value in known:
+            continue
+        replaced[".".join(path)] = value
+        data = dict(data)
+        target = data
+        for part in path[:-1]:
+            target[part] = dict(target[part])
+            target = target[part]
+        target[path[-1]] = generic
+    return data, replaced
+
+
+async def decode(value: bytes, source: SchemaSource | None, *, validate: bool = True) -> Decoded:
+    """One record value → ``Decoded``; ``InvalidRecord`` if it is not a transfer event.
+
+    A record is checked against its own schema (the registry's by id, or its version's file) as
+    sent; only one of a newer minor than this library knows, checked against the newest known
+    version, is checked after its new fields were dropped and its unknown enum values generalized.
+    """
     try:
-        schema_id, payload = decode(value)
+        schema_id, payload = _wire_decode(value)
         data = loads_exact(payload)
     except (WireFormatError, JSONError) as exc:
         raise InvalidRecord(str(exc)) from None
     if not isinstance(data, dict):
         raise InvalidRecord(f"value is a JSON {type(data).__name__}, not an object")
     projected, unknown = _project(TransferEvent, data)
+    generic, replaced = _generalize(projected)
     if validate:
         if source is None:
             raise ValueError("validate=True needs a SchemaSource")
@@ -189,15 +242,22 @@ async def decode_event(value: bytes, source: SchemaSource | None, *, validate: b
             validator, whole = await source.for_id(schema_id), True
         else:
             validator, whole = source.for_version(data.get("schema_version"))
-        problem = _first_error(validator, data if whole else projected)
+        problem = _first_error(validator, data if whole else generic)
         if problem is not None:
             raise InvalidRecord(f"does not match its schema: {problem}")
     try:
-        event = TransferEvent.model_validate(projected)
+        event = TransferEvent.model_validate(generic)
     except ValidationError as exc:
         first = exc.errors()[0]
         raise InvalidRecord(f"not a transfer event: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
-    return event, schema_id, tuple(unknown)
+    return Decoded(event, schema_id, tuple(unknown), replaced)
+
+
+async def decode_event(value: bytes, source: SchemaSource | None, *, validate: bool = True) -> tuple[TransferEvent, int | None, tuple[str, ...]]:
+    """One record value → (event, schema id or None, unknown fields); ``InvalidRecord`` if it is not one.
+    ``decode`` also returns the enum values that were generalized."""
+    decoded = await decode(value, source, validate=validate)
+    return decoded.event, decoded.schema_id, decoded.unknown_fields
 
 
 class TransferEventConsumer:
@@ -317,7 +377,7 @@ class TransferEventConsumer:
         try:
             if record.value is None:
                 raise InvalidRecord("tombstone (null value)")
-            event, schema_id, unknown = await decode_event(record.value, self._source, validate=self.validate)
+            decoded = await decode(record.value, self._source, validate=self.validate)
         except InvalidRecord as exc:
             located = InvalidRecord(exc.reason, topic=record.topic, partition=record.partition, offset=record.offset)
             if self.on_invalid == "raise":
@@ -326,12 +386,13 @@ class TransferEventConsumer:
             log.warning("skipping invalid record %s", located)
             return None
         return ConsumedEvent(
-            event=event,
+            event=decoded.event,
             topic=record.topic,
             partition=record.partition,
             offset=record.offset,
             key=record.key.decode("utf-8", "replace") if record.key is not None else None,
-            schema_id=schema_id,
-            unknown_fields=unknown,
+            schema_id=decoded.schema_id,
+            unknown_fields=decoded.unknown_fields,
             headers={k: v for k, v in record.headers or ()},
+            unknown_values=decoded.unknown_values,
         )

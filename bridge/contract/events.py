@@ -38,7 +38,9 @@ __all__ = [
 ]
 
 SCHEMA_MAJOR = 1
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
+"""1.1 (additive): providers ``binance`` and ``fireblocks``, ``source.via`` ``poll``, and the readers'
+generic ``unknown`` of ``provider`` and ``source.via`` (see ``Provider``)."""
 EVENT_ID_NAMESPACE = uuid.UUID("6f1c4d2e-8a3b-5c7d-9e0f-1a2b3c4d5e6f")
 """UUIDv5 namespace of ``event_id``. Changing it changes every id: that would be a v2."""
 
@@ -47,9 +49,15 @@ TIMESTAMP_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0
 
 
 class Provider(StrEnum):
+    """``UNKNOWN`` is the readers' generic form of a provider added by a later minor (the typed
+    consumer maps an unknown value to it, the Avro enum defaults to it); the bridge never publishes it."""
+
     OKX = "okx"
     RIPIO = "ripio"
     OPENXSWITCH = "openxswitch"
+    BINANCE = "binance"
+    FIREBLOCKS = "fireblocks"
+    UNKNOWN = "unknown"
 
 
 class Direction(StrEnum):
@@ -73,8 +81,13 @@ FINAL_STATUSES = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
 
 
 class Via(StrEnum):
+    """``POLL``: read from a provider that offers only history (no push). ``UNKNOWN``: the readers'
+    generic form of a later value, as for ``Provider``; never published."""
+
     PUSH = "push"
     BACKFILL = "backfill"
+    POLL = "poll"
+    UNKNOWN = "unknown"
 
 
 class Account(BaseModel):
@@ -203,6 +216,8 @@ def build_event(
     **optional: Any,
 ) -> TransferEvent:
     """Derive key, fingerprint, ``event_id`` and ``is_final``, then validate the whole record."""
+    if provider is Provider.UNKNOWN or source.via is Via.UNKNOWN:
+        raise ValueError("'unknown' provider and source.via are the readers' generic forms, never published")
     key = make_key(provider, direction, transfer_id)
     tx_hash = tx_hash or None
     fingerprint = fingerprint_of(status, provider_status, confirmations, tx_hash, amount, fee)
