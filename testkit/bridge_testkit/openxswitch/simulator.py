@@ -105,6 +105,10 @@ class SimDelivery:
     first_post_at: float | None = None
     acked_at: float | None = None
     given_up: bool = False
+    faults: list[str] = field(default_factory=list)
+    """Per attempt, in order, what goes wrong with it: ``"lost_answer"`` — posted and answered, but
+    the answer never reaches the sender; ``"unreachable"`` — it never reaches the receiver. Either
+    way the attempt counts as status 0 and is retried like any failure."""
 
     @property
     def acked(self) -> bool:
@@ -181,6 +185,8 @@ class OpenXSwitchSimulator:
         self._rng = random.Random(seed)
         self._clock = start or datetime.now(UTC).replace(microsecond=0)
         self._wallet = self._hex(24)
+        self.signatures_sent: set[str] = set()
+        """Every signature header sent (for "no secret in the logs" checks)."""
 
     def __repr__(self) -> str:  # never the secret
         return f"OpenXSwitchSimulator(url={self.url!r}, encoding={self.encoding!r})"
@@ -325,18 +331,23 @@ class OpenXSwitchSimulator:
     # -- sending -------------------------------------------------------------------------------
 
     def headers(self, body: bytes) -> dict[str, str]:
-        return {"Content-Type": "application/json", HEADER: sign(self._secret, body, self.encoding)}
+        signature = sign(self._secret, body, self.encoding)
+        self.signatures_sent.add(signature)
+        return {"Content-Type": "application/json", HEADER: signature}
 
     async def post(self, session: aiohttp.ClientSession, delivery: SimDelivery, latencies: list[float] | None = None) -> int:
         """One attempt; records its status and, on 2xx, when the acknowledgement came."""
         began = time.monotonic()
         if delivery.first_post_at is None:
             delivery.first_post_at = began
+        fault = delivery.faults.pop(0) if delivery.faults else None
         try:
+            if fault == "unreachable":
+                raise aiohttp.ClientConnectionError("simulated: the delivery never reached the receiver")
             timeout = aiohttp.ClientTimeout(total=self.request_timeout)
             async with session.post(self.url, data=delivery.body, headers=self.headers(delivery.body), timeout=timeout) as response:
                 await response.read()
-                status = response.status
+                status = 0 if fault == "lost_answer" else response.status
         except (TimeoutError, aiohttp.ClientError, OSError):
             status = 0
         delivery.attempts.append(status)
@@ -378,10 +389,15 @@ class OpenXSwitchSimulator:
                     self.sent.extend(step)
                     await asyncio.gather(*(attempt(d) for d in step))
 
-            await asyncio.gather(*(one_transfer(s) for s in steps))
-            while retries:
-                pending, retries[:] = list(retries), []
-                await asyncio.gather(*pending)
+            try:
+                await asyncio.gather(*(one_transfer(s) for s in steps))
+                while retries:
+                    pending, retries[:] = list(retries), []
+                    await asyncio.gather(*pending)
+            finally:  # cancelled mid-way: no retry outlives the session
+                for task in retries:
+                    task.cancel()
+                await asyncio.gather(*retries, return_exceptions=True)
 
         deliveries = [d for transfer in steps for step in transfer for d in step]
         statuses: Counter[int] = Counter(status for d in deliveries for status in d.attempts)

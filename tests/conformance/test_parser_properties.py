@@ -1,0 +1,134 @@
+"""The shared parser properties, over every pure parse entry point of every provider with a harness.
+
+For any JSON a provider could send — its own valid messages bent field by field, or bytes broken on
+the wire, read the way its transport reads them — a parser
+
+* never raises anything but its documented refusal (the adapter dead-letters that payload);
+* gives amounts and fees as exact decimal strings equal to what the provider sent, never a float;
+* gives events that validate against the contract schema and become Kafka records, and dead
+  letters that carry the raw bytes and a reason.
+
+The properties are ``tests/fuzz/properties.py``'s; the inputs are seeded with the harness's
+simulator payloads. Derandomized like the fuzz suite (``FUZZ_RANDOM=1`` explores,
+``FUZZ_EXAMPLES=n`` runs longer).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bridge_testkit.conformance import ParserEntry, harness_for, harness_names
+from tests.fuzz.properties import check_results
+from tests.fuzz.report import fuzz_settings, outcome, tried
+from tests.fuzz.strategies import Deep, mutated, to_json, wire_bytes
+
+EXAMPLES = 100
+
+ENCODER_DEPTH = 255
+"""orjson writes at most this many levels. Deeper items go through ``bridge.contract.jsonutil.dumps``'s
+recursive fallback, which overflows Python's stack at about 500 levels (a known bridge bug, pinned
+by ``test_an_item_nested_deeper_than_the_encoder_writes_is_a_dead_letter_not_a_recursion_error``);
+until it is fixed, such inputs are counted, not parsed, here."""
+
+
+def nesting(value: Any) -> int:
+    """Levels of containers in a decoded JSON value (a scalar is 0)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
+
+
+def feed(entry: ParserEntry, data: bytes) -> None:
+    """``data`` read by each of the transport's readers (a payload they refuse is dead-lettered by
+    the transport, never parsed), then parsed and checked."""
+    for read in entry.readers:
+        try:
+            value = read(data)
+        except ValueError:  # JSONError, orjson.JSONDecodeError: the transport dead-letters these bytes
+            continue
+        if entry.objects_only and not isinstance(value, dict):
+            continue  # the transport dead-letters a frame that is not an object
+        if nesting(value) > ENCODER_DEPTH:
+            outcome(entry.name, "deeper_than_the_encoder")
+            continue
+        tried(entry.name)
+        try:
+            results = entry.parse(value)
+        except entry.refuses as exc:
+            assert str(exc), f"{entry.name} refused without a reason"
+            outcome(entry.name, "refused")
+            continue
+        events, letters = check_results(results, amount=entry.amount, fee=entry.fee)
+        outcome(entry.name, "events", events)
+        outcome(entry.name, "dead_letters", letters)
+
+
+@fuzz_settings(EXAMPLES)
+@given(data=st.data())
+def test_a_parser_given_its_own_messages_bent_field_by_field_never_raises_and_gives_exact_valid_events(
+    parser_entry: ParserEntry, data: st.DataObject
+) -> None:
+    sample = data.draw(st.sampled_from(parser_entry.samples), label="sample")
+    value: Any = data.draw(mutated(sample, floats=parser_entry.floats), label="bent")
+    feed(parser_entry, to_json(value))
+
+
+@fuzz_settings(EXAMPLES)
+@given(data=st.data())
+def test_a_parser_given_bytes_broken_on_the_wire_never_raises_and_gives_exact_valid_events(
+    parser_entry: ParserEntry, data: st.DataObject
+) -> None:
+    sample = data.draw(st.sampled_from(parser_entry.samples), label="sample")
+    feed(parser_entry, data.draw(wire_bytes(sample, floats=parser_entry.floats), label="bytes"))
+
+
+def test_a_parser_reads_each_of_its_seed_messages_into_events(parser_entry: ParserEntry) -> None:
+    """The properties above are only as good as their seeds: each sample, unbent and read by the
+    transport's first reader, gives at least one event and nothing dead-lettered or refused."""
+    assert parser_entry.samples
+    read = parser_entry.readers[0]
+    for sample in parser_entry.samples:
+        events, letters = check_results(parser_entry.parse(read(to_json(sample))), amount=parser_entry.amount, fee=parser_entry.fee)
+        assert events >= 1 and letters == 0, sample
+
+
+@pytest.mark.xfail(
+    raises=AssertionError,
+    strict=True,
+    reason="bridge bug: parse_items' dead letter encodes the item with jsonutil.dumps, whose fallback for what orjson "
+    "refuses (>255 levels) recurses in Python and raises RecursionError from ~500 levels (loads_exact accepts 999)",
+)
+def test_an_item_nested_deeper_than_the_encoder_writes_is_a_dead_letter_not_a_recursion_error() -> None:
+    """One field 600 levels deep inside an otherwise valid item, read exactly as the transports
+    read it: the parser must dead-letter the item (or refuse the message), never raise anything else.
+    When this passes, drop the ``xfail`` and the ``ENCODER_DEPTH`` carve-out above."""
+    raised: list[str] = []
+    for name in harness_names():
+        for entry in harness_for(name).parsers():
+            document = copy.deepcopy(entry.samples[0])
+            item = document
+            while True:  # the first transfer item of the sample: a row, a push's data[0], a body, the params
+                if isinstance(item, list):
+                    item = item[0]
+                    continue
+                inner = next((item[k] for k in ("data", "body", "params") if isinstance(item.get(k), (dict, list))), None)
+                if inner is None:
+                    break
+                item = inner
+            item["extra"] = Deep(600)
+            try:
+                entry.parse(entry.readers[-1](to_json(document)))
+            except entry.refuses:
+                pass
+            except RecursionError:
+                raised.append(entry.name)
+    assert raised == []
