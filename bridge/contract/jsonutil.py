@@ -2,8 +2,12 @@
 
 Providers send amounts as JSON numbers (OpenXSwitch, Ripio). ``orjson`` would read those as
 binary floats, so payloads that may carry numbers are read with the standard library and
-``parse_float=Decimal``; integers stay Python ints, which are exact. On the way out, ``dumps``
-writes a ``Decimal`` back as the same JSON number text it came from.
+``parse_float=Decimal``; integers stay Python ints, which are exact (past ``int()``'s digit limit
+they are read as an exact ``Decimal`` instead). On the way out, ``dumps`` writes a ``Decimal`` back
+as the same JSON number text it came from.
+
+Every amount and fee, whatever form it arrives in (integer or decimal JSON number, exponent form,
+decimal string), meets one bound: ``MAX_AMOUNT_DIGITS`` digits once written out as published.
 """
 
 from __future__ import annotations
@@ -14,7 +18,13 @@ from typing import Any
 
 import orjson
 
-__all__ = ["JSONError", "loads_exact", "dumps", "canonical_decimal", "DecimalError", "small_int"]
+__all__ = ["JSONError", "loads_exact", "dumps", "canonical_decimal", "DecimalError", "small_int", "MAX_AMOUNT_DIGITS"]
+
+MAX_AMOUNT_DIGITS = 100
+"""The one bound of every amount and fee, in any form it arrives in (integer JSON number, decimal
+JSON number, exponent form, decimal string): at most this many digits once written out as
+published — plain notation, no trailing fractional zeros, ``0.`` before a fraction
+(``"0.00000001"`` has 9). A uint256 in base units has 78. Past it the item is dead-lettered."""
 
 
 class JSONError(ValueError):
@@ -29,7 +39,19 @@ def _reject_constant(name: str) -> Any:
     raise JSONError(f"non-standard JSON constant {name} is not accepted")
 
 
+class _IntDigitLimit(Exception):
+    """``int()`` refused an integer literal (digit limit): the document may be read another way."""
+
+
+def _long_int(text: str) -> int | Decimal:
+    try:
+        return int(text)
+    except ValueError:  # longer than int()'s digit limit (CVE-2020-10735): exact all the same
+        return Decimal(text)
+
+
 _decoder = json.JSONDecoder(parse_float=Decimal, parse_constant=_reject_constant)
+_long_int_decoder = json.JSONDecoder(parse_float=Decimal, parse_int=_long_int, parse_constant=_reject_constant)
 
 
 def loads_exact(data: bytes | str) -> Any:
@@ -39,15 +61,29 @@ def loads_exact(data: bytes | str) -> Any:
     except UnicodeDecodeError as exc:
         raise JSONError(f"body is not UTF-8: {exc.reason} at byte {exc.start}") from None
     try:
-        return _decoder.decode(text)
+        return _decode(_decoder, text)
+    except _IntDigitLimit:
+        # Rare: an integer literal past int()'s digit limit. Read again, slower, keeping it as a
+        # Decimal, so the amount's bound (not the reader) refuses it, like any other form.
+        try:
+            return _decode(_long_int_decoder, text)
+        except _IntDigitLimit as exc:
+            raise JSONError(f"unreadable number: {str(exc.__cause__)[:80]}") from None
+
+
+def _decode(decoder: json.JSONDecoder, text: str) -> Any:
+    try:
+        return decoder.decode(text)
     except RecursionError:
         raise JSONError("JSON nesting too deep") from None
     except ArithmeticError:  # decimal.InvalidOperation: a number literal beyond any exact range
         raise JSONError("number out of range (exponent too large)") from None
     except json.JSONDecodeError as exc:
         raise JSONError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except ValueError as exc:  # e.g. an integer literal longer than Python's digit limit
-        raise JSONError(f"unreadable number: {str(exc)[:80]}") from None
+    except JSONError:  # NaN / Infinity, from parse_constant
+        raise
+    except ValueError as exc:  # an integer literal longer than Python's digit limit
+        raise _IntDigitLimit() from exc
 
 
 def _default(value: Any) -> Any:
@@ -81,17 +117,23 @@ def _sanitize(value: Any) -> Any:
     return value
 
 
+_AMOUNT_CEILING = 10**MAX_AMOUNT_DIGITS
+
+
 def canonical_decimal(value: Any, *, field: str = "amount") -> str:
     """Exact decimal text without exponent or trailing zeros (``"0.00000001"``, never ``1e-08``).
 
     Accepts the string, int or ``Decimal`` a provider sent; a float is refused, since by then
-    precision is already lost.
+    precision is already lost. At most ``MAX_AMOUNT_DIGITS`` digits, whatever the form: the size is
+    checked before any text is built (``1e999999999`` is 11 bytes on the wire).
     """
     if isinstance(value, (bool, float)):
         raise DecimalError(f"{field}: {type(value).__name__} is not an exact decimal")
     if isinstance(value, int):
         if value < 0:
             raise DecimalError(f"{field}: negative value {value}")
+        if value >= _AMOUNT_CEILING:
+            raise DecimalError(f"{field}: more than {MAX_AMOUNT_DIGITS} digits")
         return str(value)
     if isinstance(value, str):
         text = value.strip()
@@ -109,14 +151,28 @@ def canonical_decimal(value: Any, *, field: str = "amount") -> str:
         raise DecimalError(f"{field}: {number} is not finite")
     if number.is_signed() and number != 0:
         raise DecimalError(f"{field}: negative value {number}")
-    if abs(number.adjusted()) > 100:
-        raise DecimalError(f"{field}: magnitude 1E{number.adjusted()} is out of range")
     if number == 0:
         return "0"
+    if _digits_written_out(number) > MAX_AMOUNT_DIGITS:
+        raise DecimalError(f"{field}: more than {MAX_AMOUNT_DIGITS} digits")
     text = format(number, "f")  # exact: no context rounding (normalize() would round to 28 digits)
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return text
+
+
+def _digits_written_out(number: Decimal) -> int:
+    """How many digits ``number`` (finite, not zero) has in plain notation without trailing
+    fractional zeros, from its coefficient and exponent alone (no text of it is built)."""
+    _, digits, exponent = number.as_tuple()
+    assert isinstance(exponent, int)
+    significant = len(digits)
+    while significant > 1 and digits[significant - 1] == 0:  # trailing zeros move into the exponent
+        significant -= 1
+    exponent += len(digits) - significant
+    if exponent >= 0:
+        return significant + exponent
+    return max(significant + exponent, 1) + -exponent  # integer part ("0" at least) + fraction
 
 
 _SMALL_INT_DIGITS = 20
