@@ -352,12 +352,17 @@ async def test_hostile_but_signed_transfers_are_acknowledged_and_kept_never_a_5x
     assert receiver.webhook.pipeline.in_flight == 0 and receiver.webhook.pipeline.ready
 
 
-async def test_a_number_too_long_to_read_is_malformed(make_receiver: ReceiverFactory, kafka_bootstrap: str, topics: TopicSettings) -> None:
+async def test_a_number_longer_than_python_reads_meets_the_amount_bound(
+    make_receiver: ReceiverFactory, kafka_bootstrap: str, topics: TopicSettings
+) -> None:
+    """4301 digits is past int()'s limit, but the body is JSON all the same: the amount's bound
+    (MAX_AMOUNT_DIGITS) refuses it like any other form — dead-lettered whole, then 200."""
     receiver = await make_receiver()
-    body = b'{"method":"withdraw.confirmed","params":{"id":"x","amount":' + b"9" * 4301 + b"}}"
-    assert (await receiver.post(body))[0] == 400
+    body = WITHDRAW_CONFIRMED.replace(b'"amount": 9', b'"amount": ' + b"9" * 4301)
+    assert await receiver.post(body) == (200, {"result": "dead_lettered"})
     [record] = await records(kafka_bootstrap, topics.dead_letter, 1)
     assert record.value == body
+    assert b"more than 100 digits" in record.headers["dlq_reason"]
 
 
 # -- other methods -------------------------------------------------------------------------------
