@@ -2,7 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
+
+from bridge.delivery.pipeline import Pipeline
+from bridge.delivery.settings import TopicSettings
+from bridge.ingest.stream import StreamSource
+from bridge_testkit.conformance import eventually
+from bridge_testkit.kafka_io import ConsumedRecord, read_topic
+
+__all__ = [
+    "FIXTURES",
+    "RECEIVED",
+    "fixture_bytes",
+    "eventually",
+    "running_sources",
+    "settled",
+    "events",
+    "expected",
+    "values",
+]
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RECEIVED = "2026-11-22T10:00:00.000Z"
@@ -11,3 +35,58 @@ RECEIVED = "2026-11-22T10:00:00.000Z"
 def fixture_bytes(relative: str) -> bytes:
     """A provider payload from ``tests/fixtures/<provider>/``, byte for byte."""
     return (FIXTURES / relative).read_bytes()
+
+
+# -- stream sources run by hand, read back from Kafka (the provider-specific end-to-end tests) -----
+
+S = TypeVar("S", bound=StreamSource)
+
+
+@contextlib.asynccontextmanager
+async def running_sources(sources: Sequence[S]) -> AsyncIterator[Sequence[S]]:
+    """Each source's ``run`` in its own task; on exit they are cancelled, and a source must only
+    ever end by being cancelled."""
+    tasks = [asyncio.create_task(source.run(), name=source.name) for source in sources]
+    try:
+        yield sources
+    finally:
+        for task in tasks:
+            task.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for result in results:
+            assert isinstance(result, asyncio.CancelledError), result
+
+
+async def settled(sources: Sequence[StreamSource], pipeline: Pipeline, *, quiet: float = 0.25, timeout: float = 15.0) -> None:
+    """Until no frame arrived for ``quiet`` seconds, nothing is held or undecided, and Kafka
+    acknowledged everything."""
+    deadline = time.monotonic() + timeout
+    frames = -1
+    while True:
+        await asyncio.sleep(quiet)
+        for source in sources:
+            await source.settle(timeout=timeout)
+        await pipeline.drain(timeout=timeout)
+        now = sum(source.stats["frames"] for source in sources)
+        if now == frames and not any(source.busy for source in sources) and not pipeline.in_flight:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"sources still busy after {timeout}s")
+        frames = now
+
+
+async def events(bootstrap: str, topics: TopicSettings, *, deposits: int = 0, withdrawals: int = 0) -> list[ConsumedRecord]:
+    """Both event topics, each until its expected count arrived (that nothing more was published
+    is checked on the sources' outcomes, which are Kafka acks)."""
+    records = await read_topic(bootstrap, topics.deposit, expect=deposits, timeout=10) if deposits else []
+    return records + (await read_topic(bootstrap, topics.withdrawal, expect=withdrawals, timeout=10) if withdrawals else [])
+
+
+def expected(truth: Mapping[str, Sequence[object]]) -> dict[str, int]:
+    """Per event topic, how many states a simulator generated (keys are ``provider:direction:id``)."""
+    deposits = sum(len(states) for key, states in truth.items() if key.split(":")[1] == "deposit")
+    return {"deposits": deposits, "withdrawals": sum(map(len, truth.values())) - deposits}
+
+
+def values(records: Sequence[ConsumedRecord]) -> list[dict[str, Any]]:
+    return [json.loads(record.value) for record in records]

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from bridge.ingest.plugins import plugin_for
 from bridge.observability.logs import JsonFormatter
 from bridge.service.app import ExitCode
 from bridge_testkit.conformance import ProviderHarness, eventually, leaked
@@ -183,6 +184,8 @@ async def test_a_payload_that_is_not_json_reaches_the_dlq_with_its_raw_bytes_and
     [letter] = await kafka.dead_letters()
     assert letter.value == raw
     assert letter.headers.get("dlq_reason", b"").strip()
+    assert letter.headers.get("dlq_provider") == plugin_for(harness.name).provider.value.encode()
+    assert letter.headers.get("dlq_channel", b"").strip()
     assert published_states(harness, await kafka.events()) == harness.truth()
 
 

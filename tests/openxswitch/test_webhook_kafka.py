@@ -1,4 +1,11 @@
-"""The receiver end to end against a real broker: what is acknowledged is on Kafka, once."""
+"""The receiver end to end against a real broker: what is acknowledged is on Kafka, once.
+
+What every provider must do (lifecycles once and in order, repeats, a delivery the sender retries,
+a wrong secret, a non-JSON body, a parser failure, secrets in logs, shutdown) is the conformance
+suite's (``tests/conformance``), run on the service shell for OpenXSwitch too. Here: the receiver's
+own table of answers, signatures (encodings, tampering, rotation), the allowlist and proxies, body
+limits and content types, dead letters and their digest memory, ignored methods, its lifecycle.
+"""
 
 from __future__ import annotations
 
@@ -61,25 +68,6 @@ def sample(name: str, **labels: str) -> float:
 # -- the happy path ------------------------------------------------------------------------------
 
 
-async def test_each_state_of_each_lifecycle_is_published_once_in_order(
-    make_receiver: ReceiverFactory, kafka_bootstrap: str, topics: TopicSettings
-) -> None:
-    receiver = await make_receiver()
-    sim = OpenXSwitchSimulator(receiver.url, SECRET, concurrency=1, seed=1)
-    sim.lifecycles(withdrawals=2, deposits=2, confirmations=3)
-    report = await sim.send(sim.plan())
-    assert report.statuses == {200: report.deliveries}
-
-    expected = {key: [s.event.event_id for s in states] for key, states in sim.truth().items()}
-    withdrawals = await records(kafka_bootstrap, topics.withdrawal, 4)
-    deposits = await records(kafka_bootstrap, topics.deposit, sum(len(v) for k, v in expected.items() if ":deposit:" in k))
-    published: dict[str, list[str]] = {}
-    for record in sorted(withdrawals + deposits, key=lambda r: (r.topic, r.partition, r.offset)):
-        published.setdefault(record.key.decode(), []).append(orjson.loads(record.value)["event_id"])
-    assert published == expected
-    assert receiver.webhook.stats["published"] == report.deliveries
-
-
 async def test_amounts_reach_kafka_exactly_as_sent(make_receiver: ReceiverFactory, kafka_bootstrap: str, topics: TopicSettings) -> None:
     receiver = await make_receiver()
     body = WITHDRAW_CONFIRMED.replace(b'"amount": 9', b'"amount": 123456789012345678.901234567890123').replace(
@@ -93,18 +81,6 @@ async def test_amounts_reach_kafka_exactly_as_sent(make_receiver: ReceiverFactor
 
 
 # -- re-deliveries -------------------------------------------------------------------------------
-
-
-async def test_redeliveries_with_new_request_ids_are_acknowledged_and_published_once(
-    make_receiver: ReceiverFactory, kafka_bootstrap: str, topics: TopicSettings
-) -> None:
-    receiver = await make_receiver()
-    first = await receiver.post(WITHDRAW_CONFIRMED)
-    again = await receiver.post(redelivered(WITHDRAW_CONFIRMED, "replayed-from-console"))
-    assert first == (200, {"result": "published"})
-    assert again == (200, {"result": "duplicate"})
-    [record] = await records(kafka_bootstrap, topics.withdrawal, 1)
-    assert orjson.loads(record.value)["source"]["message_id"] == "f71516a1a53acbc5a999ef9b6edda4"
 
 
 async def test_concurrent_deliveries_of_one_state_are_all_acknowledged_after_one_publish(
@@ -154,7 +130,6 @@ async def test_scripted_chaos_loses_nothing_and_publishes_nothing_twice(
     ("case", "post"),
     [
         ("unsigned", {"secret": None}),
-        ("wrong secret", {"secret": "guessed"}),
         ("garbage header", {"signature": "not-a-signature"}),
         ("other body's signature", {"signature": sign(SECRET.encode(), WITHDRAW_UNCONFIRMED)}),
     ],
@@ -196,16 +171,6 @@ async def test_during_rotation_old_and_new_secrets_are_accepted_and_counted(make
     assert (await receiver.post(WITHDRAW_CONFIRMED, secret=SECRET))[0] == 200
     assert (await receiver.post(redelivered(WITHDRAW_CONFIRMED, "x"), secret="retired-long-ago"))[0] == 401
     assert sample("bridge_webhook_signature_matches_total", provider="openxswitch", secret_index="1") == before + 1
-
-
-async def test_secrets_and_signatures_never_reach_the_logs(make_receiver: ReceiverFactory, caplog: pytest.LogCaptureFixture) -> None:
-    receiver = await make_receiver()
-    caplog.set_level("DEBUG")
-    bad = sign(b"guessed", WITHDRAW_CONFIRMED)
-    await receiver.post(WITHDRAW_CONFIRMED, signature=bad)
-    await receiver.post(WITHDRAW_CONFIRMED)
-    assert SECRET not in caplog.text and bad not in caplog.text
-    assert SECRET not in repr(receiver.webhook)
 
 
 # -- network and HTTP checks ---------------------------------------------------------------------
