@@ -18,6 +18,8 @@ __all__ = [
     "RIPIO",
     "OPENXSWITCH",
     "OPENXSWITCH_METHOD_SUFFIX",
+    "BINANCE_DEPOSIT",
+    "BINANCE_WITHDRAWAL",
     "lookup",
 ]
 
@@ -93,6 +95,33 @@ OPENXSWITCH_METHOD_SUFFIX = _table(
         "success": (Status.COMPLETED, "deposit succeeded"),
     }
 )
+
+BINANCE_DEPOSIT = _table(
+    {
+        "0": (Status.PENDING, "pending"),
+        "6": (Status.CREDITED, "credited but cannot withdraw"),
+        "1": (Status.COMPLETED, "success"),
+        "7": (Status.ON_HOLD, "wrong deposit"),
+        "8": (Status.ON_HOLD, "waiting user confirm"),
+        "2": (Status.FAILED, "rejected"),
+    }
+)
+"""``capital/deposit/hisrec`` (and ``subHisrec``) ``status``. ``6`` is not final: the funds are
+credited but locked (ccxt reads it as ``ok``; the same trap as OKX deposit state 1)."""
+
+BINANCE_WITHDRAWAL = _table(
+    {
+        "0": (Status.PENDING, "email sent"),
+        "2": (Status.PENDING, "awaiting approval"),
+        "4": (Status.PROCESSING, "processing"),
+        "6": (Status.COMPLETED, "completed"),
+        "1": (Status.CANCELLED, "cancelled"),
+        "3": (Status.FAILED, "rejected"),
+        "5": (Status.FAILED, "failure"),
+    }
+)
+"""``capital/withdraw/history`` ``status``. The same code means something else per direction
+(``1``: deposit success, withdrawal cancelled): the table is chosen by endpoint, never guessed."""
 
 
 def lookup(table: Mapping[str, StatusEntry], value: str) -> StatusEntry:

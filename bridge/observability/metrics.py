@@ -36,7 +36,15 @@ __all__ = [
     "KAFKA_REACHABLE",
     "QUEUED",
     "DEDUP_STORE_BYTES",
+    "DEDUP_STORE_FAILURES",
+    "DEDUP_UNPERSISTED",
     "BUILD_INFO",
+    "POLL_REQUESTS",
+    "POLL_WEIGHT",
+    "POLL_WEIGHT_USED",
+    "POLL_RATE_LIMIT_WAITS",
+    "POLL_TRACKED_OPEN",
+    "POLL_TRACKING_EXPIRED",
 ]
 
 EVENTS_RECEIVED = Counter(
@@ -128,4 +136,41 @@ READY = Gauge("bridge_ready", "1 while /readyz answers 200")
 KAFKA_REACHABLE = Gauge("bridge_kafka_reachable", "1 while a Kafka broker answers the pipeline's probe")
 QUEUED = Gauge("bridge_queued", "Events waiting behind an earlier, unacknowledged state of the same transfer")
 DEDUP_STORE_BYTES = Gauge("bridge_dedup_store_bytes", "Size on disk of the embedded (SQLite) dedup store")
+DEDUP_STORE_FAILURES = Counter(
+    "bridge_dedup_store_failures", "Writes to the dedup store that failed (full disk, read-only volume); retried"
+)
+DEDUP_UNPERSISTED = Gauge(
+    "bridge_dedup_unpersisted", "States acknowledged by Kafka whose dedup mark the store has not written yet"
+)
 BUILD_INFO = Gauge("bridge_build_info", "Always 1; labels say which version runs", ["version"])
+
+# Polled providers (history-only REST). Polls are ``bridge_backfill_runs{trigger="poll"}`` and rows
+# read ``bridge_backfill_items``; these add what a provider's request limits need to be seen.
+POLL_REQUESTS = Counter(
+    "bridge_poll_requests", "Requests a polled source sent, by endpoint", ["provider", "account", "endpoint"]
+)
+POLL_WEIGHT = Counter(
+    "bridge_poll_weight",
+    "Request weight a polled source spent by its provider's price list, by budget (ip, uid, api)",
+    ["provider", "account", "scope"],
+)
+POLL_WEIGHT_USED = Gauge(
+    "bridge_poll_weight_used",
+    "Weight the provider reports used in its current window (response headers), by budget and window",
+    ["provider", "account", "scope", "interval"],
+)
+POLL_RATE_LIMIT_WAITS = Counter(
+    "bridge_poll_rate_limit_waits",
+    "Requests held back under a provider's limits: budget (would pass the headroom), retry_after (429 answered), ban (418)",
+    ["provider", "account", "reason"],
+)
+POLL_TRACKED_OPEN = Gauge(
+    "bridge_poll_tracked_open",
+    "Non-final transfers older than the hot window, re-queried until final",
+    ["provider", "account"],
+)
+POLL_TRACKING_EXPIRED = Counter(
+    "bridge_poll_tracking_expired",
+    "Transfers no longer re-queried while still non-final (past the tracking age, or over the cap)",
+    ["provider", "account", "reason"],
+)

@@ -1,0 +1,267 @@
+"""The Binance source: one ``BinanceAccountSource`` per configured key, on the poll engine.
+
+Each cycle (``poll_interval``, 30 s) re-reads the hot window — ``lookback_days`` back from now on
+Binance's clock, further back after an outage (the engine's cursor) — of the deposit history, the
+withdrawal history when due (``withdrawal_interval``) and, for a master key, each sub-account's
+deposits (``subHisrec``). Paging is by offset with ``startTime``/``endTime`` pinned for the sweep,
+until a short page (``subHisrec``: an empty one). Every ``tracker_interval`` the transfers older
+than the hot window that are still open are asked for directly (``tracker``). Every row is
+normalized every time; the dedup gate drops what did not change.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any
+
+import aiohttp
+
+from bridge.contract.events import Account, DeadLetter, Provider, TransferEvent
+from bridge.contract.parsing import ParseError, item_bytes
+from bridge.delivery.pipeline import Pipeline
+from bridge.ingest.backfill import Page
+from bridge.ingest.frames import utc_now
+from bridge.ingest.poll import PollSource
+from bridge.ingest.rest import RestClient, TransientError
+from bridge.observability import metrics
+from bridge.sources.binance import messages as m
+from bridge.sources.binance.auth import signer_for
+from bridge.sources.binance.config import DAY, BinanceAccount, BinanceConfig
+from bridge.sources.binance.limits import Limits
+from bridge.sources.binance.parse import parse_page
+from bridge.sources.binance.rest import BinanceRest
+from bridge.sources.binance.tracker import OpenTransfer, OpenTransfers
+
+__all__ = ["BinanceAccountSource", "build_binance_sources", "limits_for", "MAX_PAGES", "ID_LIST_MAX"]
+
+log = logging.getLogger(__name__)
+
+MAX_PAGES = 10_000
+"""Guard against a server that keeps answering full pages: a sweep never loops forever."""
+ID_LIST_MAX = 45
+"""Ids per ``idList`` (the newest docs; older pages said 50)."""
+
+
+def limits_for(config: BinanceConfig) -> Limits:
+    return Limits(
+        ip_limit=config.ip_weight_limit,
+        uid_limit=config.uid_weight_limit,
+        api_limit=config.api_weight_limit,
+        headroom=config.weight_headroom,
+        max_wait=config.max_rate_limit_wait,
+    )
+
+
+class BinanceAccountSource(PollSource):
+    provider = Provider.BINANCE
+    display_name = "Binance"
+    rest_refusals = (m.BinanceApiError,)
+
+    def __init__(self, config: BinanceConfig, account: BinanceAccount, pipeline: Pipeline, *, limits: Limits | None = None, **options: Any):
+        super().__init__(config, account.name, pipeline, **options)
+        self.config: BinanceConfig = config
+        self.account = account
+        self.limits = limits or limits_for(config)
+        self.signer = signer_for(account)
+        self.rules = config.rules
+        self.uid = account.uid
+        self.open = OpenTransfers(config.cursor_dir, self.name, cap=config.tracker_max_open)
+        self.open.load()
+        self._local_clock = self.clock
+        self.clock = self._server_clock  # windows and cursors on Binance's clock, as the reference asks
+        self._rest: BinanceRest | None = None
+        self._uid_asked = account.uid is not None or not account.lookup_uid
+        self._withdrawals_at: float | None = None
+        self._tracker_at: float | None = None
+        self.health.detail.update(key_type=account.key_type, mode=account.mode, uid=self.uid, tracked_open=len(self.open))
+
+    def _server_clock(self) -> float:
+        offset = self._rest.offset_ms if self._rest is not None and self._rest.offset_ms is not None else 0
+        return self._local_clock() + offset / 1000
+
+    def scrub(self, text: str) -> str:
+        for secret in self.signer.secrets:
+            text = text.replace(secret, "**********")
+        return text
+
+    def rest_client(self, session: aiohttp.ClientSession) -> BinanceRest:
+        cfg = self.config
+        endpoints = dict(m.ENDPOINTS)
+        endpoints[m.WITHDRAWAL_PATH] = m.Endpoint(m.WITHDRAWAL_PATH, cfg.withdrawal_weight, cfg.withdrawal_weight_scope)
+        self._rest = BinanceRest(
+            session,
+            cfg.base_url,
+            self.account.name,
+            self.signer,
+            self.limits,
+            endpoints=endpoints,
+            recv_window_ms=cfg.recv_window_ms,
+            time_sync_interval=cfg.time_sync_interval,
+            rate_per_second=cfg.rest_rate_per_second,
+            max_retries=cfg.rest_max_retries,
+            clock=self._local_clock,
+        )
+        return self._rest
+
+    # -- one cycle -----------------------------------------------------------------------------
+
+    async def poll_once(self, rest: RestClient) -> int:
+        assert isinstance(rest, BinanceRest)
+        if rest.offset_ms is None:  # the first window already on Binance's clock
+            try:
+                await rest.sync_time()
+            except (m.BinanceApiError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise TransientError(f"Binance account {self.account_name!r}: server time: {self.scrub(str(exc)) or type(exc).__name__}") from None
+        try:
+            offered = await super().poll_once(rest)
+        except BaseException:
+            self.open.rollback()
+            raise
+        self.open.commit()  # every item of the cycle is acknowledged: forget what ended
+        self._health(rest)
+        return offered
+
+    async def poll(self, rest: RestClient, since_ms: int, until_ms: int) -> AsyncIterator[Page]:
+        assert isinstance(rest, BinanceRest)
+        cfg, now = self.config, time.monotonic()
+        await self._ask_uid(rest)
+        hot_from = until_ms - int(cfg.lookback_days * DAY * 1000)
+        start = min(since_ms, hot_from)
+        if self.account.deposits:
+            async for page in self._sweep(rest, m.DEPOSIT_PATH, start, until_ms):
+                yield page
+        for email in self.account.sub_account_emails:
+            async for page in self._sweep(rest, m.SUB_DEPOSIT_PATH, start, until_ms, email=email):
+                yield page
+        if self.account.withdrawals and self._due(self._withdrawals_at, cfg.withdrawal_interval, now):
+            # the cursor also moved in cycles that skipped withdrawals: reach back one interval more
+            async for page in self._sweep(rest, m.WITHDRAWAL_PATH, min(start, since_ms - int(cfg.withdrawal_interval * 1000)), until_ms):
+                yield page
+            self._withdrawals_at = now
+        if self._due(self._tracker_at, cfg.tracker_interval, now):
+            async for page in self._requery(rest, hot_from, until_ms):
+                yield page
+            self._tracker_at = now
+
+    @staticmethod
+    def _due(last: float | None, interval: float, now: float) -> bool:
+        return last is None or now - last >= interval - 0.5
+
+    async def _ask_uid(self, rest: BinanceRest) -> None:
+        if self._uid_asked:
+            return
+        self._uid_asked = True
+        try:
+            self.uid = await rest.account_uid() or self.uid
+        except (m.BinanceApiError, TransientError) as exc:  # optional: the account name stands in
+            log.info("binance account %r: uid lookup failed (%s); events name the account %r", self.account_name, self.scrub(str(exc)), self.account_name)
+        self.health.detail["uid"] = self.uid
+
+    def _owner(self, email: str | None) -> Account:
+        return Account(id=self.uid or self.account_name, sub_account=email or self.account.sub_account)
+
+    async def _sweep(self, rest: BinanceRest, path: str, start_ms: int, end_ms: int, *, email: str | None = None) -> AsyncIterator[Page]:
+        """Every row created in ``[start_ms, end_ms]``, window by window (< 90 days each)."""
+        span = int(self.config.window_days * DAY * 1000)
+        window_end = end_ms
+        while window_end > start_ms:
+            window_start = max(start_ms, window_end - span)
+            params = {"startTime": str(window_start), "endTime": str(window_end)}
+            async for page in self._pages(rest, path, params, email=email):
+                yield page
+            window_end = window_start - 1
+
+    async def _pages(self, rest: BinanceRest, path: str, params: Mapping[str, str], *, email: str | None = None) -> AsyncIterator[Page]:
+        """Offset paging of one request's rows: the same filters, ``offset += limit``, until a
+        short page (``subHisrec``, whose limits are unconfirmed: until an empty page)."""
+        cfg = self.config
+        sub = path == m.SUB_DEPOSIT_PATH
+        limit = cfg.subhisrec_page_limit if sub else cfg.page_limit
+        base = {**({"email": email} if email else {}), **params}
+        if path != m.WITHDRAWAL_PATH and cfg.include_source and not sub:
+            base["includeSource"] = "true"
+        for index in range(MAX_PAGES):
+            query = {**base, "offset": str(index * limit), "limit": str(limit)}
+            body, sent_at = await rest.get(path, query)
+            page = self._parse(path, body, sent_at, email)
+            yield page
+            if page.rows == 0 or (page.rows < limit and not sub):
+                return
+        raise TransientError(f"Binance account {self.account_name!r}: {path}: more than {MAX_PAGES} pages")
+
+    def _parse(self, path: str, body: Any, sent_at: float, email: str | None) -> Page:
+        channel = m.CHANNEL_OF[path]
+        received_at = utc_now(self.clock)
+        owner = self._owner(email)
+        try:
+            items = parse_page(channel, body, received_at=received_at, account=owner, rules=self.rules)
+        except ParseError as exc:  # not Binance's page: dead-letter it whole, end this sweep
+            dead = DeadLetter(Provider.BINANCE, channel, str(exc), item_bytes(body), received_at, owner.id)
+            return Page([dead], 0, sent_at)
+        for item in items:
+            if isinstance(item, TransferEvent):
+                self.open.observe(item, channel, email)
+        return Page(items, len(body), sent_at)
+
+    async def _requery(self, rest: BinanceRest, hot_from_ms: int, now_ms: int) -> AsyncIterator[Page]:
+        """Ask for the open transfers the hot window no longer reads, until final or too old."""
+        cfg = self.config
+        expired = self.open.expire(now_ms - int(cfg.tracker_max_age_days * DAY * 1000))
+        if expired:
+            metrics.POLL_TRACKING_EXPIRED.labels("binance", self.account_name, "age").inc(len(expired))
+            self.stats["tracking_expired"] += len(expired)
+            log.warning("binance account %r: %d transfers still open after %g days are no longer re-queried: %s",
+                        self.account_name, len(expired), cfg.tracker_max_age_days, ", ".join(e.key for e in expired[:10]))
+        stale = self.open.stale(hot_from_ms)
+        withdrawals = [e for e in stale if e.channel == m.WITHDRAWAL_CHANNEL]
+        for chunk in range(0, len(withdrawals), ID_LIST_MAX):
+            ids = ",".join(e.transfer_id for e in withdrawals[chunk : chunk + ID_LIST_MAX])
+            async for page in self._pages(rest, m.WITHDRAWAL_PATH, {"idList": ids}):
+                yield page
+        for (channel, email, tx_id, _), entries in _by_transaction(e for e in stale if e.channel != m.WITHDRAWAL_CHANNEL).items():
+            path = m.SUB_DEPOSIT_PATH if channel == m.SUB_DEPOSIT_CHANNEL else m.DEPOSIT_PATH
+            first, last = min(e.created_ms for e in entries), max(e.created_ms for e in entries)
+            pad = 86_400_000 if tx_id else 1_000  # no hash: a narrow window around its creation
+            params = {"startTime": str(first - pad), "endTime": str(min(now_ms, last + pad))}
+            if tx_id:
+                params["txId"] = tx_id
+            async for page in self._pages(rest, path, params, email=email):
+                yield page
+        self.stats["requeried"] += len(stale)
+
+    def _health(self, rest: RestClient) -> None:
+        assert isinstance(rest, BinanceRest)
+        metrics.POLL_TRACKED_OPEN.labels("binance", self.account_name).set(len(self.open))
+        if self.open.dropped:
+            metrics.POLL_TRACKING_EXPIRED.labels("binance", self.account_name, "cap").inc(self.open.dropped)
+            self.stats["tracking_dropped"] += self.open.dropped
+            self.open.dropped = 0
+        blocked = self.limits.blocked_until_ms(self.account_name)
+        self.health.detail.update(
+            time_offset_ms=rest.offset_ms,
+            weights=dict(rest.weights),
+            budgets=self.limits.snapshot(self.account_name),
+            rate_limit_waits=self.limits.waits.get(self.account_name, 0),
+            rate_limited_until=utc_now(lambda: blocked / 1000) if blocked > rest.server_ms() else None,
+            tracked_open=len(self.open),
+            requests=rest.requests,
+        )
+
+
+def _by_transaction(entries: Iterable[OpenTransfer]) -> dict[tuple[str, str | None, str | None, int | None], list[OpenTransfer]]:
+    """Open deposits grouped by what one request asks for: one txId can fund several deposits; a
+    deposit without a hash is asked for by its creation time alone."""
+    groups: dict[tuple[str, str | None, str | None, int | None], list[OpenTransfer]] = {}
+    for entry in entries:
+        key = (entry.channel, entry.email, entry.tx_id, None if entry.tx_id else entry.created_ms)
+        groups.setdefault(key, []).append(entry)
+    return groups
+
+
+def build_binance_sources(config: BinanceConfig, pipeline: Pipeline) -> list[BinanceAccountSource]:
+    """One source per enabled key; empty when the Binance source is disabled. They share one
+    ``Limits``: the IP budgets (deposit history, /api) are the process's, not a key's."""
+    limits = limits_for(config)
+    return [BinanceAccountSource(config, account, pipeline, limits=limits) for account in config.enabled_accounts()]
