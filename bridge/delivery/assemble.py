@@ -44,7 +44,7 @@ def build_pipeline(
 
         return Pipeline(
             publisher,
-            DedupGate(store, retention_seconds=retention),
+            DedupGate(store, retention_seconds=retention, max_unpersisted=dedup.max_unpersisted),
             state_records=state_record,
             max_in_flight=max_in_flight,
             not_ready_after=not_ready_after,
@@ -52,7 +52,7 @@ def build_pipeline(
     backing: DedupStore = SQLiteStore(dedup.path) if dedup.store == "sqlite" else MemoryStore()
     return Pipeline(
         Publisher(kafka, topics, include_raw=pipeline.include_raw, schema_registry=schema_registry),
-        DedupGate(backing, retention_seconds=retention),
+        DedupGate(backing, retention_seconds=retention, max_unpersisted=dedup.max_unpersisted),
         max_in_flight=max_in_flight,
         not_ready_after=not_ready_after,
     )

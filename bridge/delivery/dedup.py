@@ -16,9 +16,10 @@ import logging
 import time
 from collections.abc import Iterable
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from bridge.contract.events import TransferEvent, short_hash
+from bridge.observability import metrics
 
 log = logging.getLogger(__name__)
 
@@ -82,26 +83,117 @@ def state_id(event: TransferEvent) -> bytes:
 
 
 class DedupGate:
-    """In-memory index in front of a durable store; writes are batched off the event loop."""
+    """In-memory index in front of a durable store; writes are batched off the event loop.
 
-    def __init__(self, store: DedupStore, *, retention_seconds: float = 7 * 86400, flush_interval: float = 0.05):
+    A store that cannot persist (a full disk, a volume gone read-only) is not retried silently:
+    ``health()`` says so (``persisting: false``, how many acknowledged states are only in memory,
+    the error), ``bridge_dedup_store_failures_total`` counts the failed writes and
+    ``bridge_dedup_unpersisted`` the states waiting, the log gets one line when it starts, a summary
+    a minute while it lasts and one when it ends. The waiting marks are bounded: past
+    ``max_unpersisted`` the pipeline holds new states back (``has_room`` / ``wait_for_room``)
+    instead of acknowledging more that could be forgotten. A store with a ``spill(rows)`` (the
+    SQLite store's reserve file) keeps them there meanwhile, so a restart still knows them.
+    """
+
+    def __init__(
+        self,
+        store: DedupStore,
+        *,
+        retention_seconds: float = 7 * 86400,
+        flush_interval: float = 0.05,
+        max_unpersisted: int = 5_000,
+        retry_max: float = 2.0,
+        summary_every: float = 60.0,
+    ):
         self._store = store
         self._index: dict[int, bytes] = {}
         self._dirty: dict[int, Row] = {}
+        self._saving = 0
+        self._claimed = 0
         self._retention_ms = int(retention_seconds * 1000)
         self._flush_interval = flush_interval
         self._flusher: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
+        self.max_unpersisted = max(1, max_unpersisted)
+        self._wake_at = max(1, min(5000, self.max_unpersisted // 2))
+        self._room = asyncio.Event()
+        self._room.set()
+        self._retry_max = retry_max
+        self._summary_every = summary_every
+        # failure bookkeeping (event loop only)
+        self._error: str | None = None
+        self._failing_since: float | None = None
+        self._failures_since_summary = 0
+        self._last_summary = 0.0
+        self._spill_lost: int | None = None
+        """States the reserve could not take at the last spill (None: no current spill)."""
+        self._spilled_marks = -1
+        self._marks = 0
 
     @property
     def size(self) -> int:
         return len(self._index)
 
+    @property
+    def unpersisted(self) -> int:
+        """Acknowledged states not yet written to the store (those of a write in progress included)."""
+        return len(self._dirty) + self._saving
+
+    @property
+    def persisting(self) -> bool:
+        """False from a failed store write until the next one succeeds."""
+        return self._error is None
+
+    @property
+    def error(self) -> str | None:
+        return self._error
+
+    @property
+    def has_room(self) -> bool:
+        """Fewer than ``max_unpersisted`` states sent or acknowledged without their mark written:
+        one more may be sent (``claim``)."""
+        return len(self._dirty) + self._saving + self._claimed < self.max_unpersisted
+
+    async def wait_for_room(self) -> None:
+        """Wait until the store caught up enough for another state to be sent."""
+        while not self.has_room:
+            self._room.clear()
+            self._wake.set()
+            await self._room.wait()
+
+    def claim(self) -> None:
+        """A state is about to be sent: it counts against ``max_unpersisted`` until ``mark`` (its
+        ack) or ``release`` (it went another way: dead-lettered, fenced, cancelled before sending)."""
+        self._claimed += 1
+
+    def release(self) -> None:
+        self._claimed = max(0, self._claimed - 1)
+        if self.has_room:
+            self._room.set()
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "persisting": self.persisting,
+            "unpersisted": self.unpersisted,
+            "max_unpersisted": self.max_unpersisted,
+            "reserved": self._reserved,
+            "error": self._error,
+            "failing_seconds": None if self._failing_since is None else round(time.monotonic() - self._failing_since, 3),
+        }
+
     async def open(self) -> None:
         """Load the whole index before any source runs, so the first event is already gated."""
         # Built in the thread straight from the store's rows: no list of a million row tuples.
         self._index = await asyncio.to_thread(lambda: dict(self._store.load()))
+        carried = int(getattr(self._store, "carried", 0))
+        if carried:  # states a previous run kept in the store's reserve: into the store now, if it can
+            try:
+                await self.flush()
+                log.info("dedup store: %d states kept in the reserve by the last run written", carried)
+            except Exception:
+                pass  # reported by _failed; the flusher retries
+        self._publish_gauges()
         self._flusher = asyncio.create_task(self._flush_loop(), name="dedup-flush")
 
     def check(self, event: TransferEvent) -> Decision:
@@ -126,28 +218,42 @@ class DedupGate:
             final_at = now_ms if now_ms is not None else int(time.time() * 1000)
         return bytes((flags,)) + state[1:] + state_id(event), final_at
 
-    def mark(self, event: TransferEvent, *, now_ms: int | None = None) -> None:
-        """Record a state Kafka has acknowledged."""
+    def mark(self, event: TransferEvent, *, now_ms: int | None = None, claimed: bool = False) -> None:
+        """Record a state Kafka has acknowledged (``claimed``: it was sent under a ``claim``)."""
+        if claimed:
+            self._claimed = max(0, self._claimed - 1)
         key = short_hash(event.key)
         new_state, final_at = self._state_after(key, event, now_ms)
         self._index[key] = new_state
         self._dirty[key] = (key, new_state, final_at)
-        if len(self._dirty) >= 5000:
+        self._marks += 1
+        if len(self._dirty) >= self._wake_at:
             self._wake.set()
+        if not self.has_room:
+            self._room.clear()
 
     async def flush(self) -> None:
+        """Write every waiting mark; on failure they stay waiting (and go to the store's reserve)."""
         async with self._lock:
-            if not self._dirty:
+            carried = int(getattr(self._store, "carried", 0))
+            if not self._dirty and not carried:
                 return
             pending = self._dirty
             self._dirty = {}
+            self._saving = len(pending)
             try:
                 await asyncio.to_thread(self._store.save, list(pending.values()))
-            except Exception:
-                # Keep the rows for the next attempt; newer marks for a key win.
+            except BaseException as exc:
+                # Keep the rows for the next attempt; newer marks for a key win. Cancelled (close()
+                # stopping the flusher) they are kept too: the write may not have happened.
                 pending.update(self._dirty)
                 self._dirty = pending
+                self._saving = 0
+                if isinstance(exc, Exception):
+                    await self._failed(exc)
                 raise
+            self._saving = 0
+            self._recovered(len(pending) + carried)
 
     async def expire(self, *, now_ms: int | None = None) -> int:
         """Forget final transfers older than the retention; returns how many."""
@@ -159,6 +265,10 @@ class DedupGate:
         return len(gone)
 
     async def close(self) -> None:
+        """Stop the flusher, write what waits, close the store.
+
+        ``DedupStoreError`` if marks could not be written: the message says how many, why, and how
+        many the store's reserve kept for the next start. The store is closed either way."""
         if self._flusher is not None:
             self._flusher.cancel()
             try:
@@ -166,11 +276,106 @@ class DedupGate:
             except asyncio.CancelledError:
                 pass
             self._flusher = None
-        await self.flush()
-        await asyncio.to_thread(self._store.close)
+        failure: DedupStoreError | None = None
+        try:
+            await self.flush()
+        except Exception as exc:
+            failure = DedupStoreError(self._close_summary(exc))
+        finally:
+            try:
+                await asyncio.to_thread(self._store.close)
+            except Exception as exc:
+                log.warning("dedup store close: %s", _describe(exc))
+        self._publish_gauges()
+        if failure is not None:
+            raise failure
+
+    # -- failures ------------------------------------------------------------------------------
+
+    async def _failed(self, exc: BaseException) -> None:
+        """Count it, spill the waiting marks to the store's reserve, log at most a line a minute."""
+        metrics.DEDUP_STORE_FAILURES.inc()
+        text = _describe(exc)
+        if self._error is None:
+            self._fail_started(text)
+        self._error = text
+        self._failures_since_summary += 1
+        spill = getattr(self._store, "spill", None)
+        if spill is not None and self._dirty and self._spilled_marks != self._marks:
+            try:
+                self._spill_lost = int(await asyncio.to_thread(spill, list(self._dirty.values())))
+                self._spilled_marks = self._marks
+            except Exception as spill_error:  # the reserve is best effort; the store error is the news
+                self._spill_lost = None
+                log.debug("dedup reserve write failed: %s", _describe(spill_error))
+        now = time.monotonic()
+        if now - self._last_summary >= self._summary_every:
+            self._last_summary = now
+            assert self._failing_since is not None
+            log.warning(
+                "dedup store still cannot persist: %d failed writes in the last %.0fs, %d acknowledged states "
+                "only in memory (%d kept in the reserve); %s",
+                self._failures_since_summary,
+                self._summary_every,
+                self.unpersisted,
+                self._reserved,
+                text,
+                extra={"unpersisted": self.unpersisted, "reserved": self._reserved},
+            )
+            self._failures_since_summary = 0
+        self._publish_gauges()
+
+    def _fail_started(self, text: str) -> None:
+        self._error = text
+        self._failing_since = time.monotonic()
+        self._last_summary = self._failing_since
+        self._failures_since_summary = 0
+        log.error(
+            "dedup store cannot persist: %s; %d acknowledged states only in memory; past %d new states wait "
+            "(webhooks get 503, sources slow down) until it can: free space or fix the volume",
+            text,
+            self.unpersisted,
+            self.max_unpersisted,
+            extra={"unpersisted": self.unpersisted, "max_unpersisted": self.max_unpersisted},
+        )
+
+    def _recovered(self, written: int) -> None:
+        if self._error is not None:
+            assert self._failing_since is not None
+            log.warning(
+                "dedup store persisting again after %.1fs: %d states written",
+                time.monotonic() - self._failing_since,
+                written,
+            )
+            self._error = None
+            self._failing_since = None
+            self._spill_lost = None
+            self._spilled_marks = -1
+        if self.has_room:
+            self._room.set()
+        self._publish_gauges()
+
+    @property
+    def _reserved(self) -> int:
+        """States in the store's reserve file (written by ``spill``), known again at the next start."""
+        return int(getattr(self._store, "reserved", 0))
+
+    def _close_summary(self, exc: BaseException) -> str:
+        current = self._spilled_marks == self._marks and self._spill_lost is not None
+        lost = self._spill_lost if current and self._spill_lost is not None else self.unpersisted
+        carried = int(getattr(self._store, "carried", 0))
+        earlier = f" (and {carried} the last run kept in the reserve)" if carried else ""
+        return (
+            f"could not persist {self.unpersisted} acknowledged states{earlier} ({_describe(exc)}); "
+            f"{self._reserved} kept in its reserve for the next start, {lost} lost"
+        )
+
+    def _publish_gauges(self) -> None:
+        metrics.DEDUP_UNPERSISTED.set(self.unpersisted)
 
     async def _flush_loop(self) -> None:
         last_expiry = time.monotonic()
+        retry = 0.5
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), self._flush_interval)
@@ -179,12 +384,20 @@ class DedupGate:
             self._wake.clear()
             try:
                 await self.flush()
+                retry = 0.5
                 if time.monotonic() - last_expiry > 300:
                     last_expiry = time.monotonic()
                     await self.expire()
-            except Exception:
-                log.exception("dedup store write failed; will retry")
-                await asyncio.sleep(1.0)
+            except Exception as exc:
+                if self._error is None:  # not a store write (expiry): say it, then carry on
+                    log.warning("dedup store maintenance failed: %s; will retry", _describe(exc))
+                await asyncio.sleep(retry)
+                retry = min(retry * 2, self._retry_max)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return text if isinstance(exc, DedupStoreError) and text else f"{exc.__class__.__name__}: {text}"
 
 
 def _contains(state: bytes, sid: bytes) -> bool:

@@ -9,6 +9,10 @@ Guarantees kept here:
 * **Never dropped, bounded.** A failed produce is retried with capped backoff until it succeeds;
   at most ``max_in_flight`` items are accepted and not yet acked — past that, ``offer`` waits,
   which slows the source down (backpressure) instead of growing memory.
+* **Nothing acknowledged that could be forgotten.** While the dedup store cannot write (a full
+  disk), acknowledged states wait in memory; past ``dedup.max_unpersisted`` of them a new state is
+  not sent (``offer`` waits, a webhook answers 503 after its ack timeout) until the store catches up,
+  and readiness fails meanwhile.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from bridge.contract.events import DeadLetter, Status, TransferEvent
 from bridge.contract.timeutil import to_epoch_ms
-from bridge.delivery.dedup import Decision, DedupGate
+from bridge.delivery.dedup import Decision, DedupGate, DedupStoreError
 from bridge.delivery.publish import Publisher, Record
 from bridge.delivery.publish_tx import FencedError
 from bridge.observability import metrics
@@ -82,6 +86,8 @@ class Pipeline:
         self._rebuilding: asyncio.Task[None] | None = None
         self._closing = False
         self.fenced = False
+        self.store_failure: str | None = None
+        """Set by ``close`` when the dedup store could not persist every acknowledged state."""
         self.state_records = state_records
         """Exactly-once mode: builds the dedup state record that joins each event's transaction."""
 
@@ -104,7 +110,10 @@ class Pipeline:
         for task in list(self._tasks):
             task.cancel()
         await self.publisher.stop(timeout=max(1.0, deadline - time.monotonic()))
-        await self.gate.close()
+        try:
+            await self.gate.close()
+        except DedupStoreError as exc:
+            self.store_failure = str(exc)
         return drained
 
     async def drain(self, *, timeout: float | None = None) -> bool:
@@ -129,8 +138,8 @@ class Pipeline:
 
     @property
     def ready(self) -> bool:
-        """Kafka reachable and making progress on what we gave it."""
-        if self.fenced or not self._broker_ok or self._failing_since is not None:
+        """Kafka reachable and making progress on what we gave it, and the dedup store writing."""
+        if self.fenced or not self._broker_ok or self._failing_since is not None or not self.gate.persisting:
             return False
         stalled = self._in_flight and time.monotonic() - self._last_progress > self._not_ready_after
         return not stalled
@@ -143,6 +152,7 @@ class Pipeline:
             "seconds_since_progress": round(time.monotonic() - self._last_progress, 3),
             "failing": self._failing_since is not None,
             "dedup_transfers": self.gate.size,
+            "dedup": self.gate.health(),
         }
 
     # -- intake --------------------------------------------------------------------------------
@@ -202,18 +212,31 @@ class Pipeline:
             self._finish(future, _DECISION_OUTCOME[decision])
             self._advance(event.key)
             return
-        state = None
-        if self.state_records is not None:  # exactly-once: the dedup state rides in the same transaction
-            state = self.state_records(event, *self.gate.state_after(event))
+        if not self.gate.has_room:  # the store is behind (full disk): send nothing it could forget
+            await self.gate.wait_for_room()
+        self.gate.claim()
+        claimed = True
         try:
-            record = self.publisher.event_record(event)
-        except (TypeError, ValueError) as exc:  # unencodable: keep it, as a dead letter, and free the key
-            letter = DeadLetter(event.provider, event.source.channel, f"event not encodable: {exc}"[:500],
-                                repr(event.raw).encode("utf-8", "backslashreplace"), event.received_at, event.account.id)
-            await self._send(letter, future, self.publisher.dead_letter_record(letter))
-            self._advance(event.key)
-            return
-        await self._send(event, future, record, state)
+            state = None
+            if self.state_records is not None:  # exactly-once: the dedup state rides in the same transaction
+                state = self.state_records(event, *self.gate.state_after(event))
+            try:
+                record = self.publisher.event_record(event)
+            except (TypeError, ValueError) as exc:  # unencodable: keep it, as a dead letter, and free the key
+                self.gate.release()
+                claimed = False
+                letter = DeadLetter(event.provider, event.source.channel, f"event not encodable: {exc}"[:500],
+                                    repr(event.raw).encode("utf-8", "backslashreplace"), event.received_at, event.account.id)
+                await self._send(letter, future, self.publisher.dead_letter_record(letter))
+                self._advance(event.key)
+                return
+            await self._send(event, future, record, state)
+        except asyncio.CancelledError:
+            # Only before the record entered the producer (see _guarded): it is started again from
+            # the top, which claims again.
+            if claimed and not future.done():
+                self.gate.release()
+            raise
 
     async def _send(
         self, item: Item, future: asyncio.Future[Outcome], record: Record, state: Record | None = None
@@ -228,6 +251,7 @@ class Pipeline:
                 return
             except FencedError as exc:
                 self.fenced = True
+                self._unclaim(item)
                 self._finish(future, None, exc)
                 return
             except (KafkaError, RuntimeError, OSError) as exc:
@@ -252,6 +276,7 @@ class Pipeline:
                 return
             if isinstance(error, FencedError):
                 self.fenced = True
+                self._unclaim(item)
                 self._finish(future, None, error)
                 return
             self._note_failure(error)
@@ -265,7 +290,7 @@ class Pipeline:
             metrics.EVENTS_DEAD_LETTERED.labels(item.provider.value, item.channel).inc()
             self._finish(future, Outcome.DEAD_LETTERED)
             return
-        self.gate.mark(item)
+        self.gate.mark(item, claimed=True)
         provider = item.provider.value
         _labelled(metrics.EVENTS_PUBLISHED, provider, item.direction.value).inc()
         if item.status is Status.UNKNOWN:
@@ -286,6 +311,7 @@ class Pipeline:
     def _reject_oversized(self, item: Item, future: asyncio.Future[Outcome], error: Exception) -> None:
         """Too large for the topic: an event goes to the DLQ instead; a dead letter fails loudly."""
         if isinstance(item, TransferEvent):
+            self.gate.release()
             letter = DeadLetter(
                 provider=item.provider,
                 channel=item.source.channel,
@@ -305,6 +331,10 @@ class Pipeline:
             return
         log.error("dead letter too large for Kafka, provider=%s reason=%s", item.provider, item.reason)
         self._finish(future, None, error)
+
+    def _unclaim(self, item: Item) -> None:
+        if isinstance(item, TransferEvent):
+            self.gate.release()
 
     def _finish(self, future: asyncio.Future[Outcome], outcome: Outcome | None, error: Exception | None = None) -> None:
         self._in_flight -= 1
@@ -343,6 +373,7 @@ class Pipeline:
             await asyncio.sleep(1.0)
             self._broker_ok = await self.publisher.probe()
             metrics.DEDUP_TRANSFERS.set(self.gate.size)
+            metrics.DEDUP_UNPERSISTED.set(self.gate.unpersisted)
             if self._broker_ok and not self._in_flight:
                 self._failing_since = None
             if (

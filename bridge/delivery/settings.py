@@ -34,6 +34,12 @@ class DedupSettings(_Section):
     )
     path: Path = Path("./.state/dedup.sqlite3")
     retention_days: float = Field(default=30.0, gt=0)
+    max_unpersisted: int = Field(
+        default=5_000,
+        ge=1,
+        description="states acknowledged by Kafka whose dedup mark is not yet written to the store (a full "
+        "disk); past it, new states wait (webhooks get 503) instead of being acknowledged",
+    )
     state_topic: str = "transfers.dedup-state.v1"
     transactional_id: str | None = Field(
         default=None,

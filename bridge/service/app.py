@@ -333,9 +333,21 @@ class BridgeApp:
                 pass
         drained = await self._close_pipeline(left())
         in_flight = self.pipeline.in_flight if self.pipeline else 0
+        store_failure = self.pipeline.store_failure if self.pipeline else None
         if fenced:
             log.error("fenced: another instance owns this transactional id; exiting", extra={"exit_code": int(ExitCode.FENCED)})
             return ExitCode.FENCED
+        if store_failure is not None:  # what failed is the disk under the dedup store, not Kafka
+            also = (
+                f"; also {in_flight} items not acknowledged by Kafka (none acknowledged upstream)" if not drained else ""
+            )
+            log.error(
+                "shutdown: dedup store %s%s; free space on its volume (or fix it) before restarting",
+                store_failure,
+                also,
+                extra={"exit_code": int(ExitCode.CONFIG), "in_flight": in_flight, "redact_names": False},
+            )
+            return ExitCode.CONFIG
         if not drained:
             log.error(
                 "shutdown deadline passed with %d items not acknowledged by Kafka; none was acknowledged "
