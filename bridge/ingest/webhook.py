@@ -24,6 +24,8 @@ What each request gets, in the order the checks run:
       ``max_body_bytes`` plus ``RECORD_OVERHEAD_BYTES`` must fit ``kafka.max_request_size``
       (checked when the receiver is built), so every accepted body fits one record whole; a
       dead letter that would still not fit is refused with 413 too, never cut or acknowledged
+408   the body did not arrive within the server's deadline (a ``TimeoutError`` from the read,
+      ``server.request_body_timeout_seconds`` in the service): the connection is closed
 401   ``authenticate`` refused the raw body (credential ``missing`` or ``invalid``). Such a body
       is **not** published and **not** dead-lettered: unauthenticated input is not the
       provider's and not ours to store — anyone can post it.
@@ -317,7 +319,13 @@ class WebhookSource(SourceBase, ABC, Generic[ConfigT]):
         limit = self.config.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             return Answer(413, "too_large", f"body larger than {limit} bytes", close=True)
-        body = await _read_capped(request, limit)
+        try:
+            body = await _read_capped(request, limit)
+        except TimeoutError:  # the server's body deadline (request_body_timeout_seconds)
+            self.log.info("%s webhook: body from %s not received in time; closing", self._label, request.remote)
+            return Answer(408, "body_timeout", "request body not received in time", close=True)
+        except ConnectionError:  # the sender went away mid-body: nobody to answer
+            return Answer(400, "incomplete", "request body incomplete", close=True)
         if body is None:
             return Answer(413, "too_large", f"body larger than {limit} bytes", close=True)
 

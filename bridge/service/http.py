@@ -9,10 +9,18 @@ webhook routes must be mounted before the webhook listener starts (aiohttp freez
 From ``begin_drain()`` on, webhook routes answer 503 (the provider keeps the delivery and retries)
 and ``/readyz`` answers 503 so the Service stops sending traffic; ``/healthz`` stays 200 until
 the process exits, so the kubelet does not kill a pod that is draining.
+
+Slow or too many clients (slowloris) cannot hold a listener: each connection must send a request's
+head within ``request_header_timeout_seconds`` of opening or of its previous answer (else it is
+closed; idle keep-alive connections close after it too), a body must arrive within
+``request_body_timeout_seconds`` of its head (else 408 and close), and past ``max_connections``
+open connections a listener answers a new one 503 and closes it. The limits are per listener, so
+a flood on the webhook port leaves the admin port answering probes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -20,6 +28,7 @@ from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 from prometheus_client import REGISTRY
 from prometheus_client.exposition import choose_encoder
 
@@ -45,6 +54,89 @@ def _json(payload: Any, status: int = 200) -> web.Response:
     )
 
 
+_BUSY_BODY = b'{"error":"too many connections, retry later"}'
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\nConnection: close\r\nRetry-After: 5\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
+)
+"""What a connection past ``max_connections`` gets, written before anything is read from it."""
+
+
+class BodyTimeout(TimeoutError):
+    """A request body did not arrive within ``request_body_timeout_seconds`` (read by a handler)."""
+
+
+class _Refused(asyncio.Protocol):
+    """A connection past the listener's cap: answered 503 at once and closed."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(_BUSY)
+        transport.close()
+
+
+class _Connection(RequestHandler):
+    """aiohttp's handler of one connection, counted against its listener's cap."""
+
+    def __init__(self, manager: web.Server, *, on_close: Callable[[], None], **options: Any):
+        super().__init__(manager, **options)
+        self._on_close: Callable[[], None] | None = on_close
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close()
+        super().connection_lost(exc)
+
+
+class _Listener(web.BaseSite):
+    """A TCP listener whose connections get ``_Connection`` handlers with the server's timeouts,
+    up to ``max_connections`` at a time (aiohttp's own ``TCPSite`` has neither)."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, settings: ServerSettings, role: str, access_log: logging.Logger | None):
+        super().__init__(runner)
+        self._host, self._port, self._role = host, port, role
+        self._settings = settings
+        self._access_log = access_log
+        self.open = 0
+        self._warned_at = 0.0
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._protocol, self._host, self._port, backlog=self._backlog)
+
+    def _protocol(self) -> asyncio.BaseProtocol:
+        """Called by the event loop for each accepted connection, before it is made: counting here
+        keeps the cap exact when a burst is accepted in one go."""
+        if self.open >= self._settings.max_connections:
+            now = time.monotonic()
+            if now - self._warned_at > 60:
+                self._warned_at = now
+                log.warning(
+                    "%s: %d connections open, server.max_connections reached; answering new ones 503",
+                    self._role, self.open, extra={"role": self._role},
+                )
+            return _Refused()
+        server = self._runner.server
+        assert server is not None
+        self.open += 1
+        return _Connection(
+            server,
+            on_close=self._closed,
+            loop=asyncio.get_running_loop(),
+            keepalive_timeout=self._settings.request_header_timeout_seconds,
+            access_log=self._access_log,
+        )
+
+    def _closed(self) -> None:
+        self.open -= 1
+
+
 class HttpServer:
     def __init__(
         self,
@@ -60,7 +152,9 @@ class HttpServer:
         self._shutdown_timeout = shutdown_timeout
         self._started = time.monotonic()
         self.draining = False
-        self.public = web.Application(middlewares=[self._drain_middleware], client_max_size=64 * 1024 * 1024)
+        self.public = web.Application(
+            middlewares=[self._drain_middleware, self._body_deadline], client_max_size=64 * 1024 * 1024
+        )
         admin_port = settings.admin_port
         self.separate_admin = admin_port is not None and (admin_port == 0 or admin_port != settings.port)
         self.admin = web.Application() if self.separate_admin else self.public
@@ -93,7 +187,7 @@ class HttpServer:
         access_log = logging.getLogger("aiohttp.access") if self.settings.access_log else None
         runner = web.AppRunner(app, access_log=access_log, shutdown_timeout=self._shutdown_timeout, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, self.settings.host, port)
+        site = _Listener(runner, self.settings.host, port, self.settings, role, access_log)
         try:
             await site.start()
         except OSError:
@@ -123,6 +217,27 @@ class HttpServer:
         if self.draining and request.path not in ADMIN_PATHS:
             return _json({"error": "shutting down, retry later"}, status=503)
         return await handler(request)
+
+    @web.middleware
+    async def _body_deadline(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """A body still arriving ``request_body_timeout_seconds`` after the head fails the handler's
+        read with ``BodyTimeout`` (a ``TimeoutError``): the webhook answers 408 and closes."""
+        body = request.content
+        if body.is_eof():
+            return await handler(request)
+        timeout = self.settings.request_body_timeout_seconds
+
+        def expire() -> None:
+            if not body.is_eof():
+                body.set_exception(BodyTimeout(f"request body not received within {timeout:g}s"))
+
+        timer = asyncio.get_running_loop().call_later(timeout, expire)
+        try:
+            return await handler(request)
+        finally:
+            timer.cancel()
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return _json({"status": "ok", "uptime_seconds": round(time.monotonic() - self._started, 3)})

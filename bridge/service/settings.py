@@ -77,6 +77,22 @@ class ServerSettings(_Section):
         default=9090, ge=0, le=65535, description="health and metrics; None = served on `port` too"
     )
     access_log: bool = Field(default=False, description="one log line per HTTP request")
+    request_header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="a connection must send each request's head within this after it opened or after the previous "
+        "answer, else it is closed; idle keep-alive connections close after it too (keep a proxy's upstream idle "
+        "timeout below it)",
+    )
+    request_body_timeout_seconds: float = Field(
+        default=30.0, gt=0, le=3600, description="a request's body must arrive within this after its head, else 408 and close"
+    )
+    max_connections: int = Field(
+        default=512,
+        ge=1,
+        description="open connections per listener (webhooks, admin); past it a new connection gets 503 and is closed",
+    )
 
 
 class SupervisorSettings(_Section):
