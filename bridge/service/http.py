@@ -16,6 +16,10 @@ closed; idle keep-alive connections close after it too), a body must arrive with
 ``request_body_timeout_seconds`` of its head (else 408 and close), and past ``max_connections``
 open connections a listener answers a new one 503 and closes it. The limits are per listener, so
 a flood on the webhook port leaves the admin port answering probes.
+
+What aiohttp answers by itself (a malformed request, a handler that crashed) is plain: the status
+line and its reason, nothing of the request echoed, logged in one line without it. No answer
+carries a ``Server`` header naming the software and its version.
 """
 
 from __future__ import annotations
@@ -24,11 +28,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Any, Protocol
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 from prometheus_client import REGISTRY
 from prometheus_client.exposition import choose_encoder
 
@@ -75,12 +81,53 @@ class _Refused(asyncio.Protocol):
         transport.close()
 
 
-class _Connection(RequestHandler):
-    """aiohttp's handler of one connection, counted against its listener's cap."""
+class _Plain(web.Response):
+    """An answer aiohttp would build itself, without the ``Server`` banner it adds to every one."""
 
-    def __init__(self, manager: web.Server, *, on_close: Callable[[], None], **options: Any):
+    async def _prepare_headers(self) -> None:
+        await super()._prepare_headers()
+        self.headers.popall(hdrs.SERVER, None)
+
+
+async def _no_banner(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: the application's answers do not name the server software either."""
+    response.headers.popall(hdrs.SERVER, None)
+
+
+class _Connection(RequestHandler):
+    """aiohttp's handler of one connection, counted against its listener's cap, answering what
+    it answers itself plainly."""
+
+    def __init__(self, manager: web.Server, *, role: str, on_close: Callable[[], None], **options: Any):
         super().__init__(manager, **options)
+        self._role = role
         self._on_close: Callable[[], None] | None = on_close
+
+    def handle_error(
+        self, request: BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
+        """A malformed request (400, 413, 431, …), a handler that raised (500) or timed out (504).
+
+        aiohttp's own answer quotes the offending request line or header back to the sender (and
+        logs it in a traceback): here only the status is answered, and logged with the error's
+        class, never its text — a header may carry a credential."""
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started; cannot answer the error")
+        if status >= 500:
+            log.error("%s: request from %s failed; answering %d", self._role, request.remote, status, exc_info=exc)
+        else:
+            log.info(
+                "%s: malformed request from %s answered %d (%s)",
+                self._role, request.remote, status, type(exc).__name__ if exc is not None else "unknown",
+                extra={"role": self._role},
+            )
+        try:
+            reason = HTTPStatus(status).phrase
+        except ValueError:
+            reason = "Error"
+        response = _Plain(status=status, text=f"{status} {reason}", content_type="text/plain")
+        response.force_close()
+        return response
 
     def connection_lost(self, exc: BaseException | None) -> None:
         on_close, self._on_close = self._on_close, None
@@ -127,6 +174,7 @@ class _Listener(web.BaseSite):
         self.open += 1
         return _Connection(
             server,
+            role=self._role,
             on_close=self._closed,
             loop=asyncio.get_running_loop(),
             keepalive_timeout=self._settings.request_header_timeout_seconds,
@@ -158,6 +206,8 @@ class HttpServer:
         admin_port = settings.admin_port
         self.separate_admin = admin_port is not None and (admin_port == 0 or admin_port != settings.port)
         self.admin = web.Application() if self.separate_admin else self.public
+        for app in {id(self.public): self.public, id(self.admin): self.admin}.values():
+            app.on_response_prepare.append(_no_banner)
         self.admin.router.add_get("/healthz", self._healthz)
         self.admin.router.add_get("/readyz", self._readyz)
         self.admin.router.add_get("/metrics", self._metrics)
