@@ -168,6 +168,23 @@ async def test_a_delivery_signed_with_a_wrong_secret_gets_401_and_is_neither_pub
     assert await kafka.sizes() == {"deposit": 0, "withdrawal": 0, "dead_letter": 0}
 
 
+# -- connections -------------------------------------------------------------------------------------
+
+
+@pytest.mark.requires("hangup")
+async def test_a_venue_that_hangs_up_right_after_every_open_is_retried_at_the_backoff_pace_never_in_a_tight_loop(
+    harness: ProviderHarness, bridge: Bridge
+) -> None:
+    """The backoff only resets after ``min_uptime``: against a venue that accepts and hangs up at
+    once, the delays keep doubling (jittered within [c/2, c], c = initial · 2ⁿ)."""
+    initial = 0.05
+    harness.hang_up_after_open()
+    async with bridge(harness.section(reconnect_initial=initial, reconnect_max=5.0, min_uptime=2.0, backfill_enabled=False)):
+        await eventually(lambda: len(harness.attempts()) >= 5, what="five connection attempts")
+    gaps = [later - earlier for earlier, later in pairwise(harness.attempts()[:5])]
+    assert all(0.9 * initial * 2**n / 2 <= gap <= initial * 2**n + 0.5 for n, gap in enumerate(gaps)), gaps
+
+
 # -- bad input and broken code -----------------------------------------------------------------------
 
 
