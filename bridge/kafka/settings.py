@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 __all__ = ["KafkaSettings", "SchemaRegistrySettings"]
 
@@ -39,6 +39,16 @@ class KafkaSettings(_Section):
     compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
     request_timeout_ms: int = Field(default=30_000, ge=1000)
     retry_backoff_ms: int = Field(default=200, ge=10)
+
+    @field_validator("sasl_username", "sasl_password")
+    @classmethod
+    def _not_empty(cls, value: str | SecretStr | None) -> str | SecretStr | None:
+        """An empty credential (``BRIDGE_KAFKA__SASL_PASSWORD=``) is a mistake, reported against where
+        it was set; it would otherwise pass the check below and fail only at the broker."""
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if text is not None and not text:
+            raise ValueError("must not be empty")
+        return value
 
     @model_validator(mode="after")
     def _sasl_credentials(self) -> KafkaSettings:

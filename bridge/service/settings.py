@@ -509,11 +509,19 @@ def _resolve_file_refs(data: Any, annotation: Any, loc: Loc, origins: dict[Loc, 
 
 
 def _origin_of(loc: Loc, origins: Mapping[Loc, str]) -> str | None:
+    """Where the value at ``loc`` came from: its own origin or its nearest ancestor's, and — for a
+    check across a section's fields — every source that set a part of it (a variable that switched
+    SASL on is as much the culprit as the file that opened the ``kafka`` section)."""
+    if not loc:
+        return None
+    found: list[str] = []
     for end in range(len(loc), 0, -1):
-        found = origins.get(loc[:end])
-        if found is not None:
-            return found
-    return None
+        origin = origins.get(loc[:end])
+        if origin is not None:
+            found.append(origin)
+            break
+    found.extend(origin for where, origin in origins.items() if len(where) > len(loc) and where[: len(loc)] == loc)
+    return "; ".join(dict.fromkeys(found)) or None
 
 
 def _describe(exc: ValidationError, origins: Mapping[Loc, str]) -> str:
