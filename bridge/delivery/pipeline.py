@@ -26,7 +26,14 @@ from enum import StrEnum
 from functools import cache, partial
 from typing import Any
 
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaError,
+    MessageSizeTooLargeError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    UnknownProducerId,
+)
 
 from bridge.contract.events import DeadLetter, Status, TransferEvent
 from bridge.contract.timeutil import to_epoch_ms
@@ -50,6 +57,11 @@ class Outcome(StrEnum):
 
 
 _DECISION_OUTCOME = {Decision.DUPLICATE: Outcome.DUPLICATE, Decision.STALE: Outcome.STALE}
+
+PRODUCER_LOST = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch, ProducerFenced)
+"""Errors after which an idempotent producer refuses everything it sends (its sequence or epoch no
+longer matches the broker's): retrying on it is futile, a new producer (a new id) is the fix. aiokafka
+reports ``InvalidProducerEpoch`` of a non-transactional producer as ``ProducerFenced``."""
 
 
 @cache
@@ -107,6 +119,9 @@ class Pipeline:
         drained = await self.drain(timeout=timeout)
         if self._watchdog is not None:
             self._watchdog.cancel()
+        if self._rebuilding is not None and not self._rebuilding.done():
+            self._rebuilding.cancel()
+            await asyncio.gather(self._rebuilding, return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
         await self.publisher.stop(timeout=max(1.0, deadline - time.monotonic()))
@@ -243,6 +258,9 @@ class Pipeline:
     ) -> None:
         backoff = 0.1
         while True:
+            if self._rebuilding is not None and not self._rebuilding.done():
+                await asyncio.wait({self._rebuilding})  # the producer is being replaced: send on the new one
+            generation = self.publisher.generation
             try:
                 ack = await self.publisher.send(record, state)
                 break
@@ -256,9 +274,11 @@ class Pipeline:
                 return
             except (KafkaError, RuntimeError, OSError) as exc:
                 self._note_failure(exc)
+                if isinstance(exc, PRODUCER_LOST):
+                    self._replace_producer(exc, generation)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-        ack.add_done_callback(partial(self._on_ack, item, future, record, state, time.perf_counter()))
+        ack.add_done_callback(partial(self._on_ack, item, future, record, state, time.perf_counter(), generation))
 
     def _on_ack(
         self,
@@ -267,6 +287,7 @@ class Pipeline:
         record: Record,
         state: Record | None,
         sent_at: float,
+        generation: int,
         ack: asyncio.Future[Any],
     ) -> None:
         error = ack.exception() if not ack.cancelled() else asyncio.CancelledError()
@@ -280,6 +301,8 @@ class Pipeline:
                 self._finish(future, None, error)
                 return
             self._note_failure(error)
+            if isinstance(error, PRODUCER_LOST):
+                self._replace_producer(error, generation)
             self._spawn(self._retry(item, future, record, state))
             return
         now = time.perf_counter()
@@ -367,6 +390,39 @@ class Pipeline:
             log.warning("kafka produce failing (%s); holding events and retrying", error.__class__.__name__)
         metrics.PRODUCE_RETRIES.labels(error.__class__.__name__).inc()
 
+    def _replace_producer(self, error: BaseException, generation: int) -> None:
+        """The producer lost its idempotent session: replace it now, not after the watchdog's wait.
+
+        Only once per producer: the errors its other records still bring (``generation`` older than
+        the publisher's) are retried on the new one. The transactional publisher replaces its
+        producer after every failed transaction by itself."""
+        if self.publisher.transactional or self._closing or generation != self.publisher.generation:
+            return
+        if self._rebuilding is not None and not self._rebuilding.done():
+            return
+        log.warning(
+            "Kafka producer lost its idempotent session (%s); replacing it", error.__class__.__name__,
+            extra={"error": error.__class__.__name__},
+        )
+        self._rebuilding = asyncio.get_running_loop().create_task(self._rebuild(), name="producer-rebuild")
+
+    async def _rebuild(self) -> None:
+        """Replace the producer, retrying while the broker cannot take a new one yet."""
+        delay = 0.2
+        while not self._closing:
+            try:
+                await self.publisher.rebuild()
+            except (KafkaError, OSError) as exc:
+                if delay == 0.2:
+                    log.warning("producer rebuild failed (%s); retrying", exc.__class__.__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            metrics.PRODUCER_REBUILDS.inc()
+            if self._failing_since is not None:
+                self._failing_since = time.monotonic()  # the watchdog's patience starts over
+            return
+
     async def _watch(self) -> None:
         """Probe the broker for readiness; rebuild a producer that stopped making progress."""
         while True:
@@ -383,10 +439,7 @@ class Pipeline:
                 and time.monotonic() - max(self._failing_since, self._last_progress) > self._stuck_after
             ):
                 # Broker answers metadata but our sends still fail: the producer may be wedged.
+                if self._rebuilding is not None and not self._rebuilding.done():
+                    continue
                 log.warning("producer made no progress for %.0fs with the broker up; rebuilding", self._stuck_after)
-                metrics.PRODUCER_REBUILDS.inc()
-                try:
-                    await self.publisher.rebuild()
-                    self._failing_since = time.monotonic()
-                except (KafkaError, OSError) as exc:
-                    log.warning("producer rebuild failed: %s", exc.__class__.__name__)
+                self._rebuilding = asyncio.get_running_loop().create_task(self._rebuild(), name="producer-rebuild")

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from bridge.contract.events import DeadLetter, Direction, TransferEvent, encode_event
 from bridge.contract.schema import schema_text
@@ -73,6 +73,12 @@ async def stop_producer(producer: AIOKafkaProducer, *, timeout: float) -> bool:
         if not done:
             stopping.cancel()
             return False
+    if not flushed:
+        # A cancelled sender fails nothing it held: fail those records now, so whoever waits on
+        # them (the pipeline, to send them again) is not left waiting forever.
+        accumulator = getattr(producer, "_message_accumulator", None)
+        if accumulator is not None:
+            accumulator.fail_all(KafkaConnectionError("producer closed before the broker acknowledged"))
     try:
         stopping.result()
     except (KafkaError, OSError, asyncio.CancelledError) as exc:
@@ -99,6 +105,10 @@ class Publisher:
         self.schema_ids: dict[str, int] = {}
         self._wire_prefix: dict[Direction, bytes] | None = None  # None: plain JSON values
         self._producer: AIOKafkaProducer | None = None
+        self.generation = 0
+        """Counts producers replaced by ``rebuild``: tells an error of the current producer from a late
+        one of its predecessor."""
+        self._retiring: set[asyncio.Task[bool]] = set()
         self._topic_by_direction = {Direction.DEPOSIT: topics.deposit, Direction.WITHDRAWAL: topics.withdrawal}
 
     # -- records -------------------------------------------------------------------------------
@@ -242,13 +252,24 @@ class Publisher:
             return False
 
     async def rebuild(self) -> None:
-        """Replace a producer that stopped making progress (stuck idempotent state after an outage)."""
-        old, self._producer = self._producer, None
-        if old is not None:
-            await stop_producer(old, timeout=10.0)
+        """Replace the producer: one that lost its idempotent sequence (``OutOfOrderSequenceNumber``
+        after a broker outage) or stopped making progress.
+
+        The new producer is started first (``KafkaError``/``OSError`` if the broker is still away:
+        the old one stays), then takes over; the old one is stopped in the background and whatever
+        it still held fails, so the pipeline sends it again on the new one."""
         producer = self._new_producer()
-        await producer.start()
-        self._producer = producer
+        try:
+            await producer.start()
+        except BaseException:
+            await stop_producer(producer, timeout=2.0)
+            raise
+        old, self._producer = self._producer, producer
+        self.generation += 1
+        if old is not None:
+            retiring = asyncio.ensure_future(stop_producer(old, timeout=5.0))
+            self._retiring.add(retiring)
+            retiring.add_done_callback(self._retiring.discard)
 
     async def flush(self) -> None:
         if self._producer is not None:
@@ -259,3 +280,5 @@ class Publisher:
         if self._producer is not None:
             producer, self._producer = self._producer, None
             await stop_producer(producer, timeout=timeout)
+        if self._retiring:
+            await asyncio.wait(set(self._retiring), timeout=6.0)

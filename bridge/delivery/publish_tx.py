@@ -16,7 +16,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, ProducerFenced
 
-from bridge.delivery.publish import Publisher, Record
+from bridge.delivery.publish import Publisher, Record, stop_producer
 from bridge.delivery.settings import TopicSettings
 from bridge.kafka.client import kafka_client_options
 from bridge.kafka.settings import KafkaSettings, SchemaRegistrySettings
@@ -115,6 +115,21 @@ class TransactionalPublisher(Publisher):
             for result in results:
                 if isinstance(result, BaseException):
                     raise result
+
+    async def rebuild(self) -> None:
+        """Stop, then start: with the same transactional id the new producer fences the old one, so
+        they must not overlap."""
+        old, self._producer = self._producer, None
+        if old is not None:
+            await stop_producer(old, timeout=10.0)
+        producer = self._new_producer()
+        try:
+            await producer.start()
+        except BaseException:
+            await stop_producer(producer, timeout=2.0)
+            raise
+        self._producer = producer
+        self.generation += 1
 
     async def _recover(self) -> None:
         """A failed transaction may leave the producer mid-transaction: start a fresh one
