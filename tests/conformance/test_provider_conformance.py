@@ -267,10 +267,10 @@ async def test_no_secret_appears_in_any_log_line_at_debug(
             await harness.ready(service.app)
             assert await harness.post_state(harness.create(1)[0]) == 401
         reprs = [repr(source) for source in service.app.sources]
-    async with bridge(harness.section(**stream_settings(harness, backfill_interval=0.3))) as service:
+    async with bridge(harness.section(**stream_settings(harness, backfill_interval=0.5))) as service:
         await harness.ready(service.app)
         await harness.send_not_json()
-        await harness.run_lifecycles(harness.create(4), faults=True)
+        await harness.run_lifecycles(harness.create(3), faults=True)
         await kafka.wait_for(events=state_count(harness.truth()), dead_letters=1)
         reprs += [repr(source) for source in service.app.sources]
         assert await service.stop() == ExitCode.OK
