@@ -99,22 +99,47 @@ def dumps(value: Any) -> bytes:
         return orjson.dumps(value, default=_default)
     except TypeError:
         # Rare slow path for what orjson refuses: integers beyond 64 bits (a provider may send any
-        # digits) and lone surrogates (legal as JSON escapes, not encodable as UTF-8).
-        return orjson.dumps(_sanitize(value), default=_default)
+        # digits), lone surrogates (legal as JSON escapes, not encodable as UTF-8), and nesting
+        # deeper than orjson writes (255 levels; ``loads_exact`` reads up to 999). Iterative, so
+        # depth costs no Python stack.
+        return _dumps_slow(value)
 
 
-def _sanitize(value: Any) -> Any:
+def _scalar(value: Any) -> bytes:
     if isinstance(value, bool):
-        return value
+        return b"true" if value else b"false"
     if isinstance(value, int) and not -(2**63) <= value < 2**64:
-        return orjson.Fragment(str(value).encode())
+        return str(value).encode()
     if isinstance(value, str):
-        return value.encode("utf-8", "backslashreplace").decode("utf-8")
-    if isinstance(value, dict):
-        return {_sanitize(k): _sanitize(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_sanitize(v) for v in value]
-    return value
+        value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return orjson.dumps(value, default=_default)
+
+
+def _dumps_slow(value: Any) -> bytes:
+    out: list[bytes] = []
+    stack: list[Any] = [value]  # values to write, or bytes already written out (separators, closers)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, bytes):
+            out.append(node)
+        elif isinstance(node, dict):
+            out.append(b"{")
+            stack.append(b"}")
+            pairs = list(node.items())
+            for index in range(len(pairs) - 1, -1, -1):
+                key, child = pairs[index]
+                stack.append(child)
+                stack.append((b"," if index else b"") + _scalar(str(key)) + b":")
+        elif isinstance(node, (list, tuple)):
+            out.append(b"[")
+            stack.append(b"]")
+            for index in range(len(node) - 1, -1, -1):
+                stack.append(node[index])
+                if index:
+                    stack.append(b",")
+        else:
+            out.append(_scalar(node))
+    return b"".join(out)
 
 
 _AMOUNT_CEILING = 10**MAX_AMOUNT_DIGITS

@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -28,24 +27,6 @@ from tests.fuzz.report import fuzz_settings, outcome, tried
 from tests.fuzz.strategies import Deep, mutated, to_json, wire_bytes
 
 EXAMPLES = 100
-
-ENCODER_DEPTH = 255
-"""orjson writes at most this many levels. Deeper items go through ``bridge.contract.jsonutil.dumps``'s
-recursive fallback, which overflows Python's stack at about 500 levels (a known bridge bug, pinned
-by ``test_an_item_nested_deeper_than_the_encoder_writes_is_a_dead_letter_not_a_recursion_error``);
-until it is fixed, such inputs are counted, not parsed, here."""
-
-
-def nesting(value: Any) -> int:
-    """Levels of containers in a decoded JSON value (a scalar is 0)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, (dict, list)):
-            deepest = max(deepest, depth)
-            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
-    return deepest
-
 
 def feed(entry: ParserEntry, data: bytes) -> None:
     """``data`` read by each of the transport's readers (a payload they refuse is dead-lettered by
@@ -57,9 +38,6 @@ def feed(entry: ParserEntry, data: bytes) -> None:
             continue
         if entry.objects_only and not isinstance(value, dict):
             continue  # the transport dead-letters a frame that is not an object
-        if nesting(value) > ENCODER_DEPTH:
-            outcome(entry.name, "deeper_than_the_encoder")
-            continue
         tried(entry.name)
         try:
             results = entry.parse(value)
@@ -101,16 +79,9 @@ def test_a_parser_reads_each_of_its_seed_messages_into_events(parser_entry: Pars
         assert events >= 1 and letters == 0, sample
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    strict=True,
-    reason="bridge bug: parse_items' dead letter encodes the item with jsonutil.dumps, whose fallback for what orjson "
-    "refuses (>255 levels) recurses in Python and raises RecursionError from ~500 levels (loads_exact accepts 999)",
-)
 def test_an_item_nested_deeper_than_the_encoder_writes_is_a_dead_letter_not_a_recursion_error() -> None:
     """One field 600 levels deep inside an otherwise valid item, read exactly as the transports
-    read it: the parser must dead-letter the item (or refuse the message), never raise anything else.
-    When this passes, drop the ``xfail`` and the ``ENCODER_DEPTH`` carve-out above."""
+    read it: the parser must dead-letter the item (or refuse the message), never raise anything else."""
     raised: list[str] = []
     for name in harness_names():
         for entry in harness_for(name).parsers():
