@@ -30,10 +30,8 @@ import time
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
-from typing import ClassVar, Protocol
+from typing import ClassVar
 
 import aiohttp
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
@@ -41,10 +39,11 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from bridge.contract.events import DeadLetter, Provider, TransferEvent, Via
 from bridge.contract.parsing import ParseError, ParseResult
 from bridge.contract.timeutil import format_utc_ms
-from bridge.delivery.pipeline import Outcome, Pipeline
+from bridge.delivery.pipeline import Pipeline
 from bridge.ingest.backfill import BackfillCoordinator, Held, Page, Window
 from bridge.ingest.backoff import Backoff
-from bridge.ingest.frames import Frame, utc_now
+from bridge.ingest.frames import Failure, Frame, HandshakeError, KeepaliveTimeout, StreamConnection, utc_now
+from bridge.ingest.intake import Intake
 from bridge.ingest.rest import RestClient, TransientError
 from bridge.ingest.settings import StreamSettings
 from bridge.ingest.source import ConfigurationError, SourceBase
@@ -64,33 +63,6 @@ log = logging.getLogger(__name__)
 
 _TRIGGER_PRIORITY = ("gap", "reconnect", "manual")
 """One label per pass for the metric, however many reasons asked for it."""
-
-
-class HandshakeError(ConnectionError):
-    """A transient refusal or loss while opening (too frequent, internal error): retry with backoff."""
-
-
-class KeepaliveTimeout(ConnectionError):
-    """The provider's keepalive went unanswered: the connection is dead even if TCP does not know."""
-
-
-class StreamConnection(Protocol):
-    """An open, logged-in, subscribed connection as a provider's transport returns it."""
-
-    def frames(self) -> AsyncIterator[Frame]:
-        """Data frames until the connection ends (by raising; returning means "stream ended")."""
-        ...
-
-    async def close(self) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Failure:
-    """Why a connection attempt or a connection ended: ``reason`` labels the metric."""
-
-    reason: str
-    message: str
-    config: bool = False
 
 
 class StreamSource(SourceBase, ABC):
@@ -132,10 +104,10 @@ class StreamSource(SourceBase, ABC):
         self._coordinator = coordinator or BackfillCoordinator()
         self._trigger: asyncio.Event | None = None
         self._reasons: set[str] = set()
-        self._pending: set[asyncio.Future[Outcome]] = set()
         self._labels = (self.provider.value, account)
         self.log = logging.getLogger(type(self).__module__)
         """The provider's logger: operators filter by it."""
+        self._intake = Intake(pipeline, self.stats, self.log, self._who)
 
     # -- provider hooks ------------------------------------------------------------------------
 
@@ -407,20 +379,7 @@ class StreamSource(SourceBase, ABC):
                 self.window.note(item)
             self.health.mark_event()
             metrics.LAST_EVENT_TIMESTAMP.labels(*self._labels).set(time.time())
-        future = await self.pipeline.offer(item)
-        self._pending.add(future)
-        future.add_done_callback(partial(self._on_outcome, via))
-
-    def _on_outcome(self, via: Via, future: asyncio.Future[Outcome]) -> None:
-        self._pending.discard(future)
-        if future.cancelled():
-            return
-        error = future.exception()
-        if error is not None:
-            self.stats["failed"] += 1
-            self.log.error("%s: item not delivered: %s", self._who, error.__class__.__name__)
-            return
-        self.stats[f"{via.value}.{future.result().value}"] += 1
+        await self._intake.offer(item, via)
 
     # -- backfill ------------------------------------------------------------------------------
 
@@ -516,15 +475,11 @@ class StreamSource(SourceBase, ABC):
     @property
     def busy(self) -> bool:
         """Items offered and not yet decided, or live items held by a running pass."""
-        return bool(self._pending) or (self._held is not None and bool(self._held.items))
+        return bool(self._intake.pending) or (self._held is not None and bool(self._held.items))
 
     async def settle(self, timeout: float = 10.0) -> bool:
         """Wait until every offered item has its outcome (for shutdown and tests)."""
-        pending = list(self._pending)
-        if not pending:
-            return True
-        done, _ = await asyncio.wait(pending, timeout=timeout)
-        return len(done) == len(pending)
+        return await self._intake.settle(timeout)
 
     async def drain(self, timeout: float) -> bool:
         return await self.settle(timeout)
