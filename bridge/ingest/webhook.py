@@ -53,11 +53,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import ipaddress
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -67,18 +66,17 @@ from aiohttp import web
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from bridge.contract.events import DeadLetter, Provider, TransferEvent
-from bridge.contract.parsing import ParseError
 from bridge.contract.timeutil import format_utc_ms
 from bridge.delivery.pipeline import Outcome, Pipeline
 from bridge.delivery.publish import Record
-from bridge.ingest.settings import IPNetwork, WebhookSettings
+from bridge.ingest.requests import RecentDigests, client_address, describe_error, header_text, read_capped
+from bridge.ingest.settings import WebhookSettings
 from bridge.ingest.source import SourceBase
 from bridge.observability import metrics
 
 __all__ = ["WebhookSource", "Answer", "Ignore", "Letterhead", "Quarantine", "Publish", "Interpretation", "describe_error"]
 
 ConfigT = TypeVar("ConfigT", bound=WebhookSettings)
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _OUTCOME_RESULT = {
     Outcome.PUBLISHED: "published",
@@ -87,8 +85,6 @@ _OUTCOME_RESULT = {
     Outcome.DEAD_LETTERED: "dead_lettered",
 }
 _EVENT_RESULTS = ("published", "duplicate", "stale")
-_CHUNK = 65_536
-_MAX_HEADER_TEXT = 256
 _MAX_REASON = 2000
 
 
@@ -148,26 +144,6 @@ class Answer:
     close: bool = False
 
 
-class _RecentDigests:
-    """Bounded memory of bodies already dead-lettered, with the status they were answered."""
-
-    def __init__(self, limit: int):
-        self._limit = limit
-        self._items: OrderedDict[bytes, Answer] = OrderedDict()
-
-    def get(self, digest: bytes) -> Answer | None:
-        answer = self._items.get(digest)
-        if answer is not None:
-            self._items.move_to_end(digest)
-        return answer
-
-    def add(self, digest: bytes, answer: Answer) -> None:
-        self._items[digest] = answer
-        self._items.move_to_end(digest)
-        while len(self._items) > self._limit:
-            self._items.popitem(last=False)
-
-
 # -- the engine --------------------------------------------------------------------------------------
 
 
@@ -204,7 +180,7 @@ class WebhookSource(SourceBase, ABC, Generic[ConfigT]):
         self._pending: set[asyncio.Task[Outcome]] = set()
         self._serving = False
         self._accepting = True
-        self._dead_lettered = _RecentDigests(dead_letter_memory)
+        self._dead_lettered: RecentDigests[Answer] = RecentDigests(dead_letter_memory)
         self._max_record = pipeline.publisher.kafka.max_request_size
 
     # -- provider hooks ------------------------------------------------------------------------
@@ -320,7 +296,7 @@ class WebhookSource(SourceBase, ABC, Generic[ConfigT]):
         if request.content_length is not None and request.content_length > limit:
             return Answer(413, "too_large", f"body larger than {limit} bytes", close=True)
         try:
-            body = await _read_capped(request, limit)
+            body = await read_capped(request, limit)
         except TimeoutError:  # the server's body deadline (request_body_timeout_seconds)
             self.log.info("%s webhook: body from %s not received in time; closing", self._label, request.remote)
             return Answer(408, "body_timeout", "request body not received in time", close=True)
@@ -386,21 +362,21 @@ class WebhookSource(SourceBase, ABC, Generic[ConfigT]):
     # -- helpers -------------------------------------------------------------------------------
 
     def _allowed(self, request: web.Request) -> bool:
-        address = _client_address(request, self.config.trusted_proxies)
+        address = client_address(request, self.config.trusted_proxies)
         return address is not None and any(address in network for network in self.config.allowed_ips)
 
     def _letter(self, body: bytes, reason: str, to: Letterhead, received_at: str, request: web.Request) -> DeadLetter:
-        headers = {"content_type": _header_text(request.headers.get("Content-Type")) or ""}
-        request_id = _header_text(to.request_id)
+        headers = {"content_type": header_text(request.headers.get("Content-Type")) or ""}
+        request_id = header_text(to.request_id)
         if request_id:
             headers["request_id"] = request_id
         return DeadLetter(
             provider=self.provider,
-            channel=_header_text(to.channel) or self.dlq_channel,
+            channel=header_text(to.channel) or self.dlq_channel,
             reason=reason[:_MAX_REASON],
             raw=body,
             received_at=received_at,
-            account_id=_header_text(to.account_id),
+            account_id=header_text(to.account_id),
             headers=headers,
         )
 
@@ -466,63 +442,7 @@ class WebhookSource(SourceBase, ABC, Generic[ConfigT]):
             task.exception()  # retrieved here; the request (if still waiting) got its answer already
 
 
-async def _read_capped(request: web.Request, limit: int) -> bytes | None:
-    """The raw body, or None as soon as it grows past ``limit`` (chunked bodies have no length)."""
-    body = bytearray()
-    async for chunk in request.content.iter_chunked(_CHUNK):
-        body += chunk
-        if len(body) > limit:
-            return None
-    return bytes(body)
-
-
 def _record_size(record: Record) -> int:
     """The size the Kafka producer checks against ``max_request_size`` (its own estimate)."""
     size: int = DefaultRecordBatchBuilder.estimate_size_in_bytes(record.key, record.value, record.headers)
     return size
-
-
-def _client_address(request: web.Request, trusted_proxies: list[IPNetwork]) -> IPAddress | None:
-    """The peer, or — when the peer is a trusted proxy — the nearest untrusted X-Forwarded-For hop."""
-    address = _ip(request.remote)
-    if address is None or not trusted_proxies:
-        return address
-    hops = [hop for header in request.headers.getall("X-Forwarded-For", []) for hop in header.split(",")]
-    for hop in reversed(hops):
-        if not any(address in network for network in trusted_proxies):
-            return address
-        address = _ip(hop.strip())
-        if address is None:
-            return None
-    return address
-
-
-def _ip(text: str | None) -> IPAddress | None:
-    """An address as the allowlist compares it (IPv4-mapped IPv6 as IPv4); None if unreadable."""
-    if not text:
-        return None
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
-def describe_error(exc: Exception) -> str:
-    """A dead letter's reason: one line that names what failed, never a traceback."""
-    errors = getattr(exc, "errors", None)
-    if callable(errors):  # pydantic ValidationError: name the fields, keep it one line
-        parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors()[:5]]
-        return "contract validation failed: " + "; ".join(parts)
-    if isinstance(exc, ParseError):
-        return str(exc)
-    return f"{exc.__class__.__name__}: {exc}"
-
-
-def _header_text(value: str | None) -> str | None:
-    """A sender-chosen string fit for a Kafka header: valid UTF-8, bounded."""
-    if not value:
-        return None
-    return value[:_MAX_HEADER_TEXT].encode("utf-8", "replace").decode("utf-8")
