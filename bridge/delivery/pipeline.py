@@ -6,7 +6,8 @@ Guarantees kept here:
   previous one's ack (a short per-key queue), so a retry after a failed produce can never let a
   later state overtake an earlier one, and "stale after final" is decided on acked truth.
 * **Marked only after ack.** The gate records a state once Kafka acknowledged it.
-* **Never dropped, bounded.** A failed produce is retried with capped backoff until it succeeds;
+* **Never dropped, bounded.** A failed produce is retried until it succeeds, each record backing
+  off on its own (doubling, jittered, capped at ``RETRY_MAX``) and all of them woken by the first ack;
   at most ``max_in_flight`` items are accepted and not yet acked — past that, ``offer`` waits,
   which slows the source down (backpressure) instead of growing memory.
 * **Nothing acknowledged that could be forgotten.** While the dedup store cannot write (a full
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -57,6 +59,9 @@ class Outcome(StrEnum):
 
 
 _DECISION_OUTCOME = {Decision.DUPLICATE: Outcome.DUPLICATE, Decision.STALE: Outcome.STALE}
+
+RETRY_MAX = 10.0
+"""Longest pause between two attempts at one record (doubling from 0.1 s / 0.5 s, with jitter)."""
 
 PRODUCER_LOST = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch, ProducerFenced)
 """Errors after which an idempotent producer refuses everything it sends (its sequence or epoch no
@@ -97,6 +102,8 @@ class Pipeline:
         self._watchdog: asyncio.Task[None] | None = None
         self._rebuilding: asyncio.Task[None] | None = None
         self._closing = False
+        self._progress = asyncio.Event()  # set (and replaced) on an ack while retries are pausing
+        self._pausing = 0
         self.fenced = False
         self.store_failure: str | None = None
         """Set by ``close`` when the dedup store could not persist every acknowledged state."""
@@ -254,9 +261,9 @@ class Pipeline:
             raise
 
     async def _send(
-        self, item: Item, future: asyncio.Future[Outcome], record: Record, state: Record | None = None
+        self, item: Item, future: asyncio.Future[Outcome], record: Record, state: Record | None = None, attempt: int = 0
     ) -> None:
-        backoff = 0.1
+        backoff = min(0.1 * 2**attempt, RETRY_MAX)
         while True:
             if self._rebuilding is not None and not self._rebuilding.done():
                 await asyncio.wait({self._rebuilding})  # the producer is being replaced: send on the new one
@@ -276,9 +283,9 @@ class Pipeline:
                 self._note_failure(exc)
                 if isinstance(exc, PRODUCER_LOST):
                     self._replace_producer(exc, generation)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-        ack.add_done_callback(partial(self._on_ack, item, future, record, state, time.perf_counter(), generation))
+                await self._pause(backoff)
+                backoff = min(backoff * 2, RETRY_MAX)
+        ack.add_done_callback(partial(self._on_ack, item, future, record, state, time.perf_counter(), generation, attempt))
 
     def _on_ack(
         self,
@@ -288,6 +295,7 @@ class Pipeline:
         state: Record | None,
         sent_at: float,
         generation: int,
+        attempt: int,
         ack: asyncio.Future[Any],
     ) -> None:
         error = ack.exception() if not ack.cancelled() else asyncio.CancelledError()
@@ -303,11 +311,13 @@ class Pipeline:
             self._note_failure(error)
             if isinstance(error, PRODUCER_LOST):
                 self._replace_producer(error, generation)
-            self._spawn(self._retry(item, future, record, state))
+            self._spawn(self._retry(item, future, record, state, attempt + 1))
             return
         now = time.perf_counter()
         self._last_progress = time.monotonic()
         self._failing_since = None
+        if self._pausing:
+            self._wake_retries()
         metrics.PRODUCE_LATENCY.observe(now - sent_at)
         if isinstance(item, DeadLetter):
             metrics.EVENTS_DEAD_LETTERED.labels(item.provider.value, item.channel).inc()
@@ -323,13 +333,29 @@ class Pipeline:
         self._advance(item.key)
 
     async def _retry(
-        self, item: Item, future: asyncio.Future[Outcome], record: Record, state: Record | None
+        self, item: Item, future: asyncio.Future[Outcome], record: Record, state: Record | None, attempt: int
     ) -> None:
-        await asyncio.sleep(0.5)
+        await self._pause(min(0.5 * 2 ** (attempt - 1), RETRY_MAX))
         if isinstance(item, TransferEvent) and self.state_records is not None:
             # Recompute: the state must describe what Kafka has after *this* transaction.
             state = self.state_records(item, *self.gate.state_after(item))
-        await self._send(item, future, record, state)
+        await self._send(item, future, record, state, attempt)
+
+    async def _pause(self, delay: float) -> None:
+        """Back off before a retry: ``delay`` with jitter (retries of thousands of held items do not
+        fire together), cut short as soon as Kafka acknowledges anything or the producer was replaced
+        (backoffs grown during a long outage do not delay the recovery)."""
+        self._pausing += 1
+        try:
+            await asyncio.wait_for(self._progress.wait(), delay * random.uniform(0.5, 1.0))
+        except TimeoutError:
+            pass
+        finally:
+            self._pausing -= 1
+
+    def _wake_retries(self) -> None:
+        self._progress.set()
+        self._progress = asyncio.Event()
 
     def _reject_oversized(self, item: Item, future: asyncio.Future[Outcome], error: Exception) -> None:
         """Too large for the topic: an event goes to the DLQ instead; a dead letter fails loudly."""
@@ -419,6 +445,7 @@ class Pipeline:
                 delay = min(delay * 2, 5.0)
                 continue
             metrics.PRODUCER_REBUILDS.inc()
+            self._wake_retries()
             if self._failing_since is not None:
                 self._failing_since = time.monotonic()  # the watchdog's patience starts over
             return

@@ -19,7 +19,7 @@ from bridge.contract.events import DeadLetter, Direction, TransferEvent, encode_
 from bridge.contract.schema import schema_text
 from bridge.delivery.settings import TopicSettings
 from bridge.kafka import wire
-from bridge.kafka.client import kafka_client_options
+from bridge.kafka.client import kafka_client_options, pace_metadata_updates
 from bridge.kafka.registry import resolve_schema_ids
 from bridge.kafka.settings import KafkaSettings, SchemaRegistrySettings
 
@@ -163,7 +163,9 @@ class Publisher:
         }
 
     def _new_producer(self) -> AIOKafkaProducer:
-        return AIOKafkaProducer(**self.producer_options())
+        producer = AIOKafkaProducer(**self.producer_options())
+        pace_metadata_updates(producer.client, initial=self.kafka.retry_backoff_ms / 1000)
+        return producer
 
     async def start(self, *, timeout: float = 60.0) -> None:
         """Connect and create missing topics; retries until ``timeout`` so a slow broker is no crash."""

@@ -18,7 +18,7 @@ from aiokafka.errors import KafkaError, ProducerFenced
 
 from bridge.delivery.publish import Publisher, Record, stop_producer
 from bridge.delivery.settings import TopicSettings
-from bridge.kafka.client import kafka_client_options
+from bridge.kafka.client import kafka_client_options, pace_metadata_updates
 from bridge.kafka.settings import KafkaSettings, SchemaRegistrySettings
 
 __all__ = ["TransactionalPublisher", "FencedError"]
@@ -53,7 +53,7 @@ class TransactionalPublisher(Publisher):
         self.fenced = False
 
     def _new_producer(self) -> AIOKafkaProducer:
-        return AIOKafkaProducer(
+        producer = AIOKafkaProducer(
             **kafka_client_options(self.kafka),
             acks="all",
             enable_idempotence=True,
@@ -63,6 +63,8 @@ class TransactionalPublisher(Publisher):
             max_request_size=self.kafka.max_request_size,
             compression_type=self.kafka.compression_type,
         )
+        pace_metadata_updates(producer.client, initial=self.kafka.retry_backoff_ms / 1000)
+        return producer
 
     async def start(self, *, timeout: float = 60.0) -> None:
         await super().start(timeout=timeout)

@@ -20,6 +20,7 @@ import logging
 import re
 import sys
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -29,7 +30,10 @@ from typing import Any, Literal, TextIO
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from bridge.observability import metrics
+
 __all__ = [
+    "RepeatLimiter",
     "LogSettings",
     "LogLevel",
     "MASK",
@@ -189,6 +193,100 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+def _kind(template: str) -> str:
+    text = template.lower()
+    if "metadata" in text:
+        return "metadata"
+    if "connect" in text:
+        return "connection"
+    if "produce" in text or "batch" in text:
+        return "produce"
+    return "other"
+
+
+_KIND_PHRASE = {"connection": "connection errors", "metadata": "metadata errors", "produce": "produce errors", "other": "repeats"}
+
+
+class RepeatLimiter(logging.Filter):
+    """Rate-limits what a chatty library logs again and again (aiokafka: two ERROR lines per
+    connection attempt, thousands a second while a broker is away).
+
+    Per logger, level and message template, the first record of each ``window`` passes; the rest
+    are counted, left out, and summed up in one line when the window ends, e.g.
+    ``aiokafka: 6,512 more connection errors in the last 10 s (suppressed; last: Unable connect to
+    node with id 1: …)``. Every record, shown or not, counts in ``bridge_kafka_client_errors_total``.
+    Records of other loggers pass untouched.
+    """
+
+    def __init__(self, prefixes: tuple[str, ...] = ("aiokafka",), *, window: float = 10.0, count_metric: bool = True):
+        super().__init__()
+        self.prefixes = prefixes
+        self.window = window
+        self.count_metric = count_metric
+        self._lock = threading.Lock()
+        # key -> [window start, suppressed, last suppressed message, timer]
+        self._windows: dict[tuple[str, int, str], list[Any]] = {}
+
+    def _limited(self, name: str) -> bool:
+        return any(name == prefix or name.startswith(prefix + ".") for prefix in self.prefixes)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING or getattr(record, "rate_limited", False) or not self._limited(record.name):
+            return True
+        template = str(record.msg)
+        kind = _kind(template)
+        if self.count_metric:
+            metrics.KAFKA_CLIENT_ERRORS.labels(kind).inc()
+        key = (record.name, record.levelno, template)
+        now = time.monotonic()
+        with self._lock:
+            state = self._windows.get(key)
+            if state is None or now - state[0] >= self.window:
+                if state is not None:
+                    self._close(key, state)
+                self._windows[key] = [now, 0, None, None]
+                return True
+            state[1] += 1
+            try:
+                state[2] = record.getMessage()
+            except Exception:
+                state[2] = template
+            if state[3] is None:  # say it when the window ends, even if nothing follows
+                timer = threading.Timer(max(0.0, state[0] + self.window - now), self._flush, (key,))
+                timer.daemon = True
+                state[3] = timer
+                timer.start()
+            return False
+
+    def _flush(self, key: tuple[str, int, str]) -> None:
+        with self._lock:
+            state = self._windows.pop(key, None)
+            if state is None:
+                return
+            state[3] = None
+            self._close(key, state)
+
+    def _close(self, key: tuple[str, int, str], state: list[Any]) -> None:
+        """Log the window's summary (called with the lock held; the record passes this filter)."""
+        timer = state[3]
+        if timer is not None:
+            timer.cancel()
+        suppressed = state[1]
+        if not suppressed:
+            return
+        name, level, template = key
+        logging.getLogger(name).log(
+            level,
+            "%s: %s more %s in the last %.0f s (suppressed; last: %s)",
+            name.split(".")[0],
+            f"{suppressed:,}",
+            _KIND_PHRASE[_kind(template)],
+            self.window,
+            state[2],
+            extra={"rate_limited": True, "suppressed": suppressed},
+        )
+
+
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
     fields = dict(_context.get())
     for name, value in vars(record).items():
@@ -247,6 +345,7 @@ def configure_logging(
 ) -> logging.Handler:
     """Route every logger to one redacting handler on ``stream`` (stderr by default)."""
     handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(RepeatLimiter())  # first: a left-out repeat costs no redaction
     handler.addFilter(RedactingFilter())
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()

@@ -39,6 +39,7 @@ __all__ = [
     "DEDUP_STORE_FAILURES",
     "DEDUP_UNPERSISTED",
     "BUILD_INFO",
+    "KAFKA_CLIENT_ERRORS",
     "POLL_REQUESTS",
     "POLL_WEIGHT",
     "POLL_WEIGHT_USED",
@@ -142,6 +143,12 @@ DEDUP_STORE_FAILURES = Counter(
 DEDUP_UNPERSISTED = Gauge(
     "bridge_dedup_unpersisted", "States acknowledged by Kafka whose dedup mark the store has not written yet"
 )
+KAFKA_CLIENT_ERRORS = Counter(
+    "bridge_kafka_client_errors",
+    "Warnings and errors the Kafka client library logged, repeats left out of the log included, by kind "
+    "(connection, metadata, produce, other)",
+    ["kind"],
+)
 BUILD_INFO = Gauge("bridge_build_info", "Always 1; labels say which version runs", ["version"])
 
 # Polled providers (history-only REST). Polls are ``bridge_backfill_runs{trigger="poll"}`` and rows
@@ -161,7 +168,7 @@ POLL_WEIGHT_USED = Gauge(
 )
 POLL_RATE_LIMIT_WAITS = Counter(
     "bridge_poll_rate_limit_waits",
-    "Requests held back under a provider's limits: budget (would pass the headroom), retry_after (429 answered), ban (418)",
+    "Requests held back under a provider's limits: budget (would pass the headroom), retry_after (429 answered), ban (418), deferred (to a later cycle)",
     ["provider", "account", "reason"],
 )
 POLL_TRACKED_OPEN = Gauge(
