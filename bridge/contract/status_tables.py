@@ -20,6 +20,8 @@ __all__ = [
     "OPENXSWITCH_METHOD_SUFFIX",
     "BINANCE_DEPOSIT",
     "BINANCE_WITHDRAWAL",
+    "FIREBLOCKS_DEPOSIT",
+    "FIREBLOCKS_WITHDRAWAL",
     "lookup",
 ]
 
@@ -127,3 +129,32 @@ BINANCE_WITHDRAWAL = _table(
 def lookup(table: Mapping[str, StatusEntry], value: str) -> StatusEntry:
     """Unknown values are carried as ``unknown`` (never dropped, never a crash)."""
     return table.get(value, (Status.UNKNOWN, None))
+
+
+_FIREBLOCKS_COMMON: dict[str, StatusEntry] = {
+    "SUBMITTED": (Status.PENDING, "submitted"),
+    "PENDING_AML_SCREENING": (Status.PENDING, "pending AML screening"),
+    "PENDING_ENRICHMENT": (Status.PENDING, "pending enrichment (security screening)"),
+    "PENDING_AUTHORIZATION": (Status.PENDING, "pending authorization"),
+    "QUEUED": (Status.PENDING, "queued"),
+    "PENDING_SIGNATURE": (Status.PENDING, "pending signature"),
+    "PENDING_3RD_PARTY_MANUAL_APPROVAL": (Status.PENDING, "pending 3rd party manual approval"),
+    "PENDING_3RD_PARTY": (Status.PENDING, "pending 3rd party"),
+    "PENDING_AML_CHECKUP": (Status.PENDING, "pending AML checkup (legacy)"),
+    "BROADCASTING": (Status.PROCESSING, "broadcasting"),
+    "COMPLETED": (Status.COMPLETED, "completed"),
+    "CANCELLING": (Status.CANCELLING, "cancelling"),
+    "CANCELLED": (Status.CANCELLED, "cancelled"),
+    "BLOCKED": (Status.FAILED, "blocked by policy"),
+    "REJECTED": (Status.FAILED, "rejected"),
+    "FAILED": (Status.FAILED, "failed"),
+    "TIMEOUT": (Status.FAILED, "timed out (legacy)"),
+}
+
+FIREBLOCKS_DEPOSIT = _table({**_FIREBLOCKS_COMMON, "CONFIRMING": (Status.PENDING, "confirming (funds not yet available)")})
+"""Fireblocks ``status`` of an incoming transaction (own destination). ``CONFIRMING`` is pending:
+the funds are not spendable before ``COMPLETED``. An incoming ``REJECTED`` with a freeze sub-status
+is ``on_hold`` (decided in the parser: it depends on the sub-status and a setting)."""
+
+FIREBLOCKS_WITHDRAWAL = _table({**_FIREBLOCKS_COMMON, "CONFIRMING": (Status.PROCESSING, "confirming on chain")})
+"""Fireblocks ``status`` of an outgoing transaction (own source): ``CONFIRMING`` is already broadcast."""
