@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bridge.contract.events import DeadLetter, Provider, TransferEvent
+from bridge.contract.events import SCHEMA_VERSION, DeadLetter, Provider, TransferEvent
 from bridge.contract.jsonutil import loads_exact
 from bridge.delivery.pipeline import Outcome
 from bridge.delivery.settings import TopicSettings
@@ -165,4 +165,4 @@ async def test_records_are_plain_json_a_consumer_can_read_without_this_library(
     await pipeline.submit(withdrawal())
     [record] = await read_topic(kafka_bootstrap, topics.withdrawal, expect=1)
     decoded = orjson.loads(record.value)
-    assert isinstance(decoded["amount"], str) and decoded["schema_version"] == "1.0"
+    assert isinstance(decoded["amount"], str) and decoded["schema_version"] == SCHEMA_VERSION
