@@ -204,6 +204,9 @@ def _kind(template: str) -> str:
     return "other"
 
 
+SOURCE_LOGGERS = ("bridge.ingest", "bridge.sources")
+"""Loggers whose repeated warnings are rate-limited like a chatty client's."""
+
 _KIND_PHRASE = {"connection": "connection errors", "metadata": "metadata errors", "produce": "produce errors", "other": "repeats"}
 
 
@@ -346,6 +349,9 @@ def configure_logging(
     """Route every logger to one redacting handler on ``stream`` (stderr by default)."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(RepeatLimiter())  # first: a left-out repeat costs no redaction
+    # Per-request and per-item warnings of the sources (a webhook's 503 while Kafka is away, an item
+    # not delivered) repeat at the request rate during an outage: same rule, counted by their metrics.
+    handler.addFilter(RepeatLimiter(SOURCE_LOGGERS, count_metric=False))
     handler.addFilter(RedactingFilter())
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()

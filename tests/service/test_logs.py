@@ -113,3 +113,20 @@ def test_text_format_is_redacted_too() -> None:
         for handler in saved:
             root.addHandler(handler)
     assert out.getvalue().rstrip().endswith("bridge.test: bad passphrase ********** [provider=ripio]")
+
+
+def test_a_warning_a_source_repeats_per_request_is_written_once_per_window_and_summed_up() -> None:
+    """During a Kafka outage a webhook answers every delivery 503 with the same warning; the log
+    gets the first one and, when the window ends, one summary line — not one line per request."""
+    buffer = io.StringIO()
+    handler = configure_logging("INFO", "json", {}, stream=buffer)
+    try:
+        source_log = logging.getLogger("bridge.sources.openxswitch.webhook")
+        for _ in range(500):
+            source_log.warning("%s webhook: Kafka did not acknowledge within %.1fs; answering 503", "openxswitch", 20.0)
+        logging.getLogger("bridge.service.app").warning("a line of the shell, not rate-limited")
+        logging.getLogger("bridge.service.app").warning("a line of the shell, not rate-limited")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    lines = [json.loads(line) for line in buffer.getvalue().splitlines()]
+    assert [line["logger"] for line in lines] == ["bridge.sources.openxswitch.webhook", "bridge.service.app", "bridge.service.app"]
