@@ -1,0 +1,1 @@
+"""Logs (JSON, redacted, rate-limited repeats) and Prometheus metrics, for every layer above."""

@@ -1,0 +1,1 @@
+"""The service shell: configuration, supervised sources, HTTP (webhooks, health, metrics), CLI, start-up and shutdown."""
