@@ -60,8 +60,9 @@ class FireblocksRest(RestClient):
         return body
 
     async def transactions(self, after_ms: int, limit: int) -> AsyncIterator[tuple[list[Any], float]]:
-        """Pages of rows created after ``after_ms``, oldest first, with each request's send time."""
-        after = after_ms
+        """Pages of rows created at or after ``after_ms``, oldest first, with each request's send
+        time (Fireblocks' ``after`` is exclusive)."""
+        after = after_ms - 1
         while True:
             params = {"after": str(after), "orderBy": "createdAt", "sort": "ASC", "limit": str(limit)}
             rows, sent_at = await self.request("GET", TRANSACTIONS_PATH, self._rows, params)
