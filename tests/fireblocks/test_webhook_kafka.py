@@ -1,0 +1,93 @@
+"""The Fireblocks receiver on a real broker: what is Fireblocks' own in its answers — the out-of-order
+rule, event types acknowledged but not published, v2 keys fetched on an unknown kid, a JWKS outage
+answered 503 (retried) rather than 401 (lost)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from bridge.delivery.pipeline import Pipeline
+from bridge.delivery.settings import TopicSettings
+from bridge.sources.fireblocks.config import FireblocksConfig
+from bridge.sources.fireblocks.webhook import FireblocksWebhook
+from bridge_testkit.fireblocks.simulator import WORKSPACE, FireblocksSimulator, pem_public
+from bridge_testkit.kafka_io import read_topic
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[FireblocksSimulator]:
+    simulator = FireblocksSimulator(seed=9)
+    await simulator.start()
+    yield simulator
+    await simulator.stop()
+
+
+@pytest.fixture
+async def receiver(
+    sim: FireblocksSimulator, make_pipeline: Callable[..., Awaitable[Pipeline]], tmp_path: Path
+) -> AsyncIterator[FireblocksWebhook]:
+    (tmp_path / "legacy.pem").write_bytes(pem_public(sim.legacy_key))
+    config = FireblocksConfig(
+        enabled=True, workspace_id=WORKSPACE, legacy_public_keys=[tmp_path / "legacy.pem"], jwks_url=sim.jwks_url, jwks_min_refetch_s=0.0
+    )
+    webhook = FireblocksWebhook(config, await make_pipeline())
+    async with webhook.serve() as url:
+        sim.url = url
+        yield webhook
+    await webhook.keys.close()
+
+
+async def post(sim: FireblocksSimulator, delivery: object) -> int:
+    async with aiohttp.ClientSession() as session:
+        return await sim.post(session, delivery)  # type: ignore[arg-type]
+
+
+async def test_a_state_older_than_the_last_accepted_one_is_acknowledged_but_not_published(
+    sim: FireblocksSimulator, receiver: FireblocksWebhook, kafka_bootstrap: str, topics: TopicSettings
+) -> None:
+    transaction = sim.create("withdrawal")
+    for index in (0, 2, 1, 3):  # PENDING_SIGNATURE (1) arrives after BROADCASTING (2)
+        assert await post(sim, sim.delivery(transaction, index)) == 200
+    records = await read_topic(kafka_bootstrap, topics.withdrawal, expect=3, timeout=10)
+    assert [r.value.count(b'"provider_status":"' + s.encode()) for r, s in zip(records, ("SUBMITTED", "BROADCASTING", "CONFIRMING"), strict=True)] == [1, 1, 1]
+    assert receiver.stats["ignored.out_of_order"] == 1 and receiver.newest.dropped == 1
+
+
+async def test_other_event_types_and_foreign_transfers_are_acknowledged_and_counted_never_published(
+    sim: FireblocksSimulator, receiver: FireblocksWebhook, kafka_bootstrap: str, topics: TopicSettings
+) -> None:
+    vault_added = b'{"type":"VAULT_ACCOUNT_ADDED","tenantId":"%s","timestamp":1761906000000,"data":{"id":"42"}}' % WORKSPACE.encode()
+    approval = b'{"id":"n1","eventType":"transaction.approval_status.updated","workspaceId":"%s","createdAt":1,"data":{}}' % WORKSPACE.encode()
+    assert await post(sim, sim.signed(vault_added, 1)) == 200
+    assert await post(sim, sim.signed(approval, 2)) == 200
+    assert receiver.stats["ignored.vault"] == 1 and receiver.stats["ignored.transaction_approval"] == 1
+    assert await read_topic(kafka_bootstrap, topics.withdrawal, timeout=1, idle=0.5) == []
+
+
+async def test_a_v2_delivery_signed_with_a_rotated_key_fetches_the_jwks_again_and_is_accepted(
+    sim: FireblocksSimulator, receiver: FireblocksWebhook
+) -> None:
+    transaction = sim.create("deposit", version=2)
+    assert await post(sim, sim.delivery(transaction, 0)) == 200
+    fetched = sim.jwks_requests
+    sim.rotate()
+    assert await post(sim, sim.delivery(transaction, 1)) == 200
+    assert sim.jwks_requests == fetched + 1
+
+
+async def test_an_unfetchable_jwks_is_answered_503_and_a_bad_signature_401(sim: FireblocksSimulator, receiver: FireblocksWebhook) -> None:
+    transaction = sim.create("deposit", version=2)
+    sim.jwks_down = True
+    assert await post(sim, sim.delivery(transaction, 0)) == 503
+    sim.jwks_down = False
+    forged = sim.delivery(transaction, 0)
+    forged.body = forged.body.replace(b'"CONFIRMING"', b'"COMPLETED"')
+    assert await post(sim, forged) == 401
+    assert receiver.stats["jwks_unavailable"] == 1 and receiver.stats["unauthorized.invalid"] == 1
+    assert await post(sim, sim.delivery(transaction, 0)) == 200  # the sender's retry lands
