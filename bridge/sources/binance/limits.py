@@ -29,6 +29,8 @@ from bridge.sources.binance.messages import Endpoint, Scope, weight_headers
 __all__ = ["Budget", "Limits", "RateLimited", "MINUTE_MS"]
 
 MINUTE_MS = 60_000
+MARGIN_MS = 250
+"""Added to every wait: our estimate of Binance's clock is off by a round trip at most."""
 WaitReason = Literal["budget", "retry_after", "ban"]
 
 
@@ -59,7 +61,7 @@ class Budget:
             return self.blocked_until_ms - now_ms, "retry_after"
         self.roll(now_ms)
         if self.used and self.used + weight > self.limit * headroom:
-            return (self.minute + 1) * MINUTE_MS - now_ms + 50, "budget"
+            return (self.minute + 1) * MINUTE_MS - now_ms + MARGIN_MS, "budget"
         return 0, None
 
 
@@ -97,6 +99,12 @@ class Limits:
             found = self._budgets[key] = Budget(self.limits[endpoint.scope])
         return found
 
+    def wait_ms(self, endpoint: Endpoint, account: str, now_ms: int) -> int:
+        """How long a request to ``endpoint`` would wait now (0: it may be sent)."""
+        if self.banned_until_ms > now_ms:
+            return self.banned_until_ms - now_ms
+        return self.budget(endpoint, account).wait_ms(endpoint.weight, now_ms, self.headroom)[0]
+
     async def acquire(self, endpoint: Endpoint, account: str, now_ms: Callable[[], int]) -> None:
         """Wait until ``endpoint`` may be called for ``account``, then charge its price.
         ``RateLimited`` (nothing sent) if that wait would be longer than ``max_wait``."""
@@ -110,10 +118,10 @@ class Limits:
                 reason = why or "budget"
             if wait <= 0:
                 break
-            self._count(account, reason)
+            self.count_wait(account, reason)
             if wait > self.max_wait * 1000:
                 until = time.strftime("%H:%M:%S", time.gmtime((now + wait) / 1000))
-                raise RateLimited(f"Binance account {account!r}: {endpoint.path}: {reason} until {until} UTC; not sending before")
+                raise RateLimited(f"{reason} until {until} UTC; not sending before")
             await self._sleep(wait / 1000)  # type: ignore[misc]
         budget.used += endpoint.weight
         self.spent[(account, endpoint.scope)] = self.spent.get((account, endpoint.scope), 0) + endpoint.weight
@@ -138,13 +146,13 @@ class Limits:
         (the next minute for a 429 that names none; two minutes, Binance's shortest ban, for a 418)."""
         if ban:
             pause = retry_after if retry_after is not None else 120.0
-            self.banned_until_ms = max(self.banned_until_ms, now_ms + int(pause * 1000))
-            self._count(account, "ban")
+            self.banned_until_ms = max(self.banned_until_ms, now_ms + int(pause * 1000) + MARGIN_MS)
+            self.count_wait(account, "ban")
             return
         budget = self.budget(endpoint, account)
         until = now_ms + int(retry_after * 1000) if retry_after is not None else (now_ms // MINUTE_MS + 1) * MINUTE_MS
-        budget.blocked_until_ms = max(budget.blocked_until_ms, until)
-        self._count(account, "retry_after")
+        budget.blocked_until_ms = max(budget.blocked_until_ms, until + MARGIN_MS)
+        self.count_wait(account, "retry_after")
 
     def blocked_until_ms(self, account: str) -> int:
         """When the last of this account's blocks ends (0: none)."""
@@ -159,6 +167,7 @@ class Limits:
             if who in (account, "ip")
         }
 
-    def _count(self, account: str, reason: str) -> None:
+    def count_wait(self, account: str, reason: str) -> None:
+        """One request held back (``budget``, ``retry_after``, ``ban``) or deferred (``deferred``)."""
         self.waits[account] = self.waits.get(account, 0) + 1
         metrics.POLL_RATE_LIMIT_WAITS.labels("binance", account, reason).inc()

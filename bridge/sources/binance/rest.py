@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from bridge.contract.jsonutil import loads_exact
+from bridge.contract.jsonutil import JSONError, loads_exact
 from bridge.ingest.rest import RestClient, Verdict, retry_after_seconds
 from bridge.observability import metrics
 from bridge.sources.binance import messages as m
@@ -73,6 +73,9 @@ class BinanceRest(RestClient):
         """The last weight headers seen, by ``<scope>-<interval>``."""
         self._resync = False
         self._retried_timestamp = False
+        self.not_json: list[tuple[str, bytes, str]] = []
+        """Answers that claimed success but were not JSON: (path, body, reason). The engine retries
+        the request; the source dead-letters these bodies so they are seen, not silently dropped."""
 
     # -- time ----------------------------------------------------------------------------------
 
@@ -146,6 +149,11 @@ class BinanceRest(RestClient):
             status, payload = response.status, await response.read()
             retry_after = retry_after_seconds(response.headers.get("Retry-After"))
             self._observe(endpoint, response.headers, status, retry_after)
+        if status < 400:
+            try:
+                loads_exact(payload)
+            except JSONError as exc:
+                self.not_json.append((path, payload, f"response is not JSON: {exc}"))
         return status, payload, retry_after
 
     def _observe(self, endpoint: m.Endpoint, headers: Mapping[str, str], status: int, retry_after: float | None) -> None:

@@ -74,6 +74,7 @@ class BinanceAccountSource(PollSource):
         self._rest: BinanceRest | None = None
         self._uid_asked = account.uid is not None or not account.lookup_uid
         self._withdrawals_at: float | None = None
+        self._withdrawals_until: int | None = None
         self._tracker_at: float | None = None
         self.health.detail.update(key_type=account.key_type, mode=account.mode, uid=self.uid, tracked_open=len(self.open))
 
@@ -135,15 +136,35 @@ class BinanceAccountSource(PollSource):
         for email in self.account.sub_account_emails:
             async for page in self._sweep(rest, m.SUB_DEPOSIT_PATH, start, until_ms, email=email):
                 yield page
-        if self.account.withdrawals and self._due(self._withdrawals_at, cfg.withdrawal_interval, now):
-            # the cursor also moved in cycles that skipped withdrawals: reach back one interval more
-            async for page in self._sweep(rest, m.WITHDRAWAL_PATH, min(start, since_ms - int(cfg.withdrawal_interval * 1000)), until_ms):
+        if self.account.withdrawals and self._due(self._withdrawals_at, cfg.withdrawal_interval, now) and self._affordable(rest, m.WITHDRAWAL_PATH):
+            # the cursor also moves in cycles that defer withdrawals: reach back to their last read
+            reach = since_ms - int(cfg.withdrawal_interval * 1000)
+            if self._withdrawals_until is not None:
+                reach = min(reach, self._withdrawals_until - int(cfg.poll_overlap * 1000))
+            async for page in self._sweep(rest, m.WITHDRAWAL_PATH, min(start, reach), until_ms):
                 yield page
-            self._withdrawals_at = now
+            self._withdrawals_at, self._withdrawals_until = now, until_ms
         if self._due(self._tracker_at, cfg.tracker_interval, now):
-            async for page in self._requery(rest, hot_from, until_ms):
-                yield page
-            self._tracker_at = now
+            complete = True
+            async for found in self._requery(rest, hot_from, until_ms):
+                if found is None:
+                    complete = False
+                else:
+                    yield found
+            if complete:
+                self._tracker_at = now
+
+    def _affordable(self, rest: BinanceRest, path: str) -> bool:
+        """Withdrawals (18000 a request) wait for their budget by skipping a cycle, never by
+        holding the deposits back: a read that would have to wait is deferred (and shown)."""
+        wait = self.limits.wait_ms(rest.endpoints[path], self.account_name, rest.server_ms())
+        if wait and self.limits.banned_until_ms <= rest.server_ms():
+            self.stats[f"deferred {path}"] += 1
+            self.limits.count_wait(self.account_name, "deferred")
+            self.health.detail["withdrawals_deferred_until"] = utc_now(lambda: (rest.server_ms() + wait) / 1000)
+            return False
+        self.health.detail["withdrawals_deferred_until"] = None
+        return True
 
     @staticmethod
     def _due(last: float | None, interval: float, now: float) -> bool:
@@ -185,11 +206,20 @@ class BinanceAccountSource(PollSource):
         for index in range(MAX_PAGES):
             query = {**base, "offset": str(index * limit), "limit": str(limit)}
             body, sent_at = await rest.get(path, query)
+            if rest.not_json:
+                yield self._not_json(rest, sent_at)
             page = self._parse(path, body, sent_at, email)
             yield page
             if page.rows == 0 or (page.rows < limit and not sub):
                 return
         raise TransientError(f"Binance account {self.account_name!r}: {path}: more than {MAX_PAGES} pages")
+
+    def _not_json(self, rest: BinanceRest, sent_at: float) -> Page:
+        """Bodies that claimed success but were not JSON (the request was retried): to the DLQ."""
+        received_at, owner = utc_now(self.clock), self._owner(None)
+        dead = [DeadLetter(Provider.BINANCE, m.CHANNEL_OF.get(path, path), reason, body, received_at, owner.id) for path, body, reason in rest.not_json]
+        rest.not_json.clear()
+        return Page(list(dead), 0, sent_at)
 
     def _parse(self, path: str, body: Any, sent_at: float, email: str | None) -> Page:
         channel = m.CHANNEL_OF[path]
@@ -205,8 +235,9 @@ class BinanceAccountSource(PollSource):
                 self.open.observe(item, channel, email)
         return Page(items, len(body), sent_at)
 
-    async def _requery(self, rest: BinanceRest, hot_from_ms: int, now_ms: int) -> AsyncIterator[Page]:
-        """Ask for the open transfers the hot window no longer reads, until final or too old."""
+    async def _requery(self, rest: BinanceRest, hot_from_ms: int, now_ms: int) -> AsyncIterator[Page | None]:
+        """Ask for the open transfers the hot window no longer reads, until final or too old
+        (``None``: the withdrawals' part was deferred for their budget; ask again next cycle)."""
         cfg = self.config
         expired = self.open.expire(now_ms - int(cfg.tracker_max_age_days * DAY * 1000))
         if expired:
@@ -216,6 +247,9 @@ class BinanceAccountSource(PollSource):
                         self.account_name, len(expired), cfg.tracker_max_age_days, ", ".join(e.key for e in expired[:10]))
         stale = self.open.stale(hot_from_ms)
         withdrawals = [e for e in stale if e.channel == m.WITHDRAWAL_CHANNEL]
+        if withdrawals and not self._affordable(rest, m.WITHDRAWAL_PATH):
+            withdrawals = []
+            yield None
         for chunk in range(0, len(withdrawals), ID_LIST_MAX):
             ids = ",".join(e.transfer_id for e in withdrawals[chunk : chunk + ID_LIST_MAX])
             async for page in self._pages(rest, m.WITHDRAWAL_PATH, {"idList": ids}):
