@@ -207,8 +207,10 @@ def _order(row: Any) -> tuple[int, str, str]:
     """Sort key: creation time then ``id`` (Binance does not specify the order of a page)."""
     if not isinstance(row, Mapping):
         return 1, "", ""
-    created = row.get("insertTime", row.get("applyTime", ""))
-    return 0, str(created).zfill(20) if isinstance(created, int) else str(created), str(row.get("id", ""))
+    created, ident = row.get("insertTime", row.get("applyTime", "")), row.get("id", "")
+    if isinstance(created, int) and not isinstance(created, bool) and 0 <= created < 10**20:
+        return 0, str(created).zfill(20), ident if isinstance(ident, str) else ""
+    return 0, created if isinstance(created, str) else "", ident if isinstance(ident, str) else ""
 
 
 def parse_page(

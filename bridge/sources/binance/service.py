@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 
 from bridge.contract.events import Account, DeadLetter, Provider, TransferEvent
-from bridge.contract.parsing import ParseError, item_bytes
+from bridge.contract.parsing import ParseError, item_bytes, provider_text
 from bridge.delivery.pipeline import Pipeline
 from bridge.ingest.backfill import Page
 from bridge.ingest.frames import utc_now
@@ -230,6 +230,11 @@ class BinanceAccountSource(PollSource):
         except ParseError as exc:  # not Binance's page: dead-letter it whole, end this sweep
             dead = DeadLetter(Provider.BINANCE, channel, str(exc), item_bytes(body), received_at, owner.id)
             return Page([dead], 0, sent_at)
+        except Exception as exc:  # a parser bug costs this page (dead-lettered), never the source
+            metrics.PARSER_ERRORS.labels(Provider.BINANCE.value).inc()
+            log.exception("binance account %r: the parser failed on a %s page; dead-lettered", self.account_name, channel)
+            reason = f"parser failed: {type(exc).__name__}: {provider_text(str(exc), 300)}"
+            return Page([DeadLetter(Provider.BINANCE, channel, reason, item_bytes(body), received_at, owner.id)], len(body) if isinstance(body, list) else 0, sent_at)
         for item in items:
             if isinstance(item, TransferEvent):
                 self.open.observe(item, channel, email)

@@ -148,6 +148,8 @@ class SimTransfer:
     observed: bool = False
     served: int = 0
     """History answers that carried this row (any state)."""
+    serve_limit: int | None = None
+    """Once ``served`` reaches it, the row is no longer listed (lets a test count re-reads exactly)."""
     tx_hash: str = ""
 
     @property

@@ -46,7 +46,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from bridge.sources.binance import messages as m
 from bridge_testkit.binance.lifecycles import SCRIPTS, SimAccount, SimTransfer, Snapshot, default_accounts, new_transfer
 
-__all__ = ["BinanceSimulator", "Fault"]
+__all__ = ["BinanceSimulator", "Fault", "NOT_JSON"]
+
+NOT_JSON = b'[{"id": "4011239999", "amount": "0.5", "coin": "BTC", "sta'
+"""The body of the ``not_json`` fault: a page cut short (HTTP 200)."""
 
 DAY_MS = 86_400_000
 _PARAMS = {
@@ -236,7 +239,8 @@ class BinanceSimulator:
         return web.json_response({"serverTime": self.now_ms()}, headers=headers)
 
     async def _signed(self, request: web.Request) -> web.StreamResponse:
-        who = "?"
+        known = self._by_key.get(request.headers.get("X-MBX-APIKEY", ""))
+        who = known.name if known is not None else "?"  # the attempt is the key's, even when refused
         try:
             if self.banned_until_ms > self.now_ms():
                 self.stats["requests_while_banned"] += 1
@@ -288,7 +292,7 @@ class BinanceSimulator:
         if kind == "500":
             return web.json_response({"code": -1001, "msg": "Internal error; unable to process your request. Please try again."}, status=500)
         if kind == "not_json":
-            return web.Response(body=b'[{"id": "4011239999", "amount": "0.5", "coin": "BTC", "sta', content_type="application/json")
+            return web.Response(body=NOT_JSON, content_type="application/json")
         return None  # hangup
 
     # -- checks, in Binance's order ------------------------------------------------------------
@@ -381,7 +385,7 @@ class BinanceSimulator:
         rows = [
             t for t in self.transfers.values()
             if t.direction == direction and t.owner.name in owners and start <= t.created_ms <= end
-            and (ids is None or t.transfer_id in ids)
+            and (ids is None or t.transfer_id in ids) and (t.serve_limit is None or t.served < t.serve_limit)
             and (not params.get("txId") or t.row.get("txId") == params["txId"])
             and (not params.get("coin") or t.row["coin"] == params["coin"])
             and (not params.get("status") or str(t.row["status"]) == params["status"])
