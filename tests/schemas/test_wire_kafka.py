@@ -6,14 +6,14 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from bridge.consumer.reader import ConsumedEvent, InvalidRecord, TransferEventConsumer
-from bridge.contract.events import TransferEvent, encode_event
+from bridge.contract.events import SCHEMA_VERSION, TransferEvent, encode_event
 from bridge.contract.schema import example_events
 from bridge.delivery.pipeline import Outcome
 from bridge.delivery.settings import TopicSettings
 from bridge.kafka import wire
 from bridge.kafka.registry import RegistryClient
 from bridge.kafka.settings import KafkaSettings, SchemaRegistrySettings
-from bridge.service.schemas_cli import register_contract
+from bridge.service.schemas_cli import Registration, register_contract
 from bridge_testkit.kafka_io import read_topic
 from tests.conftest import PipelineFactory
 
@@ -22,6 +22,13 @@ pytestmark = pytest.mark.kafka
 EVENTS = {path.stem: TransferEvent.model_validate(body) for path, body in example_events()}
 DEPOSITS = [EVENTS["okx-deposit"], EVENTS["ripio-deposit-crypto"]]
 WITHDRAWALS = [EVENTS["okx-withdrawal"], EVENTS["openxswitch-withdrawal-pending"], EVENTS["okx-withdrawal-minimal-unknown-status"]]
+
+
+async def _register_current(registry: RegistryClient, topics: TopicSettings) -> tuple[Registration, Registration]:
+    """Every committed version is registered; the publisher uses the current one."""
+    current = [r for r in await register_contract(registry, [topics.deposit, topics.withdrawal]) if r.contract_version == SCHEMA_VERSION]
+    deposit, withdrawal = current
+    return deposit, withdrawal
 
 
 async def _read_events(consumer: TransferEventConsumer, expect: int, timeout: float = 10.0) -> list[ConsumedEvent]:
@@ -47,7 +54,7 @@ async def test_without_a_registry_values_are_plain_json(
 async def test_with_a_registry_values_carry_the_registered_schema_id_in_the_wire_format(
     make_wire_pipeline: PipelineFactory, registry: RegistryClient, kafka_bootstrap: str, topics: TopicSettings
 ) -> None:
-    [deposit_reg, withdrawal_reg] = await register_contract(registry, [topics.deposit, topics.withdrawal])
+    deposit_reg, withdrawal_reg = await _register_current(registry, topics)
     pipeline = await make_wire_pipeline()
     assert pipeline.publisher.schema_ids == {topics.deposit: deposit_reg.schema_id, topics.withdrawal: withdrawal_reg.schema_id}
     await pipeline.submit_all([*DEPOSITS, *WITHDRAWALS])
@@ -69,7 +76,7 @@ async def test_the_consumer_decodes_records_produced_in_both_formats_on_one_topi
     kafka_settings: KafkaSettings,
     topics: TopicSettings,
 ) -> None:
-    [_, withdrawal_reg] = await register_contract(registry, [topics.deposit, topics.withdrawal])
+    _, withdrawal_reg = await _register_current(registry, topics)
     plain, wired = WITHDRAWALS[:2], WITHDRAWALS[2:]
     await (await make_pipeline()).submit_all(plain)  # before the registry was configured
     await (await make_wire_pipeline()).submit_all(wired)  # after
