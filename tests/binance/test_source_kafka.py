@@ -119,12 +119,16 @@ async def test_the_master_reads_a_sub_accounts_deposits_through_subhisrec(
     assert [(q["email"], q["offset"], q["limit"]) for q in first_sweep] == [("sub1@sim.example", "0", "2"), ("sub1@sim.example", "2", "2")]
 
 
+@pytest.mark.parametrize("by", ["txId", "window"])
 async def test_an_open_transfer_older_than_the_hot_window_is_requeried_by_id_until_final_across_a_restart(
-    make_pipeline: PipelineFactory, kafka_bootstrap: str, topics: TopicSettings, tmp_path: Path
+    make_pipeline: PipelineFactory, kafka_bootstrap: str, topics: TopicSettings, tmp_path: Path, by: str
 ) -> None:
+    """Withdrawals by idList; deposits by txId, or (more open deposits than requery_txid_max) by
+    one window over their creation times."""
     pipeline = await make_pipeline()
     async with fast_simulator() as sim:
-        cfg = config(sim, [sim.accounts["main"].entry(lookup_uid=False)], cursor_dir=tmp_path, lookback_days=1.0 / DAY, poll_overlap=0)
+        cfg = config(sim, [sim.accounts["main"].entry(lookup_uid=False)], cursor_dir=tmp_path, lookback_days=1.0 / DAY, poll_overlap=0,
+                     requery_txid_max=10 if by == "txId" else 0)
         withdrawal, deposit = sim.create("withdrawal-memo", "main"), sim.create("deposit-user-confirm", "main")
         source = build_binance_sources(cfg, pipeline)[0]
         async with running([source]):
@@ -142,7 +146,11 @@ async def test_an_open_transfer_older_than_the_hot_window_is_requeried_by_id_unt
     assert compare(sim.truth(), records) == {"lost": 0, "lost_finals": 0, "duplicated": 0, "out_of_order": 0, "unexpected": 0}
     asked = [q for _, _, q in sim.queries]
     assert {"idList": withdrawal.transfer_id} in [{k: v for k, v in q.items() if k == "idList"} for q in asked]
-    assert any(q.get("txId") == deposit.row["txId"] for q in asked)
+    if by == "txId":
+        assert any(q.get("txId") == deposit.row["txId"] for q in asked)
+    else:
+        created = str(deposit.created_ms)
+        assert {"startTime": created, "endTime": created} in [{k: q.get(k) for k in ("startTime", "endTime")} for q in asked]
     assert json.loads((tmp_path / "binance-main.open.json").read_text()) == {"open": []}
 
 

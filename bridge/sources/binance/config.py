@@ -86,6 +86,9 @@ class BinanceConfig(PollSettings):
     withdrawal_interval: float = Field(default=30.0, gt=0, description="seconds between withdrawal-history reads (weight 18000 each)")
     lookback_days: float = Field(default=7.0, gt=0, le=89, description="hot window re-read every cycle: rows change in place")
     tracker_interval: float = Field(default=300.0, gt=0, description="re-query of non-final transfers older than the hot window")
+    requery_txid_max: int = Field(
+        default=10, ge=0, description="up to this many open deposits are re-queried by txId each; more: one window over their creation times"
+    )
     tracker_max_age_days: float = Field(default=90.0, gt=0, le=90, description="stop re-querying a non-final transfer this old (counted)")
     tracker_max_open: int = Field(default=50_000, ge=100, description="non-final transfers remembered per account (oldest dropped, counted)")
     window_days: float = Field(default=89.0, gt=0, lt=90, description="span of one request (Binance: < 90 days; -1127 beyond, unconfirmed)")

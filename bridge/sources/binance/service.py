@@ -187,11 +187,13 @@ class BinanceAccountSource(PollSource):
         """Every row created in ``[start_ms, end_ms]``, window by window (< 90 days each)."""
         span = int(self.config.window_days * DAY * 1000)
         window_end = end_ms
-        while window_end > start_ms:
+        while True:
             window_start = max(start_ms, window_end - span)
             params = {"startTime": str(window_start), "endTime": str(window_end)}
             async for page in self._pages(rest, path, params, email=email):
                 yield page
+            if window_start <= start_ms:
+                return
             window_end = window_start - 1
 
     async def _pages(self, rest: BinanceRest, path: str, params: Mapping[str, str], *, email: str | None = None) -> AsyncIterator[Page]:
@@ -259,15 +261,24 @@ class BinanceAccountSource(PollSource):
             ids = ",".join(e.transfer_id for e in withdrawals[chunk : chunk + ID_LIST_MAX])
             async for page in self._pages(rest, m.WITHDRAWAL_PATH, {"idList": ids}):
                 yield page
-        for (channel, email, tx_id, _), entries in _by_transaction(e for e in stale if e.channel != m.WITHDRAWAL_CHANNEL).items():
+        deposits: dict[tuple[str, str | None], list[OpenTransfer]] = {}
+        for entry in stale:
+            if entry.channel != m.WITHDRAWAL_CHANNEL:
+                deposits.setdefault((entry.channel, entry.email), []).append(entry)
+        for (channel, email), entries in deposits.items():
             path = m.SUB_DEPOSIT_PATH if channel == m.SUB_DEPOSIT_CHANNEL else m.DEPOSIT_PATH
-            first, last = min(e.created_ms for e in entries), max(e.created_ms for e in entries)
-            pad = 86_400_000 if tx_id else 1_000  # no hash: a narrow window around its creation
-            params = {"startTime": str(first - pad), "endTime": str(min(now_ms, last + pad))}
-            if tx_id:
-                params["txId"] = tx_id
-            async for page in self._pages(rest, path, params, email=email):
-                yield page
+            if len(entries) > cfg.requery_txid_max:  # many: one window over their creation times (paged) costs less
+                async for page in self._sweep(rest, path, min(e.created_ms for e in entries), max(e.created_ms for e in entries), email=email):
+                    yield page
+                continue
+            for (tx_id, _), group in _by_transaction(entries).items():
+                first, last = min(e.created_ms for e in group), max(e.created_ms for e in group)
+                pad = 86_400_000 if tx_id else 1_000  # no hash: a narrow window around its creation
+                params = {"startTime": str(first - pad), "endTime": str(min(now_ms, last + pad))}
+                if tx_id:
+                    params["txId"] = tx_id
+                async for page in self._pages(rest, path, params, email=email):
+                    yield page
         self.stats["requeried"] += len(stale)
 
     def _health(self, rest: RestClient) -> None:
@@ -289,13 +300,12 @@ class BinanceAccountSource(PollSource):
         )
 
 
-def _by_transaction(entries: Iterable[OpenTransfer]) -> dict[tuple[str, str | None, str | None, int | None], list[OpenTransfer]]:
-    """Open deposits grouped by what one request asks for: one txId can fund several deposits; a
-    deposit without a hash is asked for by its creation time alone."""
-    groups: dict[tuple[str, str | None, str | None, int | None], list[OpenTransfer]] = {}
+def _by_transaction(entries: Iterable[OpenTransfer]) -> dict[tuple[str | None, int | None], list[OpenTransfer]]:
+    """Open deposits of one endpoint grouped by what one request asks for: one txId can fund
+    several deposits; a deposit without a hash is asked for by its creation time alone."""
+    groups: dict[tuple[str | None, int | None], list[OpenTransfer]] = {}
     for entry in entries:
-        key = (entry.channel, entry.email, entry.tx_id, None if entry.tx_id else entry.created_ms)
-        groups.setdefault(key, []).append(entry)
+        groups.setdefault((entry.tx_id, None if entry.tx_id else entry.created_ms), []).append(entry)
     return groups
 
 

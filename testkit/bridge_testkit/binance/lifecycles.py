@@ -148,6 +148,8 @@ class SimTransfer:
     observed: bool = False
     served: int = 0
     """History answers that carried this row (any state)."""
+    seen: set[int] = field(default_factory=set)
+    """Indices of ``history`` some answer carried: the states a poller could have read."""
     serve_limit: int | None = None
     """Once ``served`` reaches it, the row is no longer listed (lets a test count re-reads exactly)."""
     tx_hash: str = ""
@@ -198,7 +200,8 @@ class SimTransfer:
 def snapshot_of(direction: Direction, row: Mapping[str, Any]) -> Snapshot:
     """The fingerprint-relevant state of a row (a simulator row or a published event's ``raw``)."""
     if direction == "deposit":
-        return Snapshot(str(row["status"]), str(row.get("confirmTimes")), row.get("txId") or None, row.get("travelRuleStatus"))
+        # no travelRuleStatus (subHisrec rows) reads as Binance's 0: nothing required
+        return Snapshot(str(row["status"]), str(row.get("confirmTimes")), row.get("txId") or None, row.get("travelRuleStatus", 0))
     return Snapshot(str(row["status"]), str(row.get("confirmNo")), row.get("txId") or None, None)
 
 
@@ -215,7 +218,7 @@ def new_transfer(script_name: str, owner: SimAccount, number: int, created_ms: i
     tx_hash = secrets.token_hex(32)
     if direction == "deposit":
         internal = script_name == "deposit-internal"
-        transfer_id = str(4_011_230_000_000_000_000 + number)
+        transfer_id = str(4_011_240_000_000_000_000 + number)  # clear of the reference examples' ids (4011230…)
         row: dict[str, Any] = {
             "id": transfer_id, "amount": amount, "coin": coin, "network": network, "status": 0,
             "address": f"sim-deposit-address-{owner.uid}-{number % 7}", "addressTag": "",

@@ -251,10 +251,10 @@ class BinanceSimulator:
             if fault is not None:
                 response = self._fault(fault, request)
                 self.requests.append((time.monotonic(), who, request.path, response.status if response else 0))
-                if response is None:
+                if response is None:  # hang up without an answer (what is written after is lost)
                     assert request.transport is not None
-                    request.transport.close()  # hang up without an answer
-                    raise ConnectionResetError("hung up")
+                    request.transport.close()
+                    return web.Response(status=500)
                 return response
             params = self._params(request, account)
             self.queries.append((who, request.path, {k: v for k, v in params.items() if not k.startswith("_")}))
@@ -396,6 +396,7 @@ class BinanceSimulator:
         out = []
         for transfer in page:
             transfer.observed, transfer.served = True, transfer.served + 1
+            transfer.seen.add(len(transfer.history) - 1)
             row = dict(transfer.row)
             if path == m.SUB_DEPOSIT_PATH:  # Binance's example omits these for subHisrec
                 row.pop("completeTime", None)
