@@ -2,15 +2,17 @@
 
 Starts a local Kafka broker unless ``KAFKA_BOOTSTRAP_SERVERS`` points at one, and the service shell
 (``BridgeApp``: the start-up, supervision, webhook route and shutdown of ``transfer-bridge run``) on
-127.0.0.1 with all three providers pointed at their simulators. First the example payloads of the
-three provider documents (each twice, to show deduplication) and one malformed payload go through
-parse → dedup → publish. Then the three simulators drive the real adapters live, at the same time:
+127.0.0.1 with the providers pointed at their simulators. First the example payloads of the
+provider documents (each twice, to show deduplication) and one malformed payload go through
+parse → dedup → publish. Then the simulators drive the real adapters live, at the same time:
 
 * OKX and Ripio over loopback WebSocket + REST: login / ticket, keepalive, dropped connections,
   identical repeats, a lost Ripio message id, states only the REST history shows (backfill);
 * OpenXSwitch: signed webhooks posted to the real receiver, each answered 2xx only after Kafka
   acknowledged; re-deliveries under new requestIds (some at once), states out of order, and one
-  answer lost on the way back, so the sender retries as the provider does after any non-2xx.
+  answer lost on the way back, so the sender retries as the provider does after any non-2xx;
+* Binance, which has no push: signed polls (HMAC and Ed25519 keys) of the deposit and withdrawal
+  history, rows changing in place between polls, a travel-rule hold, and one 429 obeyed.
 
 It prints per-provider figures, stops the service cleanly, and reads the topics back as a
 downstream consumer would: one line per record.
@@ -47,12 +49,16 @@ from bridge.observability.logs import configure_logging
 from bridge.service.app import BridgeApp, ExitCode, ServiceSettings
 from bridge.service.cli import ExtraCommand
 from bridge.service.settings import load_settings
+from bridge.sources.binance.service import BinanceAccountSource
 from bridge.sources.okx.parse import parse_push
 from bridge.sources.okx.service import OkxAccountSource
 from bridge.sources.openxswitch.parse import parse_delivery
 from bridge.sources.openxswitch.webhook import OpenXSwitchWebhook
 from bridge.sources.ripio.parse import parse_message
 from bridge.sources.ripio.service import RipioAccountSource
+from bridge_testkit.binance import demo as binance_demo
+from bridge_testkit.binance.simulator import BinanceSimulator
+from bridge_testkit.binance.support import fast_simulator
 from bridge_testkit.okx.scenario import scenario_config
 from bridge_testkit.okx.scenario import settle as settle_okx
 from bridge_testkit.okx.simulator import OkxSimulator
@@ -69,7 +75,7 @@ OKX_SCRIPTS = ("deposit", "deposit-travel-rule", "withdrawal-hot-wallet")
 REST history shows, so the backfill has something to find."""
 RIPIO_SCRIPTS = ("deposit-crypto-repeats", "deposit-fiat", "withdrawal-crypto", "withdrawal-failed")
 """Live Ripio transfers: repeats built into the script, a fiat deposit, a success and a failure."""
-PROVIDERS = ("okx", "ripio", "openxswitch")
+PROVIDERS = ("okx", "ripio", "openxswitch", "binance")
 _WEBHOOK_RESULTS = {
     "published": Outcome.PUBLISHED,
     "duplicate": Outcome.DUPLICATE,
@@ -197,7 +203,13 @@ def _reveal(value: Any) -> Any:
 
 
 def _service_settings(
-    bootstrap: str, state_dir: Path, okx: OkxSimulator, ripio: RipioSimulator, webhook_secret: str, topics: TopicSettings | None
+    bootstrap: str,
+    state_dir: Path,
+    okx: OkxSimulator,
+    ripio: RipioSimulator,
+    webhook_secret: str,
+    topics: TopicSettings | None,
+    binance: BinanceSimulator,
 ) -> ServiceSettings:
     """A configuration file like an operator's, pointed at the simulators, loaded the way
     ``transfer-bridge run`` loads it — without ``BRIDGE_…`` variables, so a developer's own
@@ -210,6 +222,7 @@ def _service_settings(
         "okx": _reveal(scenario_config(okx).model_dump()),
         "ripio": _reveal(ripio.config().model_dump()),
         "openxswitch": {"enabled": True, "secrets": [webhook_secret], "ack_timeout_seconds": 5.0},
+        "binance": binance_demo.section(binance, state_dir),
     }
     path = state_dir / "bridge.json"
     path.touch(mode=0o600)
@@ -253,8 +266,8 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-async def _run_live(app: BridgeApp, okx: OkxSimulator, ripio: RipioSimulator, webhook_secret: str) -> list[_Figures]:
-    """All three simulators at once against the running service; returns per-provider figures
+async def _run_live(app: BridgeApp, okx: OkxSimulator, ripio: RipioSimulator, webhook_secret: str, binance: BinanceSimulator) -> list[_Figures]:
+    """All the simulators at once against the running service; returns per-provider figures
     once every source settled and Kafka acknowledged everything."""
     assert app.pipeline is not None
     host, port = app.http.addresses["webhooks"]
@@ -271,10 +284,12 @@ async def _run_live(app: BridgeApp, okx: OkxSimulator, ripio: RipioSimulator, we
     await asyncio.gather(okx.wait_subscribed(), ripio.wait_subscribed())
     okx_transfers = [okx.create(script, name) for script, name in zip(OKX_SCRIPTS, itertools.cycle(okx.accounts))]
     ripio_transfers = [ripio.create(script, name) for script, name in zip(RIPIO_SCRIPTS, itertools.cycle(ripio.accounts))]
-    await asyncio.gather(
+    binance_sources = [s for s in app.sources if isinstance(s, BinanceAccountSource)]
+    _, _, _, polled = await asyncio.gather(
         okx.run_lifecycles(okx_transfers, repeat_every=4, drop_every=6, timeout=30),
         ripio.run_lifecycles(ripio_transfers, repeat_every=3, skip_every=4, drop_every=5, timeout=30),
         sender.send(plan),
+        binance_demo.run_live(binance, binance_sources),
     )
     okx_sources = [s for s in app.sources if isinstance(s, OkxAccountSource)]
     ripio_sources = [s for s in app.sources if isinstance(s, RipioAccountSource)]
@@ -303,6 +318,8 @@ async def _run_live(app: BridgeApp, okx: OkxSimulator, ripio: RipioSimulator, we
     answered = Counter({outcome.value: webhook.stats[result] for result, outcome in _WEBHOOK_RESULTS.items()})
     states = sum(len(t.states) for t in sender.transfers)
     figures.append(_Figures("openxswitch", len(sender.transfers), states, traffic, answered))
+    transfers, states, traffic, outcomes = polled
+    figures.append(_Figures("binance", transfers, states, traffic, outcomes))
     return figures
 
 
@@ -338,8 +355,9 @@ async def run_demo(bootstrap: str, state_dir: Path, topics: TopicSettings | None
     consumer read back exactly what the service reported written. ``topics``: default names unless
     given (tests pass their own, so a shared broker cannot mix runs)."""
     webhook_secret = secrets.token_hex(24)
-    async with OkxSimulator(seed=5, first_ids=(88165500, 63754600)) as okx, RipioSimulator(seed=5) as ripio:
-        app = BridgeApp(_service_settings(bootstrap, state_dir, okx, ripio, webhook_secret, topics), install_signal_handlers=False)
+    async with OkxSimulator(seed=5, first_ids=(88165500, 63754600)) as okx, RipioSimulator(seed=5) as ripio, fast_simulator(seed=5) as binance:
+        settings = _service_settings(bootstrap, state_dir, okx, ripio, webhook_secret, topics, binance)
+        app = BridgeApp(settings, install_signal_handlers=False)
         runner = asyncio.create_task(app.run(), name="bridge")
         started = asyncio.create_task(app.started.wait())
         await asyncio.wait({runner, started}, return_when=asyncio.FIRST_COMPLETED)
@@ -360,8 +378,8 @@ async def run_demo(bootstrap: str, state_dir: Path, topics: TopicSettings | None
             repeats = [i for i in items if isinstance(i, TransferEvent)]
             outcomes = await app.pipeline.submit_all(items + repeats)  # every example pushed twice
             print(f"\ndocument examples: {len(outcomes)} payloads: {_counts(outcomes)}")
-            print("\nlive: the three simulators at once against the real adapters (loopback WebSocket, REST, webhooks):")
-            figures = await _run_live(app, okx, ripio, webhook_secret)
+            print("\nlive: the simulators at once against the real adapters (loopback WebSocket, REST, webhooks, polls):")
+            figures = await _run_live(app, okx, ripio, webhook_secret, binance)
             for figure in figures:
                 print("  " + figure.line())
         except BaseException:
