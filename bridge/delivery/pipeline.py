@@ -316,6 +316,7 @@ class Pipeline:
         now = time.perf_counter()
         self._last_progress = time.monotonic()
         self._failing_since = None
+        self._broker_ok = True  # an ack proves the broker reachable, whatever the last probe said
         if self._pausing:
             self._wake_retries()
         metrics.PRODUCE_LATENCY.observe(now - sent_at)
@@ -454,7 +455,9 @@ class Pipeline:
         """Probe the broker for readiness; rebuild a producer that stopped making progress."""
         while True:
             await asyncio.sleep(1.0)
-            self._broker_ok = await self.publisher.probe()
+            probe_started = time.monotonic()
+            reachable = await self.publisher.probe()
+            self._broker_ok = reachable or self._last_progress > probe_started  # a later ack outranks a failed probe
             metrics.DEDUP_TRANSFERS.set(self.gate.size)
             metrics.DEDUP_UNPERSISTED.set(self.gate.unpersisted)
             if self._broker_ok and not self._in_flight:
