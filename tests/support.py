@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,6 +14,7 @@ from bridge.delivery.settings import TopicSettings
 from bridge.ingest.stream import StreamSource
 from bridge_testkit.conformance import eventually
 from bridge_testkit.kafka_io import ConsumedRecord, read_topic
+from bridge_testkit.streams import settle
 
 __all__ = [
     "FIXTURES",
@@ -58,21 +58,8 @@ async def running_sources(sources: Sequence[S]) -> AsyncIterator[Sequence[S]]:
 
 
 async def settled(sources: Sequence[StreamSource], pipeline: Pipeline, *, quiet: float = 0.25, timeout: float = 15.0) -> None:
-    """Until no frame arrived for ``quiet`` seconds, nothing is held or undecided, and Kafka
-    acknowledged everything."""
-    deadline = time.monotonic() + timeout
-    frames = -1
-    while True:
-        await asyncio.sleep(quiet)
-        for source in sources:
-            await source.settle(timeout=timeout)
-        await pipeline.drain(timeout=timeout)
-        now = sum(source.stats["frames"] for source in sources)
-        if now == frames and not any(source.busy for source in sources) and not pipeline.in_flight:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"sources still busy after {timeout}s")
-        frames = now
+    """``settle`` with the shorter pace the end-to-end tests use."""
+    await settle(sources, pipeline, quiet=quiet, timeout=timeout)
 
 
 async def events(bootstrap: str, topics: TopicSettings, *, deposits: int = 0, withdrawals: int = 0) -> list[ConsumedRecord]:

@@ -30,9 +30,10 @@ from bridge.delivery.settings import TopicSettings
 from bridge.delivery.store_sqlite import SQLiteStore
 from bridge.kafka.settings import KafkaSettings
 from bridge.sources.okx.config import OkxConfig
-from bridge.sources.okx.service import OkxAccountSource, build_okx_sources
+from bridge.sources.okx.service import build_okx_sources
 from bridge_testkit.kafka_io import ConsumedRecord, read_topic
 from bridge_testkit.okx.simulator import OkxSimulator, Snapshot
+from bridge_testkit.streams import settle
 
 __all__ = ["ScenarioReport", "run_scenario", "compare", "settle", "scenario_config", "main"]
 
@@ -185,24 +186,6 @@ async def run_scenario(
         rest_rate_limited=sim_stats["rest_rate_limited"],
         seconds=round(elapsed, 2),
     )
-
-
-async def settle(sources: list[OkxAccountSource], pipeline: Pipeline, quiet: float = 0.3, timeout: float = 60.0) -> None:
-    """Wait until no frame arrived for ``quiet`` seconds, nothing is held or undecided, and Kafka
-    acknowledged everything."""
-    deadline = time.monotonic() + timeout
-    frames = -1
-    while True:
-        await asyncio.sleep(quiet)
-        for source in sources:
-            await source.settle(timeout=timeout)
-        await pipeline.drain(timeout=timeout)
-        now = sum(source.stats["frames"] for source in sources)
-        if now == frames and not any(source.busy for source in sources) and not pipeline.in_flight:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"sources still busy after {timeout}s")
-        frames = now
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,9 +31,10 @@ from bridge.delivery.publish import Publisher
 from bridge.delivery.settings import TopicSettings
 from bridge.delivery.store_sqlite import SQLiteStore
 from bridge.kafka.settings import KafkaSettings
-from bridge.sources.ripio.service import RipioAccountSource, build_ripio_sources
+from bridge.sources.ripio.service import build_ripio_sources
 from bridge_testkit.kafka_io import ConsumedRecord, read_topic
 from bridge_testkit.ripio.simulator import RipioSimulator, Snapshot
+from bridge_testkit.streams import settle
 
 __all__ = ["ScenarioReport", "run_scenario", "compare", "settle", "main"]
 
@@ -89,24 +90,6 @@ def compare(truth: dict[str, list[Snapshot]], records: Sequence[ConsumedRecord])
         "out_of_order": out_of_order,
         "duplicated": sum(n - 1 for n in event_ids.values() if n > 1),
     }
-
-
-async def settle(sources: Sequence[RipioAccountSource], pipeline: Pipeline, quiet: float = 0.3, timeout: float = 60.0) -> None:
-    """Wait until no frame arrived for ``quiet`` seconds, nothing is held or undecided, and Kafka
-    acknowledged everything."""
-    deadline = time.monotonic() + timeout
-    frames = -1
-    while True:
-        await asyncio.sleep(quiet)
-        for source in sources:
-            await source.settle(timeout=timeout)
-        await pipeline.drain(timeout=timeout)
-        now = sum(source.stats["frames"] for source in sources)
-        if now == frames and not any(source.busy for source in sources) and not pipeline.in_flight:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"sources still busy after {timeout}s")
-        frames = now
 
 
 async def run_scenario(
