@@ -44,6 +44,26 @@ async def snapshot() -> tuple[int, int, int]:
     return min(s[0] for s in samples), min(s[1] for s in samples), min(s[2] for s in samples)
 
 
+async def settled_task_count(target: int, within: float = 3.0) -> int:
+    """Task count once the simulator's side of the last hang-up has finished (or ``within`` s passed).
+
+    The count is whole-process: the simulator's handler for the last connection (or the ticket
+    request's keep-alive handler) can still be closing when the source has already stopped, so a
+    fixed short sleep made this a race; a real leak stays above ``target`` for the whole wait.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        count = len(asyncio.all_tasks())
+        if count <= target or time.monotonic() >= deadline:
+            return count
+        await asyncio.sleep(0.02)
+
+
+def describe(task: asyncio.Task[Any]) -> str:
+    coro = task.get_coro()
+    return f"{task.get_name()}:{getattr(coro, '__qualname__', type(coro).__name__)}"
+
+
 async def cycle(
     name: str, source: Any, attempts: Callable[[], int], ready: Callable[[], Awaitable[None]] | None = None
 ) -> None:
@@ -66,8 +86,7 @@ async def cycle(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-    await asyncio.sleep(0.1)
-    tasks_after_stop = len(asyncio.all_tasks())
+    tasks_after_stop = await settled_task_count(tasks_before_start)
     record(
         f"{name}: {attempts() - start} reconnects ({source.stats['connections']} got as far as subscribed) in {took:.1f}s; fds {fds0} -> {fds1}; "
         f"asyncio tasks {tasks0} -> {tasks1} (before start {tasks_before_start}, after stop {tasks_after_stop}); "
@@ -75,7 +94,9 @@ async def cycle(
     )
     assert fds1 - fds0 <= 4, f"{name}: {fds1 - fds0} file descriptors more after {RECONNECTS} reconnects"
     assert tasks1 - tasks0 <= 2, f"{name}: {tasks1 - tasks0} asyncio tasks more after {RECONNECTS} reconnects"
-    assert tasks_after_stop <= tasks_before_start, f"{name}: tasks left behind after the source stopped"
+    assert tasks_after_stop <= tasks_before_start, (
+        f"{name}: tasks left behind after the source stopped: {sorted(describe(t) for t in asyncio.all_tasks())}"
+    )
     assert rss1 - rss0 < 64 * 2**20, f"{name}: RSS grew {mib(rss1 - rss0)} over {RECONNECTS} reconnects"
 
 
