@@ -46,6 +46,12 @@ __all__ = [
     "POLL_RATE_LIMIT_WAITS",
     "POLL_TRACKED_OPEN",
     "POLL_TRACKING_EXPIRED",
+    "OPEN_TRANSFERS",
+    "OLDEST_OPEN_TRANSFER_AGE",
+    "STUCK_TRANSFERS",
+    "STUCK_THRESHOLD",
+    "CONFIG_GENERATION",
+    "CONFIG_RELOADS",
 ]
 
 EVENTS_RECEIVED = Counter(
@@ -181,3 +187,25 @@ POLL_TRACKING_EXPIRED = Counter(
     "Transfers no longer re-queried while still non-final (past the tracking age, or over the cap)",
     ["provider", "account", "reason"],
 )
+
+# Open (non-final) transfers the dedup gate knows, refreshed on every scrape. Ages are to the minute.
+OPEN_TRANSFERS = Gauge(
+    "bridge_open_transfers", "Transfers published in a non-final state and not final since", ["provider", "direction"]
+)
+OLDEST_OPEN_TRANSFER_AGE = Gauge(
+    "bridge_oldest_open_transfer_age_seconds",
+    "Age of the oldest open transfer since it was first seen (0: none open), to the minute",
+    ["provider", "direction"],
+)
+STUCK_TRANSFERS = Gauge(
+    "bridge_stuck_transfers",
+    "Open transfers first seen longer ago than the stuck threshold of their provider and direction",
+    ["provider", "direction"],
+)
+STUCK_THRESHOLD = Gauge(
+    "bridge_stuck_threshold_seconds", "Open longer than this counts as stuck (stuck.* settings)", ["provider", "direction"]
+)
+
+# Live reload of the configuration (SIGHUP, or a changed config file / secrets directory).
+CONFIG_GENERATION = Gauge("bridge_config_generation", "Configuration generation running: 1 at start, +1 per applied reload")
+CONFIG_RELOADS = Counter("bridge_config_reloads", "Reload attempts by result (applied, unchanged, refused)", ["result"])

@@ -40,6 +40,7 @@ from bridge.observability import metrics
 from bridge.observability.logs import REDACTOR, register_secrets
 from bridge.service.http import HttpServer
 from bridge.service.settings import BridgeSettings, secret_values
+from bridge.service.stuck import publish_open_transfers
 from bridge.service.supervisor import Supervisor
 
 __all__ = ["ServiceSettings", "ExitCode", "BridgeApp", "build_sources", "SourceFactory"]
@@ -197,6 +198,8 @@ class BridgeApp:
         for source in self.sources:
             if source.health.last_event_at is not None:
                 metrics.SOURCE_LAST_EVENT_AGE.labels(source.name).set(max(0.0, now - source.health.last_event_at))
+        if self.pipeline is not None:
+            publish_open_transfers(self.pipeline.gate.open_transfers, self.settings.stuck, now)
 
     # -- run -----------------------------------------------------------------------------------
 
