@@ -39,6 +39,7 @@ from bridge.ingest.source import Source
 from bridge.observability import metrics
 from bridge.observability.logs import REDACTOR, register_secrets
 from bridge.service.http import HttpServer
+from bridge.service.reload import Reloader
 from bridge.service.settings import BridgeSettings, secret_values
 from bridge.service.stuck import publish_open_transfers
 from bridge.service.supervisor import Supervisor
@@ -123,12 +124,16 @@ class BridgeApp:
         extra_sources: Sequence[SourceFactory] = (),
         configured_sources: bool = True,
         install_signal_handlers: bool = True,
+        reload_settings: Callable[[], BridgeSettings] | None = None,
+        watch_paths: Sequence[Path] = (),
     ):
-        """``extra_sources`` add sources of your own (embedding, tests) next to the configured ones."""
+        """``extra_sources`` add sources of your own (embedding, tests) next to the configured ones;
+        ``reload_settings`` reads the configuration again (SIGHUP, changed ``watch_paths``)."""
         self.settings = settings
         self._factories: list[SourceFactory] = list(extra_sources)
         if configured_sources:
-            self._factories.insert(0, lambda pipeline: build_sources(settings, pipeline))
+            self._factories.insert(0, self._configured_sources)
+        self.reloader = Reloader(self, reload_settings, watch_paths) if reload_settings is not None else None
         self._install_signals = install_signal_handlers
         self._stop = asyncio.Event()
         self._stop_reason = "requested"
@@ -141,6 +146,12 @@ class BridgeApp:
         )
         self.started = asyncio.Event()
         """Set once every source runs (tests and embedding code wait for it)."""
+
+    def _configured_sources(self, pipeline: Pipeline) -> list[Source]:
+        sources = build_sources(self.settings, pipeline)
+        if self.reloader is not None:
+            self.reloader.adopt(sources)
+        return sources
 
     # -- control -------------------------------------------------------------------------------
 
@@ -160,6 +171,12 @@ class BridgeApp:
                 installed.append(signum)
             except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
                 pass
+        if self.reloader is not None:
+            try:
+                loop.add_signal_handler(signal.SIGHUP, self.reloader.request, "SIGHUP")
+                installed.append(signal.SIGHUP)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
 
         def remove() -> None:
             for signum in installed:
@@ -178,7 +195,8 @@ class BridgeApp:
         ready = bool(kafka["ready"])
         if self.settings.supervisor.sources_gate_readiness:
             ready = ready and all(s["ready"] for s in sources.values())
-        return ready, {"kafka": kafka, "sources": REDACTOR.redact_value(sources)}
+        config = self.reloader.view() if self.reloader is not None else {"generation": 1}
+        return ready, {"kafka": kafka, "sources": REDACTOR.redact_value(sources), "config": REDACTOR.redact_value(config)}
 
     def refresh_metrics(self) -> None:
         """Gauges that are read rather than counted; called on every scrape."""
@@ -225,9 +243,13 @@ class BridgeApp:
                 return code
             stopper = asyncio.create_task(self._stop.wait())
             fenced = asyncio.create_task(self._watch_fencing())
+            if self.reloader is not None:
+                self.reloader.start()
             await asyncio.wait({stopper, fenced}, return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
             fenced.cancel()
+            if self.reloader is not None:  # a reload in progress finishes first: no half-applied change
+                await self.reloader.stop()
             return await self._shutdown()
         except BaseException:
             await self._abort()
@@ -381,6 +403,8 @@ class BridgeApp:
 
     async def _abort(self) -> None:
         """On an unexpected error or cancellation: stop sources and close what we can, fast."""
+        if self.reloader is not None:
+            await self.reloader.stop(finish_current=False)
         if self.supervisor is not None:
             await self.supervisor.stop(timeout=2.0)
         await self._close_pipeline(5.0)

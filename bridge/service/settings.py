@@ -54,6 +54,7 @@ __all__ = [
     "StartupSettings",
     "ShutdownSettings",
     "StuckSettings",
+    "ReloadSettings",
     "BridgeSettings",
     "ConfigError",
     "load_settings",
@@ -158,6 +159,14 @@ class StuckSettings(_Section):
         return hours * 3600.0
 
 
+class ReloadSettings(_Section):
+    """Live reload (SIGHUP always works): also when the config file or secrets directory changes."""
+
+    watch_seconds: float = Field(
+        default=5.0, ge=0, description="check the config file and secrets_dir for changes this often (0 = SIGHUP only)"
+    )
+
+
 class BridgeSettings(BaseSettings):
     """Every section of the core; ``bridge.service.app.ServiceSettings`` adds one section per provider."""
 
@@ -174,6 +183,7 @@ class BridgeSettings(BaseSettings):
     startup: StartupSettings = StartupSettings()
     shutdown: ShutdownSettings = ShutdownSettings()
     stuck: StuckSettings = StuckSettings()
+    reload: ReloadSettings = ReloadSettings()
     secrets_dir: Path | None = Field(
         default=None, description="directory of secret files (a mounted Kubernetes Secret), one setting per file"
     )
