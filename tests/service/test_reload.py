@@ -170,3 +170,34 @@ async def test_a_rotated_webhook_secret_applies_when_the_file_changes_without_a_
     records = await read_topic(kafka_bootstrap, topics.withdrawal, expect=4, timeout=15)
     ids = {json.loads(r.value)["event_id"] for r in records}
     assert ids == {s.event.event_id for s in first.states} | {s.event.event_id for s in second.states}
+
+
+def _settings(tmp_path: Path, **sections: Any) -> ServiceSettings:
+    document = service_document(tmp_path, **sections)
+    return load_settings(ServiceSettings, config_file=write_yaml(tmp_path / "plan.yaml", document), environ={})
+
+
+def _okx_static(*accounts: tuple[str, str], **shared: Any) -> dict[str, Any]:
+    return {"enabled": True, "ws_url": "wss://okx.invalid/ws", "rest_url": "https://okx.invalid", **shared,
+            "accounts": [{"name": n, "api_key": f"k-{n}", "secret_key": s, "passphrase": "p"} for n, s in accounts]}
+
+
+def test_a_reload_plan_restarts_only_the_changed_account_and_all_of_a_provider_whose_shared_settings_changed(tmp_path: Path) -> None:
+    from bridge.service.reload import fingerprint, plan_reload
+
+    running = ["okx:a", "okx:b", "okx:c"]
+    old = _settings(tmp_path, okx=_okx_static(("a", "s1"), ("b", "s2"), ("c", "s3")))
+    rotated = plan_reload(old, _settings(tmp_path, okx=_okx_static(("a", "s1"), ("b", "s2-new"), ("c", "s3"))), running)
+    assert rotated.stop == ["okx:b"] and [[a.name for a in s.accounts] for _, s in rotated.build] == [["b"]]  # type: ignore[attr-defined]
+    shared = plan_reload(old, _settings(tmp_path, okx=_okx_static(("a", "s1"), ("b", "s2"), ("c", "s3"), reconnect_max=5)), running)
+    assert shared.stop == running and [len(s.accounts) for _, s in shared.build] == [3]  # type: ignore[attr-defined]
+    off = plan_reload(old, _settings(tmp_path, okx={**_okx_static(("a", "s1")), "enabled": False}), running)
+    assert off.stop == running and off.build == []
+    same = plan_reload(old, _settings(tmp_path, okx=_okx_static(("a", "s1"), ("b", "s2"), ("c", "s3")), stuck={"deposit_hours": 1}), running)
+    assert same.stop == [] and same.build == [] and same.live == ["stuck"]
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "openxswitch__secrets").write_text("one")
+    before = fingerprint([secrets])
+    (secrets / "openxswitch__secrets").write_text("two")
+    assert fingerprint([secrets]) != before  # a rotated secret file is noticed by the watcher
