@@ -121,6 +121,15 @@ def plan_reload(old: BridgeSettings, new: BridgeSettings, running: Sequence[str]
     return plan
 
 
+def _forget_metrics(name: str) -> None:
+    """A removed source's gauges go away rather than keep its last value (an alert on a ghost)."""
+    for gauge in (metrics.SOURCE_READY, metrics.SOURCE_LAST_EVENT_AGE):
+        try:
+            gauge.remove(name)
+        except KeyError:
+            pass
+
+
 def fingerprint(paths: Sequence[Path]) -> str:
     """Digest of the watched files' contents (a secrets directory: each file in it, dot-entries
     skipped like the loader does); a missing path counts as its own state."""
@@ -295,6 +304,7 @@ class Reloader:
         for source in old:
             if source.name not in moved:
                 host.http.unroute(source)
+                _forget_metrics(source.name)
         host.sources[:] = [s for s in host.sources if s.name not in plan.stop] + built
         self._configured = [n for n in self._configured if n not in plan.stop] + [s.name for s in built]
         for source in built:
