@@ -107,8 +107,8 @@ class TopicScan:
             isolation_level="read_committed",
             auto_offset_reset="earliest",
         )
-        await consumer.start()
         try:
+            await consumer.start()
             partitions = await self._partitions(consumer)
             consumer.assign(partitions)
             end: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
