@@ -159,9 +159,13 @@ def _histories(settings: BridgeSettings, only: Sequence[str] | None, report: Rep
     return found
 
 
-async def reconcile(settings: BridgeSettings, window: Window, args: argparse.Namespace, out: TextIO) -> int:
+async def reconcile(
+    settings: BridgeSettings, window: Window, args: argparse.Namespace, out: TextIO, *, histories: Sequence[AccountHistory] | None = None
+) -> int:
+    """One run; ``histories`` replaces the configured providers' readers (benchmarks, tools)."""
     report = Report(window)
-    histories = _histories(settings, args.providers, report)
+    if histories is None:
+        histories = _histories(settings, args.providers, report)
     started = time.monotonic()
     with Ledger(window, keep_events=args.repair, directory=args.spill_dir) as ledger:
         for history in histories:
