@@ -273,6 +273,7 @@ class TableWriter:
     def __init__(self, out: TextIO, report: Report):
         self.out = out
         self.report = report
+        self.rows = 0
 
     def _line(self, *cells: str) -> None:
         self.out.write("  ".join(f.format(c) for f, c in zip(self.COLUMNS, cells, strict=True)).rstrip() + "\n")
@@ -284,10 +285,13 @@ class TableWriter:
             self.out.write(f"  {account['source']:<24} {account['listed']} transfers listed, {account['unreadable']} rows not normalized\n")
         for item in r.not_compared:
             self.out.write(f"  {item['provider']:<24} {item['reason']}\n")
-        self.out.write(f"  {'kafka':<24} {r.kafka.get('records', 0)} records read, {r.kafka.get('unreadable', 0)} not transfer events\n\n")
-        self._line("drift", "key", "account", "at provider", "in kafka", "kafka record")
+        self.out.write(f"  {'kafka':<24} {r.kafka.get('records', 0)} records read, {r.kafka.get('unreadable', 0)} not transfer events\n")
 
     def row(self, d: Drift) -> None:
+        if not self.rows:
+            self.out.write("\n")
+            self._line("drift", "key", "account", "at provider", "in kafka", "kafka record")
+        self.rows += 1
         at = f"{d.at_provider} ({d.provider_detail})" if d.at_provider else "-"
         kafka = f"{d.in_kafka} ({d.kafka_detail})" if d.in_kafka else "-"
         self._line(d.kind.value, d.key, d.account or "-", at, kafka, d.kafka_position or "-")
