@@ -249,3 +249,55 @@ def test_an_unreadable_window_is_a_usage_error_exit_2(tmp_path: Path, capsys: py
     assert "no enabled provider account with a history API" in capsys.readouterr().err
 
 
+
+
+def test_providers_without_a_history_api_or_its_credentials_have_no_reader() -> None:
+    from bridge.sources.fireblocks.config import FireblocksConfig
+
+    assert plugin_for("openxswitch").history is None
+    assert plugin_for("fireblocks").histories(FireblocksConfig(enabled=True, jwks_file=None)) == []
+
+
+def test_an_unknown_provider_filter_is_a_usage_error_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], quiet_logs: None) -> None:
+    config = write_yaml(tmp_path / "bridge.yaml", {"okx": {"enabled": False}})
+    assert cli.main(["-c", str(config), "reconcile", "--provider", "kraken"]) == 2
+    assert "no provider 'kraken' is installed" in capsys.readouterr().err
+
+
+async def test_the_kafka_side_is_read_committed_from_the_window_and_keeps_each_keys_latest_state(
+    kafka_settings: KafkaSettings, topics: TopicSettings, make_pipeline: PipelineFactory
+) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    from bridge.consumer.latest import TopicScan
+
+    await (await make_pipeline()).close(timeout=10)  # creates the topics
+    now_ms = to_epoch_ms(format_utc_ms(datetime.now(UTC)))
+    event = {"key": "okx:deposit:1", "provider": "okx", "status": "pending", "is_final": False, "provider_status": "0",
+             "created_at": format_utc_ms(datetime.now(UTC)), "occurred_at": format_utc_ms(datetime.now(UTC))}  # fmt: skip
+    old = {**event, "key": "okx:deposit:old"}
+
+    def value(document: dict[str, Any]) -> bytes:
+        return json.dumps(document).encode()
+
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_settings.bootstrap_servers, transactional_id=f"rec-{topics.deposit}")
+    await producer.start()
+    try:
+        async with producer.transaction():  # written three days ago: before the window and its skew
+            await producer.send(topics.deposit, value(old), key=b"okx:deposit:old", partition=0, timestamp_ms=now_ms - 3 * 86_400_000)
+        async with producer.transaction():
+            await producer.send(topics.deposit, value(event), key=b"okx:deposit:1", partition=0)
+            await producer.send(topics.deposit, value({**event, "status": "credited", "provider_status": "1"}), key=b"okx:deposit:1", partition=0)
+        await producer.begin_transaction()
+        await producer.send(topics.deposit, value({**event, "status": "completed", "is_final": True}), key=b"okx:deposit:1", partition=0)
+        await producer.abort_transaction()
+        async with producer.transaction():
+            await producer.send(topics.deposit, b"not json", key=b"garbage", partition=0)
+    finally:
+        await producer.stop()
+
+    scan = TopicScan(kafka_settings, [topics.deposit, topics.withdrawal], since_ms=now_ms - 3_600_000, skew_ms=3_600_000)
+    seen = [state async for batch in scan.batches() for state in batch]
+
+    assert [(s.key, s.status) for s in seen] == [("okx:deposit:1", "pending"), ("okx:deposit:1", "credited")]
+    assert (scan.records, scan.unreadable) == (3, 1)
