@@ -132,6 +132,9 @@ def run(args: argparse.Namespace) -> int:
     except UsageError as exc:
         print(f"transfer-bridge reconcile: {exc}", file=sys.stderr)
         return 2
+    except Exception:  # a bug: never exit 1, which a scheduler reads as "drift found"
+        log.exception("reconcile failed; exiting 2")
+        return 2
 
 
 def _histories(settings: BridgeSettings, only: Sequence[str] | None, report: Report) -> list[AccountHistory]:
