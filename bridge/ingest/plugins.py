@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from bridge.contract.events import Provider
 from bridge.delivery.pipeline import Pipeline
+from bridge.ingest.history import AccountHistory
 from bridge.ingest.settings import ProviderSection
 from bridge.ingest.source import Source
 
@@ -45,11 +46,23 @@ class ProviderPlugin:
     webhook receiver); imported only when the provider is enabled, so a disabled provider's
     transport never loads."""
     summary: str = ""
+    history: str | None = None
+    """``module:function`` returning one ``bridge.ingest.history.AccountHistory`` per enabled
+    account of an enabled section: the provider can list an account's transfers in a window
+    (``transfer-bridge reconcile``). None: the provider has no history API (webhooks only)."""
 
     def sources(self, section: Any, pipeline: Pipeline) -> Sequence[Source]:
         module, _, function = self.build.partition(":")
         builder: Callable[[Any, Pipeline], Sequence[Source]] = getattr(importlib.import_module(module), function)
         return builder(section, pipeline)
+
+    def histories(self, section: Any) -> Sequence[AccountHistory]:
+        """The history readers of an enabled section; empty when the provider has none."""
+        if self.history is None:
+            return ()
+        module, _, function = self.history.partition(":")
+        builder: Callable[[Any], Sequence[AccountHistory]] = getattr(importlib.import_module(module), function)
+        return builder(section)
 
 
 @functools.cache

@@ -110,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     from bridge.service.schemas_cli import add_schema_commands
 
     add_schema_commands(commands)
+
+    from bridge.service.reconcile_cli import add_reconcile_command
+
+    add_reconcile_command(commands)
     return parser
 
 
