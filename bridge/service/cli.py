@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     from bridge.service.schemas_cli import add_schema_commands
 
     add_schema_commands(commands)
+    from bridge.service.dlq.cli import add_dlq_commands
+
+    add_dlq_commands(commands)
     return parser
 
 

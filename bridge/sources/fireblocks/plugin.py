@@ -23,4 +23,5 @@ PLUGIN = ProviderPlugin(
     config=FireblocksConfig,
     build="bridge.sources.fireblocks.plugin:receivers",
     summary="signed transaction webhooks v1/v2, JWT-signed REST backfill, acknowledged after Kafka's ack",
+    reparse="bridge.sources.fireblocks.replay:reparse",
 )

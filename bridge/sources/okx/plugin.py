@@ -11,4 +11,5 @@ PLUGIN = ProviderPlugin(
     config=OkxConfig,
     build="bridge.sources.okx.service:build_okx_sources",
     summary="private WebSocket deposit-info / withdrawal-info, REST history backfill",
+    reparse="bridge.sources.okx.replay:reparse",
 )

@@ -11,4 +11,5 @@ PLUGIN = ProviderPlugin(
     config=RipioConfig,
     build="bridge.sources.ripio.service:build_ripio_sources",
     summary="WebSocket deposit / withdrawal topics (ticket auth), REST listing backfill",
+    reparse="bridge.sources.ripio.replay:reparse",
 )
