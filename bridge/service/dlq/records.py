@@ -179,7 +179,7 @@ async def scan(
             if await consumer.position(tp) >= ends[tp]:
                 remaining.discard(tp)
         if out:
-            yield out
+            yield sorted(out, key=lambda pair: (pair[0].partition, pair[0].offset))
 
 
 async def _seek(consumer: AIOKafkaConsumer, assigned: list[TopicPartition], selected: Filter, *, from_committed: bool) -> None:

@@ -45,14 +45,14 @@ def payload_view(value: bytes, limit: int) -> tuple[str, str]:
 
 def line(record: DeadLetterRecord, *, width: int = 80) -> str:
     """One record on one line: where, when, whose, why, and the head of the payload."""
-    _, preview = payload_view(record.value, width)
+    kind, preview = payload_view(record.value, width)
     replays = f" replays={record.replay_count}" if record.replay_count else ""
     fields = (
         f"{record.position:<10}",
         record.text("dlq_received_at") or "-",
         f"{safe_text(record.provider)}/{safe_text(record.channel)}{replays}",
-        f"reason={safe_text(record.reason)[:160]!r}",
-        f"raw={preview}",
+        f'reason="{safe_text(record.reason)[:160]}"',
+        f"raw={preview}" if kind == "text" else f"raw(base64)={preview}",
     )
     return "  ".join(fields)
 
