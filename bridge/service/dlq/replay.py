@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -135,8 +135,9 @@ class Replayer:
             return [replace(base, reason=reason, headers={**base.headers, **count})]
         return [replace(letter, headers={**base.headers, **letter.headers, **count}) for letter in letters]
 
-    async def handle(self, batch: Sequence[tuple[DeadLetterRecord, bool]]) -> None:
-        """One batch: judge each selected record, hand what to send to the pipeline, wait for every ack."""
+    async def handle(self, batch: Sequence[tuple[DeadLetterRecord, bool]]) -> asyncio.Future[None]:
+        """One batch: judge each selected record and hand what to send to the pipeline (waiting only
+        for room in it); the returned future is done once every item was acknowledged or decided."""
         futures: list[asyncio.Future[Outcome]] = []
         for record, selected in batch:
             self.report.read += 1
@@ -162,6 +163,9 @@ class Replayer:
                 if verdict.kind == "failing" or verdict.letters:
                     for letter in self._again(record, verdict.letters, verdict.reason):
                         futures.append(await self.pipeline.offer(letter))
+        return asyncio.ensure_future(self._settle(futures))
+
+    async def _settle(self, futures: list[asyncio.Future[Outcome]]) -> None:
         for outcome in await asyncio.gather(*futures):
             if outcome is Outcome.DEAD_LETTERED:
                 self.report.dead_lettered_again += 1
@@ -169,18 +173,41 @@ class Replayer:
                 self.report.events[outcome.value] += 1
 
 
+MAX_UNSETTLED_BATCHES = 8
+"""Batches read and handed over while earlier ones still wait for Kafka's acks: reading and
+parsing go on during the acks' round trips instead of after them."""
+
+
 async def replay(
     consumer: AIOKafkaConsumer, topic: str, selected: Filter, replayer: Replayer, *, commit: bool, batch: int = 500
 ) -> ReplayReport:
-    """Every dead letter from the group's committed offset to the end the topic had at the start."""
+    """Every dead letter from the group's committed offset to the end the topic had at the start.
+
+    A batch's offsets are committed once it and every batch before it settled, so the committed
+    progress never passes an item Kafka has not acknowledged."""
     started = time.monotonic()
-    async for records in scan(consumer, topic, selected, from_committed=True, batch=batch):
-        await replayer.handle(records)
-        if commit:
+    unsettled: deque[tuple[asyncio.Future[None], dict[TopicPartition, int]]] = deque()
+
+    async def commit_settled(wait_for: int) -> None:
+        offsets: dict[TopicPartition, int] = {}
+        while unsettled and (len(unsettled) > wait_for or unsettled[0][0].done()):
+            settling, last = unsettled.popleft()
+            await settling
+            offsets.update(last)
+        if offsets and commit:
+            await consumer.commit({tp: OffsetAndMetadata(offset + 1, "") for tp, offset in offsets.items()})
+
+    try:
+        async for records in scan(consumer, topic, selected, from_committed=True, batch=batch):
             last: dict[TopicPartition, int] = {}
             for record, _ in records:
                 tp = TopicPartition(topic, record.partition)
                 last[tp] = max(last.get(tp, -1), record.offset)
-            await consumer.commit({tp: OffsetAndMetadata(offset + 1, "") for tp, offset in last.items()})
+            unsettled.append((await replayer.handle(records), last))
+            await commit_settled(MAX_UNSETTLED_BATCHES)
+        await commit_settled(0)
+    finally:
+        for settling, _ in unsettled:
+            settling.cancel()
     replayer.report.seconds = time.monotonic() - started
     return replayer.report
