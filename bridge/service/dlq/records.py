@@ -138,6 +138,10 @@ def consumer_for(kafka: KafkaSettings, *, group_id: str | None = None) -> AIOKaf
         isolation_level="read_committed",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        # A scan reads records that are there already; the broker's default wait for more data
+        # (500 ms per fetch) only stalls it between fetches.
+        fetch_max_wait_ms=20,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
     )
 
 

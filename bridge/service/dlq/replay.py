@@ -173,6 +173,8 @@ class Replayer:
                 self.report.events[outcome.value] += 1
 
 
+COMMIT_INTERVAL = 1.0
+"""Seconds between two commits of the group's progress."""
 MAX_UNSETTLED_BATCHES = 8
 """Batches read and handed over while earlier ones still wait for Kafka's acks: reading and
 parsing go on during the acks' round trips instead of after them."""
@@ -187,15 +189,21 @@ async def replay(
     progress never passes an item Kafka has not acknowledged."""
     started = time.monotonic()
     unsettled: deque[tuple[asyncio.Future[None], dict[TopicPartition, int]]] = deque()
+    settled: dict[TopicPartition, int] = {}
+    committed_at = time.monotonic()
 
     async def commit_settled(wait_for: int) -> None:
-        offsets: dict[TopicPartition, int] = {}
+        nonlocal committed_at
         while unsettled and (len(unsettled) > wait_for or unsettled[0][0].done()):
             settling, last = unsettled.popleft()
             await settling
-            offsets.update(last)
-        if offsets and commit:
-            await consumer.commit({tp: OffsetAndMetadata(offset + 1, "") for tp, offset in offsets.items()})
+            settled.update(last)
+        # A commit is a round trip to the group coordinator: once a second (and at the end), not
+        # per batch. A crash repeats at most that second's work, which the dedup gate drops.
+        if settled and commit and (not wait_for or time.monotonic() - committed_at >= COMMIT_INTERVAL):
+            await consumer.commit({tp: OffsetAndMetadata(offset + 1, "") for tp, offset in settled.items()})
+            settled.clear()
+            committed_at = time.monotonic()
 
     try:
         async for records in scan(consumer, topic, selected, from_committed=True, batch=batch):
