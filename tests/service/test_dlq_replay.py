@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import io
 import json
+import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,9 @@ import pytest
 from bridge.contract.events import DeadLetter, TransferEvent
 from bridge.contract.jsonutil import loads_exact
 from bridge.contract.parsing import ParseError
-from bridge.delivery.settings import TopicSettings
+from bridge.delivery.assemble import build_pipeline
+from bridge.delivery.pipeline import Outcome
+from bridge.delivery.settings import DedupSettings, TopicSettings
 from bridge.kafka.settings import KafkaSettings
 from bridge.service.cli import main
 from bridge.sources.okx import parse as okx
@@ -173,3 +176,27 @@ async def test_a_payload_that_keeps_failing_is_sent_back_counted_and_not_replaye
     letters = await read_topic(kafka_settings.bootstrap_servers, topics.dead_letter, timeout=5)
     assert [r.headers.get("dlq_replay_count") for r in letters] == [None, b"1", b"2"]
     assert (await dlq(config))["read"] == 0, "nothing left: the loop ended"
+
+
+async def test_in_exactly_once_mode_a_replay_beside_the_service_neither_fences_it_nor_republishes_its_states(
+    make_pipeline: PipelineFactory, tmp_path: Path, kafka_settings: KafkaSettings, topics: TopicSettings
+) -> None:
+    suffix = uuid.uuid4().hex[:10]
+    dedup = DedupSettings(store="kafka", state_topic=f"t.{suffix}.state", transactional_id=f"bridge-{suffix}")
+    config = write_yaml(tmp_path / "eos.yaml", service_document(tmp_path, kafka_settings, topics, dedup=dedup.model_dump(mode="json")))
+    service = build_pipeline(kafka_settings, topics, dedup)
+    await service.start()
+    try:
+        (already,) = okx.parse_push(deposit_push(["301"]), received_at=RECEIVED)  # the service published this state itself
+        assert await service.submit(already) is Outcome.PUBLISHED
+        await fill(make_pipeline, tmp_path, broken_letters(["301", "302"]))
+
+        report = await dlq(config)
+
+        assert report["events"] == {"published": 1, "duplicate": 1}, "the state restored from Kafka drops the repeat"
+        (later,) = okx.parse_push(deposit_push(["303"]), received_at=RECEIVED)
+        assert await service.submit(later) is Outcome.PUBLISHED, "the service's producer was not fenced"
+    finally:
+        await service.close()
+    records = await published(kafka_settings, topics, expect=3)
+    assert sorted(r.key.decode() for r in records) == ["okx:deposit:301", "okx:deposit:302", "okx:deposit:303"]
