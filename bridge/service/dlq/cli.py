@@ -107,7 +107,10 @@ def default_group(settings: BridgeSettings, selected: Filter) -> str:
     """One group per selection: a narrowed replay must not mark the records it left out as done."""
     group = f"{settings.kafka.client_id}-dlq-replay"
     if selected.narrows:
-        group += "-" + hashlib.sha1(repr(selected).encode()).hexdigest()[:10]
+        # sorted, not repr(): a frozenset's order changes from one process to the next
+        canonical = orjson.dumps({name: sorted(value) if isinstance(value, frozenset) else value
+                                  for name, value in vars(selected).items()}, option=orjson.OPT_SORT_KEYS)
+        group += "-" + hashlib.sha1(canonical).hexdigest()[:10]
     return group
 
 
