@@ -20,12 +20,12 @@ from aiokafka.errors import KafkaError
 
 from bridge.service.dlq import render
 from bridge.service.dlq.records import Filter, consumer_for, parse_time, scan
-from bridge.service.dlq.replay import Reparsers, Replayer, replay
+from bridge.service.dlq.replay import Reparsers, Replayer, ReplayReport, replay
 
 if TYPE_CHECKING:
     from bridge.service.settings import BridgeSettings
 
-__all__ = ["add_dlq_commands", "run", "reparsers"]
+__all__ = ["add_dlq_commands", "run", "reparsers", "replay_dead_letters", "default_group"]
 
 
 def add_dlq_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
@@ -159,29 +159,49 @@ async def _read(args: argparse.Namespace, settings: BridgeSettings, topic: str, 
 
 
 async def _replay(args: argparse.Namespace, settings: BridgeSettings, topic: str, selected: Filter) -> int:
-    from bridge.delivery.assemble import build_pipeline
     from bridge.observability.logs import configure_logging, register_secrets
     from bridge.service.settings import secret_values
 
     register_secrets(secret_values(settings))
     configure_logging(settings.log.level, settings.log.format, settings.log.levels)
-    pipeline = None
-    if not args.dry_run:
-        # Its own transactional id: a replay beside the running service must not fence it.
-        dedup = settings.dedup.model_copy(update={"transactional_id": f"{settings.dedup.transactional_id or settings.kafka.client_id + '-0'}-dlq-replay"})
-        pipeline = build_pipeline(settings.kafka, settings.topics, dedup, settings.pipeline, settings.schema_registry)
-        await pipeline.start(timeout=settings.startup.kafka_timeout_seconds)
-    consumer = consumer_for(settings.kafka, group_id=args.group or default_group(settings, selected))
-    try:
-        await consumer.start()
-        replayer = Replayer(reparsers(settings), pipeline, max_replays=args.max_replays)
-        report = await replay(consumer, topic, selected, replayer, commit=pipeline is not None, batch=args.batch)
-    finally:
-        await consumer.stop()
-        if pipeline is not None:
-            await pipeline.close(timeout=settings.shutdown.deadline_seconds)
+    report = await replay_dead_letters(
+        settings, selected, topic=topic, dry_run=args.dry_run, group=args.group, max_replays=args.max_replays, batch=args.batch
+    )
     if args.format == "json":
         sys.stdout.write(orjson.dumps(report.as_dict()).decode() + "\n")
     else:
         print(report.text())
     return 0
+
+
+async def replay_dead_letters(
+    settings: BridgeSettings,
+    selected: Filter | None = None,
+    *,
+    topic: str | None = None,
+    dry_run: bool = False,
+    group: str | None = None,
+    max_replays: int = 3,
+    batch: int = 500,
+) -> ReplayReport:
+    """``dlq replay`` without the command line: the pipeline built from ``settings`` as the service
+    builds it (its own transactional id in exactly-once mode), the progress in ``group``."""
+    from bridge.delivery.assemble import build_pipeline
+
+    selected = selected or Filter()
+    pipeline = None
+    if not dry_run:
+        # Its own transactional id: a replay beside the running service must not fence it.
+        own_id = f"{settings.dedup.transactional_id or settings.kafka.client_id + '-0'}-dlq-replay"
+        dedup = settings.dedup.model_copy(update={"transactional_id": own_id})
+        pipeline = build_pipeline(settings.kafka, settings.topics, dedup, settings.pipeline, settings.schema_registry)
+        await pipeline.start(timeout=settings.startup.kafka_timeout_seconds)
+    consumer = consumer_for(settings.kafka, group_id=group or default_group(settings, selected))
+    try:
+        await consumer.start()
+        replayer = Replayer(reparsers(settings), pipeline, max_replays=max_replays)
+        return await replay(consumer, topic or settings.topics.dead_letter, selected, replayer, commit=pipeline is not None, batch=batch)
+    finally:
+        await consumer.stop()
+        if pipeline is not None:
+            await pipeline.close(timeout=settings.shutdown.deadline_seconds)
