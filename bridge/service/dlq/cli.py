@@ -134,9 +134,9 @@ def run(args: argparse.Namespace) -> int:
 
 async def _read(args: argparse.Namespace, settings: BridgeSettings, topic: str, selected: Filter) -> int:
     consumer = consumer_for(settings.kafka)
-    await consumer.start()
     shown = 0
     try:
+        await consumer.start()
         async for batch in scan(consumer, topic, selected):
             for record, matches in batch:
                 if not matches:

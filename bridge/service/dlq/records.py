@@ -124,7 +124,10 @@ def parse_time(text: str, *, now: datetime | None = None) -> int:
     if match:
         moment = (now or datetime.now(UTC)) - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
     else:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        try:
+            moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"{text[:40]!r} is neither an RFC 3339 time nor a time ago (30m, 2h, 7d)") from None
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
