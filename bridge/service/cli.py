@@ -114,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     from bridge.service.reconcile_cli import add_reconcile_command
 
     add_reconcile_command(commands)
+
+    from bridge.service.dlq.cli import add_dlq_commands
+
+    add_dlq_commands(commands)
     return parser
 
 

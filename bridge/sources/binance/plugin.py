@@ -12,4 +12,5 @@ PLUGIN = ProviderPlugin(
     build="bridge.sources.binance.service:build_binance_sources",
     summary="signed REST polling of capital deposit / withdrawal history (hot window + open-transfer re-query)",
     history="bridge.sources.binance.history:histories",
+    reparse="bridge.sources.binance.replay:reparse",
 )

@@ -36,4 +36,5 @@ PLUGIN = ProviderPlugin(
     build="bridge.sources.fireblocks.plugin:receivers",
     summary="signed transaction webhooks v1/v2, JWT-signed REST backfill, acknowledged after Kafka's ack",
     history="bridge.sources.fireblocks.plugin:histories",
+    reparse="bridge.sources.fireblocks.replay:reparse",
 )

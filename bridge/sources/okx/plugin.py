@@ -25,4 +25,5 @@ PLUGIN = ProviderPlugin(
     build="bridge.sources.okx.service:build_okx_sources",
     summary="private WebSocket deposit-info / withdrawal-info, REST history backfill",
     history="bridge.sources.okx.plugin:histories",
+    reparse="bridge.sources.okx.replay:reparse",
 )

@@ -23,4 +23,5 @@ PLUGIN = ProviderPlugin(
     config=OpenXSwitchConfig,
     build="bridge.sources.openxswitch.plugin:receivers",
     summary="signed webhooks withdraw.* / deposit.*, acknowledged after Kafka's ack",
+    reparse="bridge.sources.openxswitch.replay:reparse",
 )

@@ -25,4 +25,5 @@ PLUGIN = ProviderPlugin(
     build="bridge.sources.ripio.service:build_ripio_sources",
     summary="WebSocket deposit / withdrawal topics (ticket auth), REST listing backfill",
     history="bridge.sources.ripio.plugin:histories",
+    reparse="bridge.sources.ripio.replay:reparse",
 )
