@@ -67,7 +67,8 @@ class ProviderContexts:
         return context
 
     def sources(self, plugin: ProviderPlugin, section: BaseModel, pipeline: Pipeline) -> Sequence[Source]:
-        """``plugin.build(section, pipeline, shared)`` with the provider's context."""
+        """``plugin.build(section, pipeline, shared)`` with the provider's context (``ProviderPlugin.sources``
+        calls it without one: the builder then makes objects of its own, as a test that builds alone wants)."""
         module, _, function = plugin.build.partition(":")
         build: Callable[[Any, Pipeline, ProviderContext], Sequence[Source]] = getattr(importlib.import_module(module), function)
         return build(section, pipeline, self.context(plugin.name, section))
