@@ -35,6 +35,7 @@ from bridge.delivery.dedup import DedupStoreError
 from bridge.delivery.pipeline import Pipeline
 from bridge.ingest.plugins import registered
 from bridge.ingest.settings import AccountsSection
+from bridge.ingest.shared import ProviderContexts
 from bridge.ingest.source import Source
 from bridge.observability import metrics
 from bridge.observability.logs import REDACTOR, register_secrets
@@ -94,13 +95,15 @@ class ExitCode(IntEnum):
 SourceFactory = Callable[[Pipeline], Sequence[Source]]
 
 
-def build_sources(settings: BridgeSettings, pipeline: Pipeline) -> list[Source]:
-    """Every enabled source of the configuration, provider by provider as registered."""
+def build_sources(settings: BridgeSettings, pipeline: Pipeline, shared: ProviderContexts | None = None) -> list[Source]:
+    """Every enabled source of the configuration, provider by provider as registered, each
+    provider's built with its context from ``shared`` (which a reload builds with again)."""
+    contexts = shared if shared is not None else ProviderContexts()
     sources: list[Source] = []
     for plugin in registered():
         section = getattr(settings, plugin.name)
         if section.enabled:
-            sources.extend(plugin.sources(section, pipeline))
+            sources.extend(contexts.sources(plugin, section, pipeline))
     return sources
 
 
@@ -130,6 +133,8 @@ class BridgeApp:
         """``extra_sources`` add sources of your own (embedding, tests) next to the configured ones;
         ``reload_settings`` reads the configuration again (SIGHUP, changed ``watch_paths``)."""
         self.settings = settings
+        self.shared = ProviderContexts()
+        """Each provider's shared objects (rate budgets, coordinators), kept across reloads."""
         self._factories: list[SourceFactory] = list(extra_sources)
         if configured_sources:
             self._factories.insert(0, self._configured_sources)
@@ -148,7 +153,7 @@ class BridgeApp:
         """Set once every source runs (tests and embedding code wait for it)."""
 
     def _configured_sources(self, pipeline: Pipeline) -> list[Source]:
-        sources = build_sources(self.settings, pipeline)
+        sources = build_sources(self.settings, pipeline, self.shared)
         if self.reloader is not None:
             self.reloader.adopt(sources)
         return sources

@@ -6,8 +6,10 @@ keyed by name: ``okx:<account>``):
 
 * an added account starts; a removed one stops taking input, drains what it accepted and stops;
   a changed one is stopped, then started with its new settings; an untouched one is not touched
-  (its connection stays open). A change to a provider's shared settings (anything but
-  ``accounts``) restarts every source of that provider.
+  (its connection stays open). Added and changed accounts join the provider-level objects of the
+  running ones (``bridge.ingest.shared``: Binance's IP weight budget, OKX's backfill coordinator).
+  A change to a provider's shared settings (anything but ``accounts``) restarts every source of
+  that provider, with fresh provider-level objects.
 * a webhook receiver whose settings changed (a rotated secret) is swapped without a gap: its
   route answers with the new receiver from the moment it is built; the old one drains.
 * ``stuck``, ``supervisor``, ``shutdown``, ``startup`` and ``reload`` apply as they are.
@@ -37,6 +39,7 @@ from pydantic import BaseModel
 from bridge.delivery.pipeline import Pipeline
 from bridge.ingest.plugins import ProviderPlugin, registered
 from bridge.ingest.settings import AccountsSection
+from bridge.ingest.shared import ProviderContexts, shared_settings
 from bridge.ingest.source import Source
 from bridge.observability import metrics
 from bridge.observability.logs import register_secrets
@@ -60,6 +63,7 @@ class ReloadHost(Protocol):
     pipeline: Pipeline | None
     supervisor: Supervisor | None
     http: HttpServer
+    shared: ProviderContexts
 
 
 @dataclass
@@ -69,11 +73,6 @@ class Plan:
     stop: list[str] = field(default_factory=list)
     build: list[tuple[ProviderPlugin, BaseModel]] = field(default_factory=list)
     live: list[str] = field(default_factory=list)
-
-
-def _shared(section: BaseModel) -> dict[str, Any]:
-    """A section without its accounts; secrets compare by value (``SecretStr`` equality)."""
-    return {name: getattr(section, name) for name in type(section).model_fields if name != "accounts"}
 
 
 def fixed_changes(old: BridgeSettings, new: BridgeSettings) -> list[str]:
@@ -99,7 +98,7 @@ def plan_reload(old: BridgeSettings, new: BridgeSettings, running: Sequence[str]
             and isinstance(after, AccountsSection)
             and before.enabled
             and after.enabled
-            and _shared(before) == _shared(after)
+            and shared_settings(before) == shared_settings(after)
         )
         if not accounts_only:  # shared settings (or enabled) changed: the provider's sources all restart
             plan.stop += mine
@@ -233,9 +232,11 @@ class Reloader:
             try:
                 built = self._build(plan)
             except (ValueError, TypeError) as exc:
+                self._retain(host.settings)
                 return self._refused(reason, f"building sources: {exc}")
             await self._apply(plan, built)
             host.settings = new
+            self._retain(new)
             self.generation += 1
             metrics.CONFIG_GENERATION.set(self.generation)
             metrics.CONFIG_RELOADS.labels("applied").inc()
@@ -277,13 +278,17 @@ class Reloader:
         assert pipeline is not None
         built: list[Source] = []
         for plugin, section in plan.build:
-            built.extend(plugin.sources(section, pipeline))
+            built.extend(self.host.shared.sources(plugin, section, pipeline))  # joins the running accounts' objects
         staying = set(self.host.supervisor.kept if self.host.supervisor else ()) - set(plan.stop)
         clash = sorted({source.name for source in built} & staying)
         names = [source.name for source in built]
         if clash or len(set(names)) != len(names):
             raise ValueError(f"source names already running or repeated: {', '.join(clash or names)}")
         return built
+
+    def _retain(self, settings: BridgeSettings) -> None:
+        """Forget the provider contexts no source of ``settings`` uses any more."""
+        self.host.shared.retain({plugin.name: getattr(settings, plugin.name) for plugin in registered()})
 
     async def _apply(self, plan: Plan, built: list[Source]) -> None:
         host, supervisor = self.host, self.host.supervisor

@@ -1,5 +1,7 @@
 """Live reload: accounts added and removed while the others keep streaming, secrets rotated, bad
-configurations refused, fixed sections refused, the generation on /readyz and /metrics."""
+configurations refused, fixed sections refused, the generation on /readyz and /metrics; accounts
+added by a reload share the running provider-level objects (Binance's IP budget, OKX's backfill
+coordinator) until the provider's shared settings change."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import contextlib
 import json
 import os
 import signal
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,9 @@ from bridge.kafka.settings import KafkaSettings
 from bridge.observability import metrics
 from bridge.service.app import BridgeApp, ServiceSettings
 from bridge.service.settings import load_settings
+from bridge_testkit.binance.simulator import BinanceSimulator
+from bridge_testkit.binance.support import fast_simulator
+from bridge_testkit.binance.support import section as binance_section
 from bridge_testkit.kafka_io import read_topic
 from bridge_testkit.okx.scenario import compare
 from bridge_testkit.okx.simulator import OkxSimulator, SimAccount
@@ -206,3 +212,67 @@ def test_a_reload_plan_restarts_only_the_changed_account_and_all_of_a_provider_w
     before = fingerprint([secrets])
     (secrets / "openxswitch__secrets").write_text("two")
     assert fingerprint([secrets]) != before  # a rotated secret file is noticed by the watcher
+
+
+def _binance(sim: BinanceSimulator, tmp_path: Path, *names: str, **shared: Any) -> dict[str, Any]:
+    return binance_section(sim, [sim.accounts[name].entry(lookup_uid=False) for name in names], cursor_dir=str(tmp_path / "cursors"), **shared)
+
+
+def _source(bridge: Running, name: str) -> Any:
+    return next(source for source in bridge.app.sources if source.name == name)
+
+
+async def test_accounts_added_by_a_reload_share_the_running_binance_ip_budget_and_okx_coordinator_until_shared_settings_change(
+    tmp_path: Path, kafka_settings: KafkaSettings, topics: TopicSettings, okx: OkxSimulator
+) -> None:
+    def document(sim: BinanceSimulator, okx_accounts: tuple[str, ...], binance_accounts: tuple[str, ...], **binance: Any) -> dict[str, Any]:
+        return service_document(tmp_path, kafka_settings, topics, reload={"watch_seconds": 0}, okx=_okx(okx, *okx_accounts),
+                                binance=_binance(sim, tmp_path, *binance_accounts, **binance))
+
+    async with fast_simulator() as sim:
+        config = write_yaml(tmp_path / "bridge.yaml", document(sim, ("alpha",), ("main",)))
+        async with _running(config) as bridge:
+            reloader = bridge.app.reloader
+            assert reloader is not None
+            await okx.wait_subscribed("alpha")
+            main = _source(bridge, "binance:main")
+            await eventually(lambda: main.stats["polls"] >= 1, what="main's first poll")
+            sim.fail("418", account="main", retry_after=3)  # the IP is banned for 3 s ...
+            await eventually(lambda: main.limits.banned_until_ms > 0, what="the ban learned")
+            banned_at = next(at for at, _, _, status in sim.requests if status == 418)
+            write_yaml(config, document(sim, ("alpha", "gamma"), ("main", "other")))
+            reloaded_at = time.monotonic()
+            assert await reloader.reload("test") == "applied"  # ... when a key is added: it must wait too
+            other, alpha, gamma = _source(bridge, "binance:other"), _source(bridge, "okx:alpha"), _source(bridge, "okx:gamma")
+            await asyncio.sleep(banned_at + 3.0 - time.monotonic())
+            assert [(who, path) for at, who, path, _ in sim.requests if reloaded_at <= at < banned_at + 3.0] == []  # none while banned
+            await eventually(lambda: other.stats["polls"] >= 1, timeout=20, what="other's first poll after the ban")
+            write_yaml(config, document(sim, ("alpha", "gamma"), ("main", "other"), ip_weight_limit=6_000))
+            assert await reloader.reload("test") == "applied"  # a shared setting: Binance restarts, OKX does not
+            renewed = [_source(bridge, "binance:main"), _source(bridge, "binance:other")]
+            kept = [_source(bridge, "okx:alpha"), _source(bridge, "okx:gamma")]
+    assert other.limits is main.limits  # one IP, one budget
+    assert gamma._coordinator is alpha._coordinator
+    assert sim.stats["requests_while_banned"] == 0 and sim.stats["bans_earned"] == 0
+    assert renewed[0].limits is renewed[1].limits and renewed[0].limits is not main.limits
+    assert renewed[0].limits.limits["ip"] == 6_000
+    assert kept == [alpha, gamma] and alpha._coordinator is gamma._coordinator
+
+
+def test_a_provider_context_is_kept_while_its_shared_settings_stay_and_forgotten_when_they_change_or_it_is_disabled() -> None:
+    from bridge.ingest.plugins import plugin_for
+    from bridge.ingest.shared import ProviderContexts
+
+    section = plugin_for("okx").config
+    one = section(**_okx_static(("a", "s1")))
+    more = section(**_okx_static(("a", "s1-rotated"), ("b", "s2")))
+    faster = section(**_okx_static(("a", "s1"), reconnect_max=5))
+    contexts = ProviderContexts()
+    running = contexts.context("okx", one)
+    assert contexts.context("okx", more) is running  # accounts added or changed: the same objects
+    changed = contexts.context("okx", faster)
+    assert changed is not running
+    contexts.retain({"okx": faster})
+    assert contexts.context("okx", faster) is changed and contexts.context("okx", one) is not running
+    contexts.retain({"okx": faster.model_copy(update={"enabled": False})})
+    assert contexts.context("okx", faster) is not changed
