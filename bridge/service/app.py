@@ -22,18 +22,18 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from enum import IntEnum
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, create_model, model_validator
 
 from bridge.delivery.assemble import build_pipeline
 from bridge.delivery.dedup import DedupStoreError
 from bridge.delivery.pipeline import Pipeline
-from bridge.ingest.plugins import registered
+from bridge.ingest.plugins import SourceKind, registered
 from bridge.ingest.settings import AccountsSection
 from bridge.ingest.source import Source
 from bridge.observability import metrics
@@ -41,6 +41,9 @@ from bridge.observability.logs import REDACTOR, register_secrets
 from bridge.service.http import HttpServer
 from bridge.service.settings import BridgeSettings, secret_values
 from bridge.service.supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from bridge.service.cluster.runtime import ClusterRuntime
 
 __all__ = ["ServiceSettings", "ExitCode", "BridgeApp", "build_sources", "SourceFactory"]
 
@@ -92,12 +95,14 @@ class ExitCode(IntEnum):
 SourceFactory = Callable[[Pipeline], Sequence[Source]]
 
 
-def build_sources(settings: BridgeSettings, pipeline: Pipeline) -> list[Source]:
-    """Every enabled source of the configuration, provider by provider as registered."""
+def build_sources(
+    settings: BridgeSettings, pipeline: Pipeline, *, kinds: Collection[SourceKind] = ("stream", "webhook", "poll")
+) -> list[Source]:
+    """Every enabled source of the configuration (of these kinds), provider by provider as registered."""
     sources: list[Source] = []
     for plugin in registered():
         section = getattr(settings, plugin.name)
-        if section.enabled:
+        if section.enabled and plugin.kind in kinds:
             sources.extend(plugin.sources(section, pipeline))
     return sources
 
@@ -128,6 +133,20 @@ class BridgeApp:
         self._factories: list[SourceFactory] = list(extra_sources)
         if configured_sources:
             self._factories.insert(0, lambda pipeline: build_sources(settings, pipeline))
+        self.cluster: ClusterRuntime | None = None
+        if settings.cluster.enabled:  # webhooks here on the ingress pipeline; the rest per held slot
+            from bridge.service.cluster.runtime import ClusterRuntime
+
+            def slotted(pipeline: Pipeline) -> Sequence[Source]:
+                return build_sources(settings, pipeline, kinds=("stream", "poll"))
+
+            def receivers(pipeline: Pipeline) -> Sequence[Source]:
+                webhook: tuple[SourceKind, ...] = ("webhook",)
+                return build_sources(settings, pipeline, kinds=webhook)
+
+            configured: list[SourceFactory] = [slotted] if configured_sources else []
+            self.cluster = ClusterRuntime(settings, configured + list(extra_sources))
+            self._factories = [receivers] if configured_sources else []
         self._install_signals = install_signal_handlers
         self._stop = asyncio.Event()
         self._stop_reason = "requested"
@@ -177,7 +196,11 @@ class BridgeApp:
         ready = bool(kafka["ready"])
         if self.settings.supervisor.sources_gate_readiness:
             ready = ready and all(s["ready"] for s in sources.values())
-        return ready, {"kafka": kafka, "sources": REDACTOR.redact_value(sources)}
+        detail = {"kafka": kafka, "sources": REDACTOR.redact_value(sources)}
+        if self.cluster is not None:  # ready = can accept webhooks: a member, Kafka reachable
+            ready = ready and self.cluster.ready
+            detail["cluster"] = REDACTOR.redact_value(self.cluster.health(grace))
+        return ready, detail
 
     def refresh_metrics(self) -> None:
         """Gauges that are read rather than counted; called on every scrape."""
@@ -241,9 +264,7 @@ class BridgeApp:
             settings.dedup.store,
         )
         try:
-            self.pipeline = build_pipeline(
-                settings.kafka, settings.topics, settings.dedup, settings.pipeline, settings.schema_registry
-            )
+            self.pipeline = self._build_pipeline()
         except DedupStoreError as exc:  # a directory, a corrupt or read-only file: one line, exit 2
             return self._config_failure(f"dedup.path {exc}")
         except (OSError, ValueError) as exc:
@@ -276,12 +297,43 @@ class BridgeApp:
             return self._config_failure(f"server.port {settings.server.port}: cannot listen ({exc.strerror})")
         self.supervisor = Supervisor(self.sources, settings.supervisor)
         self.supervisor.start()
+        if self.cluster is not None:
+            code = await self._start_cluster(self.cluster)
+            if code is not None:
+                return code
         self.started.set()
         names = ", ".join(source.name for source in self.sources) or "none"
         log.info("running; sources: %s", names, extra={"sources": [s.name for s in self.sources]})
         if not self.sources:
             names = ", ".join(plugin.name for plugin in registered())
             log.warning("no source is enabled: nothing will be published (enable one of %s in the config)", names)
+        return None
+
+    def _build_pipeline(self) -> Pipeline:
+        settings = self.settings
+        if self.cluster is not None:
+            from bridge.delivery.ingress import build_ingress_pipeline
+
+            cluster = settings.cluster
+            return build_ingress_pipeline(
+                settings.kafka, settings.topics, settings.pipeline, ingress_topic=cluster.ingress_topic, slots=cluster.slots
+            )
+        return build_pipeline(settings.kafka, settings.topics, settings.dedup, settings.pipeline, settings.schema_registry)
+
+    async def _start_cluster(self, cluster: ClusterRuntime) -> ExitCode | None:
+        """Topics checked (exit 2 if they cannot hold the slots), then a seat in the group."""
+        from bridge.service.cluster.runtime import ClusterConfigError
+
+        try:
+            await cluster.prepare()
+            await cluster.start()
+        except ClusterConfigError as exc:
+            await self._abort()
+            return self._config_failure(str(exc))
+        except Exception as exc:  # noqa: BLE001 - Kafka went away between the pipeline's start and here
+            await self._abort()
+            log.error("cannot start: cluster membership: %s", exc.__class__.__name__, extra={"exit_code": 3})
+            return ExitCode.KAFKA_UNREACHABLE
         return None
 
     async def _start_failure(self, error: BaseException) -> ExitCode:
@@ -324,6 +376,8 @@ class BridgeApp:
         def left() -> float:
             return max(0.0, deadline - time.monotonic())
 
+        if self.cluster is not None:  # held slots drain, then the group hands them over at once
+            await self.cluster.stop(timeout=max(1.0, left() - 3.0))
         if self.supervisor is not None:
             await self.supervisor.stop(timeout=min(self.settings.supervisor.cancel_timeout_seconds + 1, left()))
         for source in self.sources:  # deliveries still awaiting Kafka settle before the pipeline closes
@@ -378,6 +432,8 @@ class BridgeApp:
 
     async def _abort(self) -> None:
         """On an unexpected error or cancellation: stop sources and close what we can, fast."""
+        if self.cluster is not None:
+            await self.cluster.stop(timeout=5.0)
         if self.supervisor is not None:
             await self.supervisor.stop(timeout=2.0)
         await self._close_pipeline(5.0)
