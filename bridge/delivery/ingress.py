@@ -63,8 +63,13 @@ async def ensure_topic(kafka: KafkaSettings, topic: str, partitions: int, replic
                 log.info("created topic %s (%d partitions)", topic, partitions)
             except TopicAlreadyExistsError:
                 pass  # another replica won the race
-        described = await admin.describe_topics([topic])
-        return len(described[0]["partitions"]) if described else 0
+        for _ in range(50):  # a topic just created may not be in the metadata yet
+            described = await admin.describe_topics([topic])
+            found = len(described[0]["partitions"]) if described else 0
+            if found:
+                return found
+            await asyncio.sleep(0.2)
+        return 0
     finally:
         await admin.close()
 

@@ -45,6 +45,7 @@ class ClusterRuntime:
             settings.kafka, settings.cluster, on_assigned=self._assigned, on_revoked=self._revoked
         )
         self.handovers: list[float] = []
+        self.fenced = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -133,6 +134,7 @@ class ClusterRuntime:
         if runners:
             results = await asyncio.gather(*(r.stop(timeout=budget) for r in runners), return_exceptions=True)
             for runner, result in zip(runners, results, strict=True):
+                self._count_fenced(runner)
                 if result is not True:
                     log.warning("cluster: slot %d handed over with items not committed (its next owner re-reads them)", runner.slot)
         metrics.CLUSTER_SLOTS_HELD.set(len(self.held))
@@ -144,7 +146,7 @@ class ClusterRuntime:
             for slot, runner in list(self.held.items()):
                 if not runner.fenced:
                     continue
-                metrics.CLUSTER_FENCED.inc()
+                self._count_fenced(runner)
                 log.error("cluster: slot %d was fenced by a newer owner; stopping it here", slot)
                 self.held.pop(slot, None)
                 await runner.stop(timeout=5.0)
@@ -152,6 +154,14 @@ class ClusterRuntime:
                 await asyncio.sleep(2.0)  # a paused replica learns of the rebalance on its next heartbeat
                 if slot in self.membership.assigned and self.membership.member:
                     await self._assigned({slot})
+
+    def _count_fenced(self, runner: SlotRunner) -> None:
+        """Once per slot run whose late writes met a newer owner's fence (found running or at its stop)."""
+        if runner.fenced and not runner.counted_fenced:
+            runner.counted_fenced = True
+            self.fenced += 1
+            metrics.CLUSTER_FENCED.inc()
+            log.warning("cluster: slot %d: this replica's producer was fenced by the slot's new owner", runner.slot)
 
     # -- health ----------------------------------------------------------------------------------
 
@@ -167,5 +177,6 @@ class ClusterRuntime:
             "starting": sorted(self._starting),
             "assigned": sorted(self.membership.assigned),
             "rebalances": self.membership.rebalances,
+            "fenced": self.fenced,
             "held": {str(slot): runner.health(grace_seconds) for slot, runner in sorted(self.held.items())},
         }

@@ -51,6 +51,7 @@ class SlotRunner:
         self.ingress: IngressConsumer | None = None
         self._ingress_task: asyncio.Task[None] | None = None
         self.started_at: float | None = None
+        self.counted_fenced = False
 
     @property
     def fenced(self) -> bool:
