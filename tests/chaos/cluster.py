@@ -316,21 +316,26 @@ async def run_cluster(
     duration: float = 30.0,
     seed: int = 5,
     broker: LocalKafka | None = None,
+    bootstrap: str | None = None,
     timeout: float = 300.0,
 ) -> ClusterReport:
-    """One run; ``broker`` is a broker of the caller's that may be killed (else one of its own)."""
+    """One run; ``broker`` is a broker of the caller's that may be killed (else one of its own);
+    ``bootstrap``: a shared broker, for runs without the ``broker`` fault."""
     faults = list(faults if faults is not None else ["kill", "stop", "roll", "broker"])
     unknown = set(faults) - set(FAULTS)
     if unknown:
         raise ValueError(f"unknown faults {sorted(unknown)}; known: {FAULTS}")
-    kafka = broker or LocalKafka()
-    owned = broker is None
+    if bootstrap is not None and "broker" in faults:
+        raise ValueError("the broker fault needs a broker of its own, not a shared bootstrap")
+    kafka = broker if broker is not None or bootstrap is not None else LocalKafka()
+    owned = broker is None and kafka is not None
     began = time.monotonic()
     report = ClusterReport(replicas=replicas, faults={name: FaultFigures() for name in dict.fromkeys(faults)})
     with tempfile.TemporaryDirectory(prefix="cluster-chaos-") as scratch:
         work = Path(scratch)
-        if owned:
+        if owned and kafka is not None:
             await asyncio.to_thread(kafka.start)
+        boot = bootstrap or (kafka.bootstrap if kafka is not None else "")
         members: list[Replica] = []
         try:
             suffix = uuid.uuid4().hex[:8]
@@ -339,7 +344,7 @@ async def run_cluster(
             secret = uuid.uuid4().hex
             async with OkxSimulator(seed=seed) as okx:
                 config = {
-                    "kafka": {"bootstrap_servers": kafka.bootstrap, "linger_ms": 5, "request_timeout_ms": 10_000},
+                    "kafka": {"bootstrap_servers": boot, "linger_ms": 5, "request_timeout_ms": 10_000},
                     "topics": topics,
                     "dedup": {"store": "kafka", "state_topic": f"cl.{suffix}.state"},
                     "cluster": {
@@ -358,13 +363,13 @@ async def run_cluster(
                 await asyncio.gather(*(member.start() for member in members))
                 balancer = Balancer(members)
                 await balancer.start()
-                tail = Tail(kafka.bootstrap, [deposit, withdrawal])
+                tail = Tail(boot, [deposit, withdrawal])
                 await tail.start()
                 async with aiohttp.ClientSession() as session:
                     try:
                         await _owner(members, session)
                         await okx.wait_subscribed(timeout=60)
-                        await _drive(report, members, kafka, okx, balancer, tail, session, secret, faults, okx_transfers,
+                        await _drive(report, members, kafka, boot, okx, balancer, tail, session, secret, faults, okx_transfers,
                                      webhook_transfers, duration, seed, timeout)  # fmt: skip
                     finally:
                         await tail.stop()
@@ -377,7 +382,7 @@ async def run_cluster(
                     sys.stderr.write(f"{member.name} log tail:\n{member.log_path.read_text(errors='replace')[-3000:]}\n")
             raise
         finally:
-            if owned:
+            if owned and kafka is not None:
                 await asyncio.to_thread(kafka.cleanup)
     report.seconds = time.monotonic() - began
     report.failures = _failures(report)
@@ -387,7 +392,8 @@ async def run_cluster(
 async def _drive(
     report: ClusterReport,
     members: list[Replica],
-    kafka: LocalKafka,
+    kafka: LocalKafka | None,
+    bootstrap: str,
     okx: OkxSimulator,
     balancer: Balancer,
     tail: Tail,
@@ -461,6 +467,7 @@ async def _drive(
                     await member.terminate()
                     await member.start()
             else:
+                assert kafka is not None
                 await asyncio.to_thread(kafka.kill9)
                 await asyncio.sleep(2.0)
                 await asyncio.to_thread(kafka.restart)
@@ -472,7 +479,7 @@ async def _drive(
         for task in (okx_run, webhook_run, ticks):
             task.cancel()
         await asyncio.gather(okx_run, webhook_run, ticks, return_exceptions=True)
-    await _tally(report, kafka.bootstrap, okx, oxs, tail)
+    await _tally(report, bootstrap, okx, oxs, tail)
 
 
 async def _post_all(oxs: OpenXSwitchSimulator, session: aiohttp.ClientSession, transfer: SimTransfer, deadline: float) -> None:
