@@ -139,3 +139,23 @@ async def test_webhooks_posted_to_any_replica_are_published_once_and_survive_a_c
     for sim in sims:
         must, _ = sim.expected()
         assert must <= set(ids)
+
+
+async def test_a_coordination_topic_that_does_not_match_the_slots_is_refused_with_exit_2(kafka_bootstrap: str) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    suffix = uuid.uuid4().hex[:8]
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(f"c.{suffix}.coord", 3, 1)])
+    finally:
+        await admin.close()
+    settings = ServiceSettings(
+        kafka={"bootstrap_servers": kafka_bootstrap},
+        topics={"deposit": f"c.{suffix}.dep", "withdrawal": f"c.{suffix}.wd", "dead_letter": f"c.{suffix}.dlq"},
+        dedup={"store": "kafka", "state_topic": f"c.{suffix}.state"},
+        server={"host": "127.0.0.1", "port": 0, "admin_port": None},
+        cluster={"enabled": True, "group_id": f"c-{suffix}", "slots": 2, "coordination_topic": f"c.{suffix}.coord", "ingress_topic": f"c.{suffix}.ingress"},
+    )
+    assert await asyncio.wait_for(BridgeApp(settings, install_signal_handlers=False).run(), 60) == ExitCode.CONFIG
