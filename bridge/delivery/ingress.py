@@ -194,7 +194,14 @@ class IngressConsumer:
         upto = self._done_upto
         future = await self.publisher.commit_offsets(Offsets({self.tp: upto + 1}, self.group_id))
         self._committed_upto = upto
+        future.add_done_callback(self._committed)
         return future
+
+    def _committed(self, future: asyncio.Future[Any]) -> None:
+        """A failed offset commit is simply made again with the next one (reading again is harmless:
+        the gate drops what was committed); a fenced one ends the loop at its next commit."""
+        if not future.cancelled() and future.exception() is not None:
+            self._committed_upto = None
 
     async def drain(self, timeout: float) -> bool:
         """Stop reading, wait for what was handed over, commit the offset past it; False if time ran out."""
