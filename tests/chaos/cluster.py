@@ -2,7 +2,7 @@
 
 ``python -m tests.chaos.cluster [--replicas 3] [--faults kill,kill,stop,roll,broker] …`` (``make chaos
 CLUSTER=1``): N replica processes of the real service (``tests.chaos.bridge_process``) in one
-group, an OKX simulator (WebSocket + REST history, owned by a slot) and OpenXSwitch webhooks posted
+group, OKX and Ripio simulators (WebSocket + REST history, owned by a slot) and OpenXSwitch webhooks posted
 through a balancer to every replica (the way a Kubernetes Service spreads them; a refused connection
 is tried on the next replica, like an ingress proxy), with faults one after another:
 
@@ -12,7 +12,7 @@ is tried on the next replica, like an ingress proxy), with faults one after anot
 ``roll``   SIGTERM and restart every replica one by one (a rolling update);
 ``broker`` SIGKILL the broker, restart it.
 
-Read back ``read_committed``: OKX states lost (``lost_final`` for the final ones), webhook
+Read back ``read_committed``: WebSocket states lost (``lost_final`` for the final ones), webhook
 deliveries answered 2xx but missing, duplicates by ``event_id`` (must be 0), the handover after each
 kill or stop — from the fault to the first event committed by the new owner (record timestamps) —
 and the 5xx the webhook senders saw during each fault.
@@ -48,6 +48,7 @@ from bridge_testkit.kafka_io import read_topic
 from bridge_testkit.okx.scenario import scenario_config
 from bridge_testkit.okx.simulator import OkxSimulator
 from bridge_testkit.openxswitch.simulator import OpenXSwitchSimulator, SimTransfer
+from bridge_testkit.ripio.simulator import RipioSimulator
 from tests.chaos.webhooks import WebhookDriver
 
 __all__ = ["ClusterReport", "run_cluster", "main"]
@@ -249,18 +250,31 @@ class FaultFigures:
 
 
 @dataclass
+class StreamFigures:
+    states: int = 0
+    lost: int = 0
+    lost_final: int = 0
+
+
+@dataclass
 class ClusterReport:
     replicas: int = 0
     seconds: float = 0.0
-    okx_states: int = 0
-    okx_lost: int = 0
-    okx_lost_final: int = 0
+    streams: dict[str, StreamFigures] = field(default_factory=dict)
     webhook_acked: int = 0
     webhook_acked_missing: int = 0
     duplicates: int = 0
     records: int = 0
     faults: dict[str, FaultFigures] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+
+    @property
+    def stream_states(self) -> int:
+        return sum(f.states for f in self.streams.values())
+
+    @property
+    def lost_final(self) -> int:
+        return sum(f.lost_final for f in self.streams.values())
 
     @property
     def handovers(self) -> list[float]:
@@ -270,7 +284,7 @@ class ClusterReport:
         handovers = self.handovers
         lines = [
             f"cluster chaos: {self.replicas} replicas, {self.seconds:.0f}s, {self.records} records read (read_committed)",
-            f"  okx: {self.okx_states} states, lost {self.okx_lost}, lost_final {self.okx_lost_final}",
+            *(f"  {name}: {f.states} states, lost {f.lost}, lost_final {f.lost_final}" for name, f in self.streams.items()),
             f"  openxswitch: {self.webhook_acked} deliveries answered 2xx, missing in Kafka {self.webhook_acked_missing}",
             f"  duplicates by event_id: {self.duplicates}",
         ]
@@ -342,7 +356,7 @@ async def run_cluster(
             deposit, withdrawal = f"cl.{suffix}.dep", f"cl.{suffix}.wd"
             topics = {"deposit": deposit, "withdrawal": withdrawal, "dead_letter": f"cl.{suffix}.dlq", "partitions": 3}
             secret = uuid.uuid4().hex
-            async with OkxSimulator(seed=seed) as okx:
+            async with OkxSimulator(seed=seed) as okx, RipioSimulator(seed=seed) as ripio:
                 config = {
                     "kafka": {"bootstrap_servers": boot, "linger_ms": 5, "request_timeout_ms": 10_000},
                     "topics": topics,
@@ -357,6 +371,7 @@ async def run_cluster(
                     "supervisor": {"restart_initial_seconds": 0.2, "restart_max_seconds": 2.0, "min_uptime_seconds": 5.0},
                     "shutdown": {"deadline_seconds": 15.0},
                     "okx": _reveal(scenario_config(okx, backfill_interval=3.0, backfill_initial_lookback=3600.0).model_dump()),
+                    "ripio": _reveal(ripio.config(backfill_interval=3.0, backfill_initial_lookback=3600.0).model_dump()),
                     "openxswitch": {"enabled": True, "secrets": [secret], "ack_timeout_seconds": 5.0},
                 }
                 members = [Replica(f"replica-{n}", config, work) for n in range(replicas)]
@@ -369,7 +384,8 @@ async def run_cluster(
                     try:
                         await _owner(members, session)
                         await okx.wait_subscribed(timeout=60)
-                        await _drive(report, members, kafka, boot, okx, balancer, tail, session, secret, faults, okx_transfers,
+                        await ripio.wait_subscribed(timeout=60)
+                        await _drive(report, members, kafka, boot, okx, ripio, balancer, tail, session, secret, faults, okx_transfers,
                                      webhook_transfers, duration, seed, timeout)  # fmt: skip
                     finally:
                         await tail.stop()
@@ -395,6 +411,7 @@ async def _drive(
     kafka: LocalKafka | None,
     bootstrap: str,
     okx: OkxSimulator,
+    ripio: RipioSimulator,
     balancer: Balancer,
     tail: Tail,
     session: aiohttp.ClientSession,
@@ -410,6 +427,7 @@ async def _drive(
     oxs.lifecycles(withdrawals=webhook_transfers // 2, deposits=webhook_transfers - webhook_transfers // 2)
     driver = WebhookDriver(oxs, oxs.transfers, seed=seed, workers=4)
     created = okx.create_many(okx_transfers)
+    ripio_created = ripio.create_many(max(1, okx_transfers // 2))
     deadline = time.monotonic() + timeout
     spread = max(1.0, duration)
     began = time.monotonic()
@@ -436,6 +454,9 @@ async def _drive(
 
     ticks = asyncio.create_task(ticker())
     okx_run = asyncio.create_task(okx.run_lifecycles(created, repeat_every=7, min_step_interval=spread / 8, timeout=timeout))
+    ripio_run = asyncio.create_task(
+        ripio.run_lifecycles(ripio_created, repeat_every=7, skip_every=60, min_step_interval=spread / 6, timeout=timeout)
+    )
     webhook_run = asyncio.create_task(driver.run(pace, deadline))
     gap = spread / (len(faults) + 1)
     try:
@@ -474,12 +495,12 @@ async def _drive(
                 await _owner(members, session, timeout=120)
             figures.webhook_5xx.append(dict(balancer.errors_between(start, time.monotonic())))
         ticking.set()
-        await asyncio.wait_for(asyncio.gather(okx_run, webhook_run, ticks), max(1.0, deadline - time.monotonic()))
+        await asyncio.wait_for(asyncio.gather(okx_run, ripio_run, webhook_run, ticks), max(1.0, deadline - time.monotonic()))
     finally:
-        for task in (okx_run, webhook_run, ticks):
+        for task in (okx_run, ripio_run, webhook_run, ticks):
             task.cancel()
-        await asyncio.gather(okx_run, webhook_run, ticks, return_exceptions=True)
-    await _tally(report, bootstrap, okx, oxs, tail)
+        await asyncio.gather(okx_run, ripio_run, webhook_run, ticks, return_exceptions=True)
+    await _tally(report, bootstrap, okx, ripio, oxs, tail)
 
 
 async def _post_all(oxs: OpenXSwitchSimulator, session: aiohttp.ClientSession, transfer: SimTransfer, deadline: float) -> None:
@@ -501,18 +522,26 @@ async def _first_event_after(tail: Tail, wall: float, timeout: float) -> float |
     return None
 
 
-async def _tally(report: ClusterReport, bootstrap: str, okx: OkxSimulator, oxs: OpenXSwitchSimulator, tail: Tail) -> None:
+async def _tally(
+    report: ClusterReport, bootstrap: str, okx: OkxSimulator, ripio: RipioSimulator, oxs: OpenXSwitchSimulator, tail: Tail
+) -> None:
     topics = tail.topics
     values = [json.loads(r.value) for topic in topics for r in await read_topic(bootstrap, topic, idle=3.0, timeout=60)]
     report.records = len(values)
     report.duplicates = sum(n - 1 for n in Counter(v["event_id"] for v in values).values() if n > 1)
-    seen = {(v["key"], v["provider_status"], v["confirmations"], v["tx_hash"]) for v in values if v["provider"] == "okx"}
-    for key, history in okx.truth().items():
-        report.okx_states += len(history)
-        for index, state in enumerate(history):
-            if (key, state.state, state.confirmations, state.tx_hash) not in seen:
-                report.okx_lost += 1
-                report.okx_lost_final += index == len(history) - 1
+    seen = {(v["key"], v["provider_status"], v["confirmations"], v["tx_hash"]) for v in values}
+    truths = {
+        "okx": {k: [(s.state, s.confirmations, s.tx_hash) for s in h] for k, h in okx.truth().items()},
+        "ripio": {k: [(s.status, None, s.tx_hash) for s in h] for k, h in ripio.truth().items()},
+    }
+    for name, truth in truths.items():
+        figures = report.streams.setdefault(name, StreamFigures())
+        for key, history in truth.items():
+            figures.states += len(history)
+            for index, state in enumerate(history):
+                if (key, *state) not in seen:
+                    figures.lost += 1
+                    figures.lost_final += index == len(history) - 1
     published = {v["event_id"] for v in values if v["provider"] == "openxswitch"}
     acked = [d for d in oxs.sent if d.acked and d.state is not None]
     report.webhook_acked = len(acked)
@@ -523,8 +552,8 @@ def _failures(report: ClusterReport) -> list[str]:
     failures = []
     if report.duplicates:
         failures.append(f"{report.duplicates} duplicates")
-    if report.okx_lost_final:
-        failures.append(f"{report.okx_lost_final} final OKX states lost")
+    if report.lost_final:
+        failures.append(f"{report.lost_final} final WebSocket states lost")
     if report.webhook_acked_missing:
         failures.append(f"{report.webhook_acked_missing} acknowledged webhook deliveries missing")
     return failures
@@ -534,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--replicas", type=int, default=3)
     parser.add_argument("--faults", default="kill,kill,stop,roll,broker,kill", help=f"comma-separated, of {FAULTS}")
-    parser.add_argument("--okx-transfers", type=int, default=400)
+    parser.add_argument("--okx-transfers", type=int, default=400, help="Ripio gets half as many")
     parser.add_argument("--webhook-transfers", type=int, default=200)
     parser.add_argument("--duration", type=float, default=120.0)
     parser.add_argument("--seed", type=int, default=5)

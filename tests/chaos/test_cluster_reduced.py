@@ -26,6 +26,7 @@ async def test_three_replicas_lose_no_final_state_and_publish_nothing_twice_thro
     assert {name: f.injected for name, f in report.faults.items()} == {"kill": 1, "stop": 1, "roll": 1, "broker": 1}
     assert len(report.handovers) == 2, "the new owner published nothing after a kill or a stop"
     assert report.duplicates == 0
-    assert report.okx_lost_final == 0
+    assert set(report.streams) == {"okx", "ripio"} and all(f.states > 0 for f in report.streams.values())
+    assert report.lost_final == 0
     assert report.webhook_acked_missing == 0
     assert report.failures == []

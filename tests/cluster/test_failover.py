@@ -16,8 +16,8 @@ async def test_kill9_of_the_owner_hands_its_slot_over_without_loss_or_duplicate(
     print(report.table())
     assert report.faults["kill"].injected == 1
     assert len(report.faults["kill"].handover_seconds) == 1, "no event from the new owner after the kill"
-    assert report.okx_states > 0 and report.webhook_acked > 0
+    assert report.stream_states > 0 and report.webhook_acked > 0
     assert report.duplicates == 0
-    assert report.okx_lost_final == 0
+    assert report.lost_final == 0
     assert report.webhook_acked_missing == 0
     assert report.failures == []
