@@ -12,12 +12,17 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bridge.contract.events import Provider
+from bridge.contract.events import Account, Direction, Provider, Status, build_event
+from bridge.contract.events import Source as EventSource
 from bridge.delivery.pipeline import Pipeline
+from bridge.delivery.publish_tx import FencedError
 from bridge.delivery.slots import slot_of
 from bridge.ingest.source import Source, SourceBase
 from bridge.service.app import BridgeApp, ExitCode, ServiceSettings
+from bridge.service.cluster.runtime import ClusterRuntime
+from bridge.service.cluster.slot import SlotRunner
 from bridge_testkit.kafka_io import read_topic
 from bridge_testkit.openxswitch.simulator import OpenXSwitchSimulator
 
@@ -142,8 +147,6 @@ async def test_webhooks_posted_to_any_replica_are_published_once_and_survive_a_c
 
 
 async def test_a_coordination_topic_that_does_not_match_the_slots_is_refused_with_exit_2(kafka_bootstrap: str) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
     suffix = uuid.uuid4().hex[:8]
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()
@@ -159,3 +162,40 @@ async def test_a_coordination_topic_that_does_not_match_the_slots_is_refused_wit
         cluster={"enabled": True, "group_id": f"c-{suffix}", "slots": 2, "coordination_topic": f"c.{suffix}.coord", "ingress_topic": f"c.{suffix}.ingress"},
     )
     assert await asyncio.wait_for(BridgeApp(settings, install_signal_handlers=False).run(), 60) == ExitCode.CONFIG
+
+
+async def test_the_new_owner_of_a_slot_fences_a_paused_previous_owner_whose_late_write_is_refused(kafka_bootstrap: str) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    settings = ServiceSettings(
+        kafka={"bootstrap_servers": kafka_bootstrap, "linger_ms": 2},
+        topics={"deposit": f"f.{suffix}.dep", "withdrawal": f"f.{suffix}.wd", "dead_letter": f"f.{suffix}.dlq", "partitions": 1},
+        dedup={"store": "kafka", "state_topic": f"f.{suffix}.state"},
+        cluster={"enabled": True, "group_id": f"f-{suffix}", "coordination_topic": f"f.{suffix}.coord", "ingress_topic": f"f.{suffix}.ingress"},
+    )
+    await ClusterRuntime(settings, []).prepare()
+
+    def event(status: Status, provider_status: str) -> Any:
+        return build_event(
+            provider=Provider.OKX, direction=Direction.DEPOSIT, transfer_id="42", status=status, provider_status=provider_status,
+            amount="1.5", asset="BTC", occurred_at="2026-11-29T05:00:00.000Z", received_at="2026-11-29T05:00:01.000Z",
+            source=EventSource(channel="deposit-info"), account=Account(id="u1"),
+        )  # fmt: skip
+
+    paused, successor = SlotRunner(0, settings, []), SlotRunner(0, settings, [])
+    try:
+        await paused.start()
+        assert paused.pipeline is not None
+        assert await paused.pipeline.submit(event(Status.PENDING, "0")) == "published"
+        await successor.start()  # the paused owner has not noticed anything yet
+        assert successor.pipeline is not None
+        with pytest.raises(FencedError):
+            await paused.pipeline.submit(event(Status.CREDITED, "1"))
+        assert paused.fenced
+        # The successor restored the first state from the slot's partition and publishes the second once.
+        assert await successor.pipeline.submit(event(Status.PENDING, "0")) == "duplicate"
+        assert await successor.pipeline.submit(event(Status.CREDITED, "1")) == "published"
+    finally:
+        await paused.stop(timeout=5.0)
+        await successor.stop(timeout=5.0)
+    records = await read_topic(kafka_bootstrap, f"f.{suffix}.dep", idle=2.0)
+    assert [json.loads(r.value)["provider_status"] for r in records] == ["0", "1"]
