@@ -220,6 +220,8 @@ class BridgeApp:
         for source in self.sources:
             if source.health.last_event_at is not None:
                 metrics.SOURCE_LAST_EVENT_AGE.labels(source.name).set(max(0.0, now - source.health.last_event_at))
+        if self.cluster is not None:
+            self.cluster.refresh_metrics(self.settings.supervisor.readiness_grace_seconds)
 
     # -- run -----------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from prometheus_client import REGISTRY
 
 from bridge.contract.events import Account, Direction, Provider, Status, build_event
 from bridge.contract.events import Source as EventSource
@@ -120,6 +121,12 @@ async def test_each_source_runs_once_in_the_group_on_the_replica_holding_its_slo
         assert holders == [f"r{_holder(apps, slot_of(name, 2))}"], (name, holders)
     ready, detail = apps[0].readiness()
     assert ready and detail["cluster"]["member"] and detail["cluster"]["slots"] == sorted(apps[0].cluster.held)
+    held_here = [name for name in SOURCE_NAMES if slot_of(name, 2) in apps[0].cluster.held]
+    for name in held_here:
+        assert set(detail["cluster"]["held"][str(slot_of(name, 2))]["sources"][name]) >= {"ready", "supervisor"}
+    apps[0].refresh_metrics()
+    assert all(REGISTRY.get_sample_value("bridge_source_ready", {"source": name}) == 1 for name in held_here)
+    assert REGISTRY.get_sample_value("bridge_cluster_slots_held") is not None
 
 
 async def test_webhooks_posted_to_any_replica_are_published_once_and_survive_a_clean_handover(cluster: dict[str, Any]) -> None:

@@ -165,6 +165,17 @@ class ClusterRuntime:
 
     # -- health ----------------------------------------------------------------------------------
 
+    def refresh_metrics(self, grace_seconds: float) -> None:
+        """The held slots' sources in the per-source gauges (the shell refreshes its receivers')."""
+        now = time.time()
+        for runner in self.held.values():
+            if runner.supervisor is not None:
+                for name, snapshot in runner.supervisor.snapshot(grace_seconds).items():
+                    metrics.SOURCE_READY.labels(name).set(1 if snapshot["ready"] else 0)
+            for source in runner.sources:
+                if source.health.last_event_at is not None:
+                    metrics.SOURCE_LAST_EVENT_AGE.labels(source.name).set(max(0.0, now - source.health.last_event_at))
+
     @property
     def ready(self) -> bool:
         return self.membership.member
