@@ -112,11 +112,17 @@ class Pipeline:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    async def start(self, *, timeout: float = 60.0) -> None:
-        """Load the dedup state and connect; ``ConnectionError`` if Kafka is unreachable for ``timeout``."""
+    async def start(self, *, timeout: float = 60.0, publisher_first: bool = False) -> None:
+        """Load the dedup state and connect; ``ConnectionError`` if Kafka is unreachable for ``timeout``.
+
+        ``publisher_first`` (a cluster slot taken over): the transactional producer starts first, which
+        fences the previous owner and aborts its open transaction, so the state read after it is final."""
+        if publisher_first:
+            await self.publisher.start(timeout=timeout)
         await self.gate.open()
         metrics.DEDUP_TRANSFERS.set(self.gate.size)
-        await self.publisher.start(timeout=timeout)
+        if not publisher_first:
+            await self.publisher.start(timeout=timeout)
         self._watchdog = asyncio.create_task(self._watch(), name="pipeline-watchdog")
 
     async def close(self, *, timeout: float = 30.0) -> bool:

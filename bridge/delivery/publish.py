@@ -42,6 +42,8 @@ class Record:
     key: bytes
     value: bytes
     headers: list[tuple[str, bytes]]
+    partition: int | None = None
+    """None: the producer's partitioner picks by key; cluster mode pins state and ingress records to their slot."""
 
 
 class _AuthFailureWatch(logging.Handler):
@@ -250,7 +252,7 @@ class Publisher:
             raise RuntimeError("publisher is not started")
         # aiokafka is untyped: send() resolves to the future of the record's RecordMetadata.
         delivery: asyncio.Future[Any] = await self._producer.send(
-            record.topic, value=record.value, key=record.key, headers=record.headers
+            record.topic, value=record.value, key=record.key, headers=record.headers, partition=record.partition
         )
         return delivery
 

@@ -5,6 +5,11 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
+    "CLUSTER_MEMBER",
+    "CLUSTER_SLOTS_HELD",
+    "CLUSTER_REBALANCES",
+    "CLUSTER_HANDOVER",
+    "CLUSTER_FENCED",
     "EVENTS_RECEIVED",
     "BACKFILL_FAILURES",
     "PARSER_ERRORS",
@@ -209,3 +214,16 @@ STUCK_THRESHOLD = Gauge(
 # Live reload of the configuration (SIGHUP, or a changed config file / secrets directory).
 CONFIG_GENERATION = Gauge("bridge_config_generation", "Configuration generation running: 1 at start, +1 per applied reload")
 CONFIG_RELOADS = Counter("bridge_config_reloads", "Reload attempts by result (applied, unchanged, refused)", ["result"])
+
+# Cluster mode (several replicas sharing slots through a Kafka consumer group).
+CLUSTER_MEMBER = Gauge("bridge_cluster_member", "1 while this replica holds a seat in the group (an assignment)")
+CLUSTER_SLOTS_HELD = Gauge("bridge_cluster_slots_held", "Slots this replica runs (sources, ingress, producer)")
+CLUSTER_REBALANCES = Counter("bridge_cluster_rebalances", "Group rebalances this replica went through")
+CLUSTER_HANDOVER = Histogram(
+    "bridge_cluster_handover_seconds",
+    "From a slot's assignment to its sources running: producer fenced the previous owner, state restored",
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 60),
+)
+CLUSTER_FENCED = Counter(
+    "bridge_cluster_fenced_producers", "A slot's transactional producer found itself fenced by a newer owner"
+)

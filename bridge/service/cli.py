@@ -166,6 +166,10 @@ def _summary(args: argparse.Namespace, settings: BridgeSettings) -> str:
         f"  environment: {', '.join(variables) or '(none)'}",
         f"  sources: {', '.join(enabled) or 'none enabled'}",
     ]
+    if settings.cluster.enabled:
+        from bridge.service.cluster.layout import describe_layout
+
+        lines.extend(describe_layout(settings))
     return "\n".join(lines)
 
 

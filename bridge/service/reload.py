@@ -213,6 +213,11 @@ class Reloader:
         """Load, check, apply; returns ``applied``, ``unchanged`` or ``refused``."""
         async with self._lock:
             host = self.host
+            if host.settings.cluster.enabled:
+                # Slots own the stream and poll sources and move between replicas: a rolling restart
+                # applies a new configuration with no loss (each slot hands over), a partial live
+                # change per replica would let replicas disagree about the accounts.
+                return self._refused(reason, "cluster mode applies configuration changes by rolling the replicas, not live")
             try:
                 new = await asyncio.to_thread(self._load)
             except (ConfigError, ValueError, OSError) as exc:

@@ -40,6 +40,7 @@ from bridge.delivery.settings import DedupSettings, PipelineSettings, TopicSetti
 from bridge.ingest.settings import WebhookSettings
 from bridge.kafka.settings import KafkaSettings, SchemaRegistrySettings
 from bridge.observability.logs import LogSettings
+from bridge.service.cluster.settings import ClusterSettings
 from bridge.service.walk import ConfigError, Loc, assign, dotted, read_value, resolve_file_refs
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "ShutdownSettings",
     "StuckSettings",
     "ReloadSettings",
+    "ClusterSettings",
     "BridgeSettings",
     "ConfigError",
     "load_settings",
@@ -184,9 +186,17 @@ class BridgeSettings(BaseSettings):
     shutdown: ShutdownSettings = ShutdownSettings()
     stuck: StuckSettings = StuckSettings()
     reload: ReloadSettings = ReloadSettings()
+    cluster: ClusterSettings = ClusterSettings()
     secrets_dir: Path | None = Field(
         default=None, description="directory of secret files (a mounted Kubernetes Secret), one setting per file"
     )
+
+    @model_validator(mode="after")
+    def _cluster_needs_exactly_once(self) -> BridgeSettings:
+        """Replicas hand slots over; only the transactional store fences the previous owner."""
+        if self.cluster.enabled and self.dedup.store != "kafka":
+            raise ValueError(f"cluster: cluster mode requires dedup.store: kafka (exactly-once), not {self.dedup.store!r}")
+        return self
 
     @model_validator(mode="after")
     def _webhook_bodies_fit_kafka_records(self) -> BridgeSettings:
