@@ -173,6 +173,13 @@ class FireblocksSimulator:
         if self._runner is not None:
             await self._runner.cleanup()
 
+    async def __aenter__(self) -> FireblocksSimulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
     @property
     def jwks_url(self) -> str:
         return f"{self.base_url}/.well-known/jwks.json"
