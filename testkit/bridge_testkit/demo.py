@@ -366,7 +366,7 @@ def _counts(outcomes: Sequence[Outcome] | Mapping[str, int]) -> str:
 
 
 async def run_demo(bootstrap: str, state_dir: Path, topics: TopicSettings | None = None) -> int:
-    """Document examples, then the three simulators live, through one running service; 0 when the
+    """Document examples, then every simulator live, through one running service; 0 when the
     consumer read back exactly what the service reported written. ``topics``: default names unless
     given (tests pass their own, so a shared broker cannot mix runs)."""
     webhook_secret = secrets.token_hex(24)

@@ -33,6 +33,9 @@ DROP_RATE = 0.03
 LOST_ANSWER_RATE = 0.05
 """Deliveries whose 2xx is lost on the way back: the retry must be answered as a repeat."""
 WORKERS = 8
+LATE_BY = 2.0
+"""A state sent after its successor comes this much later (as a retry of a failed first attempt
+would), so that kills fall between the two: the ordering rule must hold across a restart."""
 
 
 def _state(value: dict[str, Any]) -> tuple[Any, ...]:
@@ -105,23 +108,35 @@ class FireblocksDriver(Driver):
         return self.delivered * self.expected_states // total
 
     async def run(self, pace: Pace, deadline: float) -> None:
-        """Each transfer's lane in order, ``WORKERS`` at a time, held back to follow the load."""
+        """Each transfer's lane in order (a late state ``LATE_BY`` after its successor), ``WORKERS``
+        lanes at a time, held back to follow the load."""
         self.sim.retry_window = max(1.0, deadline - time.monotonic())
         queue: asyncio.Queue[tuple[int, list[SimDelivery]]] = asyncio.Queue()
         for index, lane in enumerate(self.lanes):
             queue.put_nowait((index, lane))
         total = max(1, len(self.lanes))
+        held: list[asyncio.Task[None]] = []
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+
+            async def deliver(delivery: SimDelivery, delay: float = 0.0) -> None:
+                await asyncio.sleep(delay)
+                await self.sim.deliver(session, delivery, self.report)
+                self.delivered += 1
 
             async def worker() -> None:
                 while not queue.empty():
                     index, lane = queue.get_nowait()
                     await pace(index / total)
+                    highest = -1
                     for delivery in lane:
-                        await self.sim.deliver(session, delivery, self.report)
-                        self.delivered += 1
+                        if delivery.index < highest:
+                            held.append(asyncio.create_task(deliver(delivery, LATE_BY)))
+                        else:
+                            await deliver(delivery)
+                        highest = max(highest, delivery.index)
 
             await asyncio.gather(*(worker() for _ in range(WORKERS)))
+            await asyncio.gather(*held)
 
     def _missing_acked(self, published: set[str]) -> tuple[int, int]:
         """Acknowledged deliveries whose event is not in Kafka: (superseded by a later state of
