@@ -12,7 +12,10 @@ parse → dedup → publish. Then the simulators drive the real adapters live, a
   acknowledged; re-deliveries under new requestIds (some at once), states out of order, and one
   answer lost on the way back, so the sender retries as the provider does after any non-2xx;
 * Binance, which has no push: signed polls (HMAC and Ed25519 keys) of the deposit and withdrawal
-  history, rows changing in place between polls, a travel-rule hold, and one 429 obeyed.
+  history, rows changing in place between polls, a travel-rule hold, and one 429 obeyed;
+* Fireblocks: v1 (RSA-SHA512) and v2 (JWS, keys from the simulator's JWKS) signed transaction
+  webhooks, a re-delivery, a state after its successor (acknowledged, not published), an answer
+  lost and retried, and a final state never delivered that the JWT-signed REST backfill brings.
 
 It prints per-provider figures, stops the service cleanly, and reads the topics back as a
 downstream consumer would: one line per record.
@@ -50,6 +53,7 @@ from bridge.service.app import BridgeApp, ExitCode, ServiceSettings
 from bridge.service.cli import ExtraCommand
 from bridge.service.settings import load_settings
 from bridge.sources.binance.service import BinanceAccountSource
+from bridge.sources.fireblocks.webhook import FireblocksWebhook
 from bridge.sources.okx.parse import parse_push
 from bridge.sources.okx.service import OkxAccountSource
 from bridge.sources.openxswitch.parse import parse_delivery
@@ -59,6 +63,8 @@ from bridge.sources.ripio.service import RipioAccountSource
 from bridge_testkit.binance import demo as binance_demo
 from bridge_testkit.binance.simulator import BinanceSimulator
 from bridge_testkit.binance.support import fast_simulator
+from bridge_testkit.fireblocks import demo as fireblocks_demo
+from bridge_testkit.fireblocks.simulator import FireblocksSimulator
 from bridge_testkit.okx.scenario import scenario_config
 from bridge_testkit.okx.scenario import settle as settle_okx
 from bridge_testkit.okx.simulator import OkxSimulator
@@ -75,7 +81,7 @@ OKX_SCRIPTS = ("deposit", "deposit-travel-rule", "withdrawal-hot-wallet")
 REST history shows, so the backfill has something to find."""
 RIPIO_SCRIPTS = ("deposit-crypto-repeats", "deposit-fiat", "withdrawal-crypto", "withdrawal-failed")
 """Live Ripio transfers: repeats built into the script, a fiat deposit, a success and a failure."""
-PROVIDERS = ("okx", "ripio", "openxswitch", "binance")
+PROVIDERS = ("okx", "ripio", "openxswitch", "binance", "fireblocks")
 _WEBHOOK_RESULTS = {
     "published": Outcome.PUBLISHED,
     "duplicate": Outcome.DUPLICATE,
@@ -210,6 +216,7 @@ def _service_settings(
     webhook_secret: str,
     topics: TopicSettings | None,
     binance: BinanceSimulator,
+    fireblocks: FireblocksSimulator,
 ) -> ServiceSettings:
     """A configuration file like an operator's, pointed at the simulators, loaded the way
     ``transfer-bridge run`` loads it — without ``BRIDGE_…`` variables, so a developer's own
@@ -223,6 +230,7 @@ def _service_settings(
         "ripio": _reveal(ripio.config().model_dump()),
         "openxswitch": {"enabled": True, "secrets": [webhook_secret], "ack_timeout_seconds": 5.0},
         "binance": binance_demo.section(binance, state_dir),
+        "fireblocks": fireblocks_demo.section(fireblocks, state_dir),
     }
     path = state_dir / "bridge.json"
     path.touch(mode=0o600)
@@ -266,7 +274,9 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-async def _run_live(app: BridgeApp, okx: OkxSimulator, ripio: RipioSimulator, webhook_secret: str, binance: BinanceSimulator) -> list[_Figures]:
+async def _run_live(
+    app: BridgeApp, okx: OkxSimulator, ripio: RipioSimulator, webhook_secret: str, binance: BinanceSimulator, fireblocks: FireblocksSimulator
+) -> list[_Figures]:
     """All the simulators at once against the running service; returns per-provider figures
     once every source settled and Kafka acknowledged everything."""
     assert app.pipeline is not None
@@ -285,11 +295,14 @@ async def _run_live(app: BridgeApp, okx: OkxSimulator, ripio: RipioSimulator, we
     okx_transfers = [okx.create(script, name) for script, name in zip(OKX_SCRIPTS, itertools.cycle(okx.accounts))]
     ripio_transfers = [ripio.create(script, name) for script, name in zip(RIPIO_SCRIPTS, itertools.cycle(ripio.accounts))]
     binance_sources = [s for s in app.sources if isinstance(s, BinanceAccountSource)]
-    _, _, _, polled = await asyncio.gather(
+    fireblocks_webhook = next(s for s in app.sources if isinstance(s, FireblocksWebhook))
+    fireblocks_url = f"http://{host}:{port}{fireblocks_webhook.config.path}"
+    _, _, _, polled, pushed = await asyncio.gather(
         okx.run_lifecycles(okx_transfers, repeat_every=4, drop_every=6, timeout=30),
         ripio.run_lifecycles(ripio_transfers, repeat_every=3, skip_every=4, drop_every=5, timeout=30),
         sender.send(plan),
         binance_demo.run_live(binance, binance_sources),
+        fireblocks_demo.run_live(fireblocks, fireblocks_webhook, fireblocks_url),
     )
     okx_sources = [s for s in app.sources if isinstance(s, OkxAccountSource)]
     ripio_sources = [s for s in app.sources if isinstance(s, RipioAccountSource)]
@@ -320,6 +333,8 @@ async def _run_live(app: BridgeApp, okx: OkxSimulator, ripio: RipioSimulator, we
     figures.append(_Figures("openxswitch", len(sender.transfers), states, traffic, answered))
     transfers, states, traffic, outcomes = polled
     figures.append(_Figures("binance", transfers, states, traffic, outcomes))
+    transfers, states, traffic, outcomes = pushed
+    figures.append(_Figures("fireblocks", transfers, states, traffic, outcomes))
     return figures
 
 
@@ -351,12 +366,17 @@ def _counts(outcomes: Sequence[Outcome] | Mapping[str, int]) -> str:
 
 
 async def run_demo(bootstrap: str, state_dir: Path, topics: TopicSettings | None = None) -> int:
-    """Document examples, then the three simulators live, through one running service; 0 when the
+    """Document examples, then every simulator live, through one running service; 0 when the
     consumer read back exactly what the service reported written. ``topics``: default names unless
     given (tests pass their own, so a shared broker cannot mix runs)."""
     webhook_secret = secrets.token_hex(24)
-    async with OkxSimulator(seed=5, first_ids=(88165500, 63754600)) as okx, RipioSimulator(seed=5) as ripio, fast_simulator(seed=5) as binance:
-        settings = _service_settings(bootstrap, state_dir, okx, ripio, webhook_secret, topics, binance)
+    async with (
+        OkxSimulator(seed=5, first_ids=(88165500, 63754600)) as okx,
+        RipioSimulator(seed=5) as ripio,
+        fast_simulator(seed=5) as binance,
+        FireblocksSimulator(seed=5) as fireblocks,
+    ):
+        settings = _service_settings(bootstrap, state_dir, okx, ripio, webhook_secret, topics, binance, fireblocks)
         app = BridgeApp(settings, install_signal_handlers=False)
         runner = asyncio.create_task(app.run(), name="bridge")
         started = asyncio.create_task(app.started.wait())
@@ -379,7 +399,7 @@ async def run_demo(bootstrap: str, state_dir: Path, topics: TopicSettings | None
             outcomes = await app.pipeline.submit_all(items + repeats)  # every example pushed twice
             print(f"\ndocument examples: {len(outcomes)} payloads: {_counts(outcomes)}")
             print("\nlive: the simulators at once against the real adapters (loopback WebSocket, REST, webhooks, polls):")
-            figures = await _run_live(app, okx, ripio, webhook_secret, binance)
+            figures = await _run_live(app, okx, ripio, webhook_secret, binance, fireblocks)
             for figure in figures:
                 print("  " + figure.line())
         except BaseException:

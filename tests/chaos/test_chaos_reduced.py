@@ -1,4 +1,4 @@
-"""The reduced chaos run ``make test`` executes: all three providers, both dedup modes, the bridge
+"""The reduced chaos run ``make test`` executes: all five providers, both dedup modes, the bridge
 and the broker SIGKILLed under load. One broker serves both modes (fresh topics per run) to keep
 the suite short; ``make chaos`` is the full run."""
 
@@ -36,11 +36,16 @@ async def test_kill9_of_bridge_and_broker_loses_no_final_state_and_no_acknowledg
     assert report.faults["broker_kill9"]["injected"] == 1
     assert report.faults["provider_drop"]["injected"] >= 1 and report.faults["upgrade_notice"]["injected"] >= 1
     assert report.faults["webhook_503"]["injected"] >= 1
-    assert set(report.providers) == {"okx", "ripio", "openxswitch"}
+    assert set(report.providers) == {"okx", "ripio", "openxswitch", "fireblocks", "binance"}
     assert all(figures.states > 0 for figures in report.providers.values())
     webhook = report.providers["openxswitch"]
     assert webhook.detail["acked_but_missing_in_kafka"] == 0
     assert webhook.lost == 0
+    fireblocks = report.providers["fireblocks"]
+    assert fireblocks.detail["never_delivered"] >= 1 and fireblocks.detail["late_deliveries"] >= 1
+    assert fireblocks.detail["acked_but_missing_in_kafka"] == 0 and fireblocks.detail["given_up"] == 0
+    assert fireblocks.lost_unexplained == 0
+    assert fireblocks.older_after_newer == 0  # the ordering rule holds across the bridge's kill -9
     assert report.total.lost_final == 0
     assert report.total.lost_unexplained == 0
     assert report.total.unknown_records == 0

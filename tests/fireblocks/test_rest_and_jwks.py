@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -70,6 +71,13 @@ async def test_an_unknown_kid_refetches_the_jwks_once_then_not_again_within_the_
     assert await keys.ensure(new_kid) and new_kid in keys.keys and sim.jwks_requests == 2
     now[0] += 1
     assert await keys.ensure("forged") and sim.jwks_requests == 2  # a flood of forged kids is no fetch loop
+    await keys.close()
+
+
+async def test_deliveries_arriving_while_the_first_jwks_fetch_is_in_flight_wait_for_it_instead_of_503(sim: FireblocksSimulator) -> None:
+    keys = KeySet(url=sim.jwks_url, min_refetch_s=60.0)
+    assert await asyncio.gather(*(keys.ensure("sim-1") for _ in range(4))) == [True] * 4
+    assert sim.jwks_requests == 1
     await keys.close()
 
 

@@ -1,6 +1,7 @@
 """A reduced Fireblocks scenario on a real broker: re-deliveries, neighbours out of order, lost
 answers, deliveries that never arrive (closed by the REST backfill) and a restart mid-flight lose no
-final state, publish no state twice, and never publish a key's states backwards within one life."""
+final state, publish no state twice, and never publish a key's states backwards, within one life or
+across the restart."""
 
 from __future__ import annotations
 
@@ -22,3 +23,4 @@ async def test_a_disorderly_run_with_drops_and_a_restart_loses_no_final_state_an
     assert result.finals_missing == [] and result.finals_expected >= result.transactions
     assert result.duplicates == 0
     assert result.backwards == 0
+    assert result.backwards_across_restarts == 0

@@ -4,6 +4,8 @@ answered 503 (retried) rather than 401 (lost)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from bridge.delivery.pipeline import Pipeline
 from bridge.delivery.settings import TopicSettings
 from bridge.sources.fireblocks.config import FireblocksConfig
 from bridge.sources.fireblocks.webhook import FireblocksWebhook
-from bridge_testkit.fireblocks.simulator import WORKSPACE, FireblocksSimulator, pem_public
+from bridge_testkit.fireblocks.simulator import WORKSPACE, FireblocksSimulator, pem_private, pem_public
 from bridge_testkit.kafka_io import read_topic
 
 pytestmark = pytest.mark.kafka
@@ -91,3 +93,46 @@ async def test_an_unfetchable_jwks_is_answered_503_and_a_bad_signature_401(sim: 
     assert await post(sim, forged) == 401
     assert receiver.stats["jwks_unavailable"] == 1 and receiver.stats["unauthorized.invalid"] == 1
     assert await post(sim, sim.delivery(transaction, 0)) == 200  # the sender's retry lands
+
+
+@pytest.mark.parametrize(("warmup", "published_after_restart"), [(60.0, 0), (0.0, 1)])
+async def test_a_state_older_than_one_published_before_a_restart_is_not_published_after_it(
+    sim: FireblocksSimulator,
+    make_pipeline: Callable[..., Awaitable[Pipeline]],
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    topics: TopicSettings,
+    warmup: float,
+    published_after_restart: int,
+) -> None:
+    """The ordering memory dies with the process; the start-up backfill pass refills it before a
+    delivery is taken. Without the warm-up (0) the late state goes out after the newer one."""
+    (tmp_path / "legacy.pem").write_bytes(pem_public(sim.legacy_key))
+    (tmp_path / "api.key").write_bytes(pem_private(sim.api_user_key))
+    config = FireblocksConfig(
+        enabled=True, workspace_id=WORKSPACE, legacy_public_keys=[tmp_path / "legacy.pem"], jwks_url=sim.jwks_url,
+        api_key=sim.api_key, api_private_key_file=tmp_path / "api.key", base_url=sim.base_url, backfill_interval=300.0,
+        rest_rate_per_second=100.0, ordering_warmup_seconds=warmup,
+    )  # fmt: skip
+    transaction = sim.create("withdrawal")
+    sim.rest_delay = 1.0  # the late delivery arrives while the start-up pass is still reading
+    late = sim.delivery(transaction, 1)  # PENDING_SIGNATURE, its answer never got through before the kill
+    pipeline = await make_pipeline()
+    for life, indexes in enumerate(((0, 2), ())):  # life 0 publishes SUBMITTED, BROADCASTING; life 1 gets the late one
+        webhook = FireblocksWebhook(config, pipeline)
+        running = asyncio.create_task(webhook.run())
+        async with webhook.serve() as url:
+            sim.url = url
+            for index in indexes:
+                delivery = sim.delivery(transaction, index)
+                sim.reveal(delivery)
+                assert await post(sim, delivery) == 200
+            if life == 1:
+                assert await post(sim, late) == 200
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    records = await read_topic(kafka_bootstrap, topics.withdrawal, expect=2 + published_after_restart, timeout=10, idle=1.0)
+    statuses = [json.loads(r.value)["provider_status"] for r in records]
+    assert statuses[:2] == ["SUBMITTED", "BROADCASTING"]
+    assert statuses[2:] == ["PENDING_SIGNATURE"] * published_after_restart
+    assert webhook.stats["ignored.out_of_order"] == 1 - published_after_restart

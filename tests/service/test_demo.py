@@ -1,4 +1,4 @@
-"""`make demo` is the README's main job: it must keep working end to end, all three providers live."""
+"""`make demo` is the README's main job: it must keep working end to end, every provider live."""
 
 from __future__ import annotations
 
@@ -19,10 +19,12 @@ async def test_demo_runs_every_providers_simulator_and_reads_back_what_it_wrote(
     out = capsys.readouterr().out
     assert "document examples: 13 payloads: published=6, duplicate=6, stale_after_final=0, dead_lettered=1" in out
     live = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ") and " transfers " in line}
-    assert set(live) == {"okx", "ripio", "openxswitch", "binance"}
+    assert set(live) == {"okx", "ripio", "openxswitch", "binance", "fireblocks"}
     assert " drop" in live["okx"] and " drop" in live["ripio"] and "lost message id" in live["ripio"]
     assert "1 answer lost, retried" in live["openxswitch"]
     assert "answered 429, Retry-After obeyed" in live["binance"]
-    for provider in ("okx", "ripio", "openxswitch", "binance"):
+    assert "1 answer lost, retried; 1 never delivered, 1 via backfill" in live["fireblocks"]
+    assert "1 older state not published" in live["fireblocks"]
+    for provider in ("okx", "ripio", "openxswitch", "binance", "fireblocks"):
         assert f"  {provider}:" in out, f"no {provider} record read back"
     assert "service stopped cleanly" in out and "DEAD-LETTER" in out

@@ -72,6 +72,12 @@ class FireblocksConfig(WebhookSettings):
     chain_from: Literal["fee_currency", "none"] = "fee_currency"
     amount_fallback: Literal["dlq", "deprecated_number"] = "dlq"
     reorder_memory: int = Field(default=100_000, ge=0, description="keys whose last lastUpdated is remembered")
+    ordering_warmup_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="after a start, deliveries wait (503 past ack_timeout_seconds) until the first backfill pass has "
+        "refilled the ordering memory, for at most this long; 0 = never wait",
+    )
 
     # -- REST backfill
     api_key: SecretStr | None = None

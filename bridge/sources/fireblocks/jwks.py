@@ -74,11 +74,10 @@ class KeySet:
     async def ensure(self, kid: str) -> bool:
         """Refresh if needed; False when the set could not be fetched and ``kid`` is not known
         (an outage: answer 503). An unknown kid after a good fetch is True (then 401)."""
-        if not self.needs_fetch(kid):
-            return self._usable(kid)
-        async with self._lock:
-            if self.needs_fetch(kid):
-                await self._fetch()
+        if self.needs_fetch(kid) or self._lock.locked():  # a fetch in flight decides for every caller
+            async with self._lock:
+                if self.needs_fetch(kid):
+                    await self._fetch()
         return self._usable(kid)
 
     def _usable(self, kid: str) -> bool:

@@ -10,10 +10,16 @@ stream has already moved past (its successor was published); a final state is ne
 because nothing is newer than the last state of a transfer.
 
 The memory is small and in process: per key the newest ``lastUpdated`` accepted, bounded
-(least-recently-seen keys are forgotten first). After a restart or an eviction a late older state
-can still be published; it keeps its ``occurred_at`` (= ``lastUpdated``), so consumers can still
-order by it, and the dedup gate still drops it when it repeats a published state or follows a
-final one. Equal times are not older (a repeat decides the dedup gate).
+(least-recently-seen keys are forgotten first). Across a restart (a kill -9 included) it is
+refilled before deliveries are taken: the receiver holds them until its start-up backfill pass
+has read every transaction created within ``backfill_initial_lookback`` in its *current* state,
+which is never older than what an earlier process published (``FireblocksWebhook._warm_up``).
+What is left open: a transaction created before that window, a key evicted from the memory, a
+start whose backfill pass did not complete within ``ordering_warmup_seconds`` (or no backfill
+configured), and a REST API lagging behind its own webhooks. Such a late older state is
+published; it keeps its ``occurred_at`` (= ``lastUpdated``), so consumers can still order by it,
+and the dedup gate still drops it when it repeats a published state or follows a final one.
+Equal times are not older (a repeat decides the dedup gate).
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ wait for Kafka (its docstring has the full table). What is Fireblocks':
       ``kid`` from the JWKS) decides alone when present; without it ``Fireblocks-Signature``
       (v1, base64 RSA-SHA512 over the raw body, any configured public key) if
       ``accept_legacy`` and not ``require_jws``. Counted (``unauthorized.*``), never stored.
+503   just started, and the first backfill pass has not refilled the ordering memory within
+      ``ack_timeout_seconds`` (at most ``ordering_warmup_seconds`` after the start; ``ordering``).
 503   the JWS names a ``kid`` we do not have and the JWKS cannot be fetched (our outage:
       Fireblocks retries 503), or Kafka did not take the record in time.
 400   signed, but not JSON / not a Fireblocks envelope: dead-lettered on ``webhook``.
@@ -108,7 +110,14 @@ class FireblocksWebhook(WebhookSource[FireblocksConfig]):
         self._intake = Intake(pipeline, self.backfill_stats, self.log, self.name)
         self._trigger = asyncio.Event()
         self._outage = False
-        self.health.detail.update({"backfill_last_success": None, "backfill_error": None, "jwks_error": None})
+        self._started = time.monotonic()
+        self._warm = asyncio.Event()
+        """Set once the ordering memory reflects what Fireblocks shows (see ``_warm_up``)."""
+        if not config.backfills or config.ordering_warmup_seconds <= 0 or config.reorder_memory <= 0:
+            self._warm.set()
+        self.health.detail.update(
+            {"backfill_last_success": None, "backfill_error": None, "jwks_error": None, "ordering_warm": self._warm.is_set()}
+        )
 
     def __repr__(self) -> str:  # never a key or credential
         return f"FireblocksWebhook(path={self.config.path!r}, legacy_keys={len(self._legacy)}, backfill={self.config.backfills})"
@@ -130,8 +139,12 @@ class FireblocksWebhook(WebhookSource[FireblocksConfig]):
         return verify_legacy(request.headers.get(LEGACY_HEADER), body, self._legacy)
 
     async def handle(self, request: web.Request) -> web.Response:
-        """Refresh the JWKS first when the JWS names a kid we lack (async: ``authenticate`` is not);
-        an unfetchable set is our outage (503)."""
+        """Wait for the ordering warm-up; refresh the JWKS first when the JWS names a kid we lack
+        (async: ``authenticate`` is not); an unfetchable set is our outage (503)."""
+        if not self._warm.is_set() and not await self._warm_up():
+            self.stats["warming_up"] += 1
+            metrics.WEBHOOK_REQUESTS.labels(self.provider.value, "warming_up", "503").inc()
+            return web.json_response({"result": "unavailable", "detail": "starting up, retry later"}, status=503)
         jws = read_jws_header(request.headers.get(JWS_HEADER), allow_unencoded=self.config.jws_allow_unencoded)
         if jws is not None and not await self.keys.ensure(jws.kid):
             self.stats["jwks_unavailable"] += 1
@@ -147,6 +160,34 @@ class FireblocksWebhook(WebhookSource[FireblocksConfig]):
             self._outage = False
             self.request_backfill("after_outage")
         return response
+
+    async def _warm_up(self) -> bool:
+        """Hold a delivery until the start-up backfill pass has refilled the ordering memory.
+
+        The memory of the newest ``lastUpdated`` per key is in process: without this, a delivery
+        older than a state a previous process published (a late re-delivery after a kill -9)
+        would be published after it. The pass reads every transaction created within
+        ``backfill_initial_lookback`` in its current state — never older than what was published
+        — and ``accept`` remembers it. Bounded by ``ack_timeout_seconds`` per request (then 503:
+        Fireblocks retries) and by ``ordering_warmup_seconds`` in all (then deliveries pass
+        without it, logged once, so a REST outage cannot stop the webhooks)."""
+        left = self._started + self.config.ordering_warmup_seconds - time.monotonic()
+        if left > 0:
+            try:
+                await asyncio.wait_for(self._warm.wait(), min(self.config.ack_timeout_seconds, left))
+                return True
+            except TimeoutError:
+                if time.monotonic() < self._started + self.config.ordering_warmup_seconds:
+                    return False
+        if not self._warm.is_set():
+            self._warm.set()
+            self.stats["ordering_warmup_given_up"] += 1
+            self.log.warning(
+                "%s: no complete backfill pass within %.0fs of the start; accepting deliveries without it — a late "
+                "state older than one published before this start may be published after it",
+                self.name, self.config.ordering_warmup_seconds,
+            )  # fmt: skip
+        return True
 
     # -- deliveries ------------------------------------------------------------------------------
 
@@ -279,6 +320,8 @@ class FireblocksWebhook(WebhookSource[FireblocksConfig]):
                 await self._intake.offer(item, Via.BACKFILL)
                 offered += 1
         self.window.completed(started_ms)
+        self._warm.set()
+        self.health.detail["ordering_warm"] = True
         self.health.detail["backfill_error"] = None
         self.health.detail["backfill_last_success"] = utc_now(self._clock)
         self.backfill_stats["passes"] += 1

@@ -3,9 +3,11 @@ may deliver them — re-delivered, neighbours out of order, answers lost, some n
 the REST backfill brings those) — while the bridge is stopped and started again mid-flight.
 
 What must hold: every transaction's final state is published (on each own side), no state
-(``event_id``) is published twice, and per key ``occurred_at`` never goes backwards within one
-process's life (the ordering rule; across a restart it may, see ``backwards_across_restarts``). ``python -m bridge_testkit.fireblocks.scenario`` prints the
-figures; ``tests/fireblocks/test_scenario_kafka.py`` runs a reduced one.
+(``event_id``) is published twice, and per key ``occurred_at`` never goes backwards — within one
+process's life, and across a restart (``backwards_across_restarts``: the receiver refills its
+ordering memory from the start-up backfill before taking deliveries). ``python -m
+bridge_testkit.fireblocks.scenario`` prints the figures; ``tests/fireblocks/test_scenario_kafka.py``
+runs a reduced one.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class ScenarioResult:
     backwards: int = 0
     """A key's ``occurred_at`` going back within one life of the bridge (the ordering rule's promise)."""
     backwards_across_restarts: int = 0
-    """The same across a restart: the per-key memory is in process, documented in ``ordering``."""
+    """The same across a restart (the memory is refilled by the start-up backfill, ``ordering``)."""
     older_dropped: int = 0
     seconds: float = 0.0
 

@@ -148,6 +148,8 @@ class FireblocksSimulator:
         self.rest_refusals: list[str] = []
         self.jwks_requests = 0
         self.jwks_down = False
+        self.rest_delay = 0.0
+        """Seconds ``GET /v1/transactions`` takes to answer (a slow API: a start-up pass still running)."""
         self._nonces: set[str] = set()
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
@@ -170,6 +172,13 @@ class FireblocksSimulator:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+    async def __aenter__(self) -> FireblocksSimulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
 
     @property
     def jwks_url(self) -> str:
@@ -230,6 +239,8 @@ class FireblocksSimulator:
         if refused:
             return self._refuse(refused)
         self.rest_requests.append(request.path_qs)
+        if self.rest_delay:
+            await asyncio.sleep(self.rest_delay)
         after = int(request.query.get("after", "0"))
         limit = min(int(request.query.get("limit", "200")), 500)
         rows = sorted(
