@@ -200,6 +200,12 @@ class WebhookSource(SourceBase, ABC, Generic[ConfigT]):
         """Did the sender present a credential at all (a 401 is then ``invalid``, else ``missing``)?"""
         return bool(request.headers.get(self.signature_header))
 
+    async def admit(self, request: web.Request) -> Answer | None:
+        """Called once a delivery is authenticated, before anything of it is decided: an ``Answer``
+        refuses it (e.g. 503 while the source cannot yet decide correctly), None lets it through.
+        Only authenticated senders can make the source wait here."""
+        return None
+
     # -- mounting and lifecycle ----------------------------------------------------------------
 
     def add_routes(self, app: web.Application) -> None:
@@ -312,6 +318,9 @@ class WebhookSource(SourceBase, ABC, Generic[ConfigT]):
             self.log.info("%s webhook: %s signature from %s (%d bytes), not accepted", self._label, why, who, len(body))
             return Answer(401, f"unauthorized.{why}", f"{why} signature")
         metrics.WEBHOOK_SIGNATURE_MATCHES.labels(self._label, str(matched)).inc()
+        refused = await self.admit(request)
+        if refused is not None:
+            return refused
 
         digest = hashlib.sha256(body).digest()
         repeat = self._dead_lettered.get(digest)

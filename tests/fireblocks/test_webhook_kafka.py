@@ -136,3 +136,38 @@ async def test_a_state_older_than_one_published_before_a_restart_is_not_publishe
     assert statuses[:2] == ["SUBMITTED", "BROADCASTING"]
     assert statuses[2:] == ["PENDING_SIGNATURE"] * published_after_restart
     assert webhook.stats["ignored.out_of_order"] == 1 - published_after_restart
+
+
+async def test_an_unsigned_delivery_during_the_ordering_warm_up_is_refused_at_once_not_held(
+    sim: FireblocksSimulator, make_pipeline: Callable[..., Awaitable[Pipeline]], tmp_path: Path
+) -> None:
+    """Only an authenticated sender may make the receiver wait for its warm-up: a forged or unsigned
+    body is answered 401 straight away, a signed one is held (here: 503 after ``ack_timeout_seconds``, 2 s)."""
+    (tmp_path / "legacy.pem").write_bytes(pem_public(sim.legacy_key))
+    (tmp_path / "api.key").write_bytes(pem_private(sim.api_user_key))
+    config = FireblocksConfig(
+        enabled=True, workspace_id=WORKSPACE, legacy_public_keys=[tmp_path / "legacy.pem"], jwks_url=sim.jwks_url,
+        api_key=sim.api_key, api_private_key_file=tmp_path / "api.key", base_url=sim.base_url, backfill_interval=300.0,
+        rest_rate_per_second=100.0, ordering_warmup_seconds=60.0, ack_timeout_seconds=2.0,
+    )  # fmt: skip
+    sim.rest_delay = 10.0  # the start-up pass is still reading for the whole test
+    transaction = sim.create("withdrawal")
+    webhook = FireblocksWebhook(config, await make_pipeline())
+    running = asyncio.create_task(webhook.run())
+    try:
+        async with webhook.serve() as url:
+            sim.url = url
+            forged = sim.delivery(transaction, 0)
+            forged.body = forged.body.replace(b'"SUBMITTED"', b'"COMPLETED"')
+            loop = asyncio.get_running_loop()
+            began = loop.time()
+            assert await post(sim, forged) == 401
+            assert loop.time() - began < 1.5  # not held for the ack timeout
+            began = loop.time()
+            assert await post(sim, sim.delivery(transaction, 0)) == 503
+            assert loop.time() - began >= 1.9
+            assert webhook.stats["warming_up"] == 1 and webhook.stats["unauthorized.invalid"] == 1
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await webhook.keys.close()

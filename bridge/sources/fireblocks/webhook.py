@@ -55,7 +55,7 @@ from bridge.ingest.backfill import Page, Window
 from bridge.ingest.frames import utc_now
 from bridge.ingest.intake import Intake
 from bridge.ingest.rest import RestClient, TransientError
-from bridge.ingest.webhook import Ignore, Interpretation, Letterhead, Publish, Quarantine, WebhookSource, describe_error
+from bridge.ingest.webhook import Answer, Ignore, Interpretation, Letterhead, Publish, Quarantine, WebhookSource, describe_error
 from bridge.observability import metrics
 from bridge.sources.fireblocks import messages as m
 from bridge.sources.fireblocks.auth import RequestSigner
@@ -139,12 +139,8 @@ class FireblocksWebhook(WebhookSource[FireblocksConfig]):
         return verify_legacy(request.headers.get(LEGACY_HEADER), body, self._legacy)
 
     async def handle(self, request: web.Request) -> web.Response:
-        """Wait for the ordering warm-up; refresh the JWKS first when the JWS names a kid we lack
-        (async: ``authenticate`` is not); an unfetchable set is our outage (503)."""
-        if not self._warm.is_set() and not await self._warm_up():
-            self.stats["warming_up"] += 1
-            metrics.WEBHOOK_REQUESTS.labels(self.provider.value, "warming_up", "503").inc()
-            return web.json_response({"result": "unavailable", "detail": "starting up, retry later"}, status=503)
+        """Refresh the JWKS first when the JWS names a kid we lack (async: ``authenticate`` is
+        not); an unfetchable set is our outage (503)."""
         jws = read_jws_header(request.headers.get(JWS_HEADER), allow_unencoded=self.config.jws_allow_unencoded)
         if jws is not None and not await self.keys.ensure(jws.kid):
             self.stats["jwks_unavailable"] += 1
@@ -160,6 +156,13 @@ class FireblocksWebhook(WebhookSource[FireblocksConfig]):
             self._outage = False
             self.request_backfill("after_outage")
         return response
+
+    async def admit(self, request: web.Request) -> Answer | None:
+        """An authenticated delivery waits for the ordering warm-up (an unsigned one is refused
+        first and never waits)."""
+        if self._warm.is_set() or await self._warm_up():
+            return None
+        return Answer(503, "warming_up", "starting up, retry later")  # counted by the engine
 
     async def _warm_up(self) -> bool:
         """Hold a delivery until the start-up backfill pass has refilled the ordering memory.
