@@ -413,8 +413,9 @@ class DedupGate:
         last_expiry = time.monotonic()
         retry = 0.5
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self._flush_interval)
+            try:  # asyncio.timeout, not wait_for: no extra task per wait (3.11 wraps the coroutine in one)
+                async with asyncio.timeout(self._flush_interval):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()

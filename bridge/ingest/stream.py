@@ -397,7 +397,8 @@ class StreamSource(SourceBase, ABC):
         who = f"{self.display_name} account {self.account_name!r}"
         while True:
             try:
-                await asyncio.wait_for(self._trigger.wait(), wait)
+                async with asyncio.timeout(wait):  # not wait_for: no task per wait
+                    await self._trigger.wait()
                 trigger = next((r for r in _TRIGGER_PRIORITY if r in self._reasons), "manual")
             except TimeoutError:
                 trigger = "interval"

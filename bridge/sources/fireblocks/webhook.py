@@ -279,7 +279,8 @@ class FireblocksWebhook(WebhookSource[FireblocksConfig]):
             wait = self.config.backfill_interval
             while True:
                 try:
-                    await asyncio.wait_for(self._trigger.wait(), wait)
+                    async with asyncio.timeout(wait):  # not wait_for: no task per wait
+                        await self._trigger.wait()
                     trigger = "requested"
                 except TimeoutError:
                     trigger = "interval"
