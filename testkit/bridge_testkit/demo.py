@@ -338,16 +338,17 @@ async def _run_live(
     return figures
 
 
-def _line(record: Any) -> str:
+def _line(record: Any, width: int) -> str:
+    """One record, its key padded to ``width`` (the longest key read back) so the columns align."""
     if record.topic.endswith("dlq.v1"):
         headers = {k: v.decode() for k, v in record.headers}
         return (
-            f"{record.key.decode():<53} {'DEAD-LETTER':<10} reason={headers.get('dlq_reason')!r} "
+            f"{record.key.decode():<{width}} {'DEAD-LETTER':<10} reason={headers.get('dlq_reason')!r} "
             f"raw={record.value[:40]!r}"
         )
     event = orjson.loads(record.value)
     return (
-        f"{event['key']:<53} {event['status']:<10} state={event['provider_status']:<9} "
+        f"{event['key']:<{width}} {event['status']:<10} state={event['provider_status']:<9} "
         f"conf={str(event['confirmations']):<4} via={event['source']['via']:<8} {event['amount']} {event['asset']}"
     )
 
@@ -415,8 +416,9 @@ async def run_demo(bootstrap: str, state_dir: Path, topics: TopicSettings | None
     expect = sum(1 for o in outcomes if o in (Outcome.PUBLISHED, Outcome.DEAD_LETTERED)) + sum(f.written for f in figures)
     records = sorted(await reader.read(expect), key=_provider_rank)
     print(f"\nservice stopped cleanly; a consumer reads back {len(records)} records from {bootstrap} (read_committed):\n")
+    width = max((len(record.key or b"") for record in records), default=0)
     for record in records:
-        print("  " + _line(record))
+        print("  " + _line(record, width))
     return 0 if len(records) == expect else 1
 
 
