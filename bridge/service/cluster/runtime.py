@@ -4,8 +4,10 @@ The shell (``bridge.service.app``) keeps serving webhooks on every replica throu
 pipeline and asks this runtime for membership and the slots. A slot is started when the group
 assigns it (in the background: a state restore must not hold the group up) and drained before a
 revoke completes. A slot whose producer was fenced (this replica was paused past its session and
-the slot has a new owner) is stopped at once; if the group still assigns it here after that, it is
-started again, which fences the other in turn — the group, not the replicas, decides.
+the slot has a new owner) is stopped at once and started again only when the group assigns it
+here anew: a fence with no rebalance behind it comes from outside the group (another deployment
+with the same ``group_id`` and transactional ids), and taking the slot back would only fence that
+one in turn, both aborting their in-flight transactions — the group, not the replicas, decides.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class ClusterRuntime:
         self.held: dict[int, SlotRunner] = {}
         self._starting: dict[int, asyncio.Task[None]] = {}
         self._watcher: asyncio.Task[None] | None = None
+        self.fenced_slots: set[int] = set()
+        """Slots stopped here because a newer producer fenced them; cleared by the next assignment."""
         self.membership = Membership(
             settings.kafka, settings.cluster, on_assigned=self._assigned, on_revoked=self._revoked
         )
@@ -95,6 +99,7 @@ class ClusterRuntime:
 
     async def _assigned(self, slots: set[int]) -> None:
         metrics.CLUSTER_MEMBER.set(1)
+        self.fenced_slots.clear()
         for slot in sorted(slots):
             if slot not in self.held and slot not in self._starting:
                 self._starting[slot] = asyncio.create_task(self._acquire(slot), name=f"slot-start:{slot}")
@@ -149,11 +154,18 @@ class ClusterRuntime:
                 self._count_fenced(runner)
                 log.error("cluster: slot %d was fenced by a newer owner; stopping it here", slot)
                 self.held.pop(slot, None)
+                self.fenced_slots.add(slot)
                 await runner.stop(timeout=5.0)
                 metrics.CLUSTER_SLOTS_HELD.set(len(self.held))
-                await asyncio.sleep(2.0)  # a paused replica learns of the rebalance on its next heartbeat
-                if slot in self.membership.assigned and self.membership.member:
-                    await self._assigned({slot})
+                # Not taken back here: a paused replica's next assignment restarts it if the group
+                # still gives it the slot; without a rebalance the fence came from outside the group.
+                log.error(
+                    "cluster: slot %d stays stopped until the group assigns it again; if no rebalance follows, "
+                    "another deployment uses group %s (transactional id %s)",
+                    slot,
+                    self.cluster.group_id,
+                    self.cluster.transactional_id(slot),
+                )
 
     def _count_fenced(self, runner: SlotRunner) -> None:
         """Once per slot run whose late writes met a newer owner's fence (found running or at its stop)."""
@@ -189,5 +201,6 @@ class ClusterRuntime:
             "assigned": sorted(self.membership.assigned),
             "rebalances": self.membership.rebalances,
             "fenced": self.fenced,
+            "fenced_slots": sorted(self.fenced_slots),
             "held": {str(slot): runner.health(grace_seconds) for slot, runner in sorted(self.held.items())},
         }

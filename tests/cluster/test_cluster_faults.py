@@ -1,0 +1,98 @@
+"""Cluster mode under an unlucky operator: faults found in review, each reproduced on a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import pytest
+
+from bridge.contract.events import Account, Direction, Provider, Status, build_event
+from bridge.contract.events import Source as EventSource
+from bridge.delivery.pipeline import Pipeline
+from bridge.ingest.source import Source, SourceBase
+from bridge.service.app import ServiceSettings
+from bridge.service.cluster.runtime import ClusterRuntime
+
+pytestmark = pytest.mark.kafka
+
+_ids = itertools.count()
+
+
+class TickerSource(SourceBase):
+    """An account that produces a new transfer every 0.2 s, so a fenced producer finds out at once."""
+
+    provider: ClassVar[Provider] = Provider.OKX
+
+    def __init__(self, name: str, pipeline: Pipeline):
+        super().__init__(name)
+        self.pipeline = pipeline
+
+    async def run(self) -> None:
+        self.health.mark_connected()
+        while True:
+            event = build_event(
+                provider=Provider.OKX, direction=Direction.DEPOSIT, transfer_id=f"t{next(_ids)}", status=Status.PENDING,
+                provider_status="0", amount="1.5", asset="BTC", occurred_at="2026-11-29T05:00:00.000Z",
+                received_at="2026-11-29T05:00:01.000Z", source=EventSource(channel="deposit-info"), account=Account(id="u1"),
+            )  # fmt: skip
+            await self.pipeline.offer(event)
+            await asyncio.sleep(0.2)
+
+
+def _ticker(pipeline: Pipeline) -> list[Source]:
+    return [TickerSource("okx:ticker", pipeline)]
+
+
+def _settings(bootstrap: str, suffix: str, **cluster: Any) -> ServiceSettings:
+    return ServiceSettings(
+        kafka={"bootstrap_servers": bootstrap, "linger_ms": 2},
+        topics={"deposit": f"x.{suffix}.dep", "withdrawal": f"x.{suffix}.wd", "dead_letter": f"x.{suffix}.dlq", "partitions": 1},
+        dedup={"store": "kafka", "state_topic": f"x.{suffix}.state"},
+        cluster={
+            "enabled": True,
+            "group_id": f"x-{suffix}",
+            "session_timeout_ms": 6000,
+            "heartbeat_interval_ms": 1000,
+            "coordination_topic": f"x.{suffix}.coord",
+            "ingress_topic": f"x.{suffix}.ingress",
+            **cluster,
+        },
+    )
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met")
+        await asyncio.sleep(0.1)
+
+
+async def test_a_replica_fenced_outside_a_rebalance_does_not_take_the_slot_back_and_fight(kafka_bootstrap: str) -> None:
+    """Two deployments that share a group id but not a coordination topic both get slot 0 and the
+    same transactional id. The one fenced must stay fenced until the group assigns again, not
+    re-take the slot on a guess (which fences the other, and so on, aborting in-flight work)."""
+    suffix = uuid.uuid4().hex[:8]
+    first = ClusterRuntime(_settings(kafka_bootstrap, suffix), [_ticker])
+    second = ClusterRuntime(_settings(kafka_bootstrap, suffix, coordination_topic=f"x.{suffix}.coord2"), [_ticker])
+    runtimes = [first, second]
+    try:
+        for runtime in runtimes:
+            await runtime.prepare()
+        await first.start()
+        await _until(lambda: 0 in first.held)
+        await second.start()  # fences the first at its next write
+        await _until(lambda: first.fenced + second.fenced >= 1)
+        await asyncio.sleep(12.0)  # several rounds of the old 2 s "take it back" guess
+        assert first.fenced + second.fenced == 1, "the two replicas fenced each other in turn"
+        assert sorted(s for r in runtimes for s in r.held) == [0], "the fenced one came back, or both are down"
+        loser = first if first.fenced else second
+        assert loser.health(30.0)["fenced_slots"] == [0]
+    finally:
+        for runtime in runtimes:
+            await runtime.stop(timeout=5.0)
