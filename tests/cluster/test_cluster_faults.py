@@ -96,3 +96,47 @@ async def test_a_replica_fenced_outside_a_rebalance_does_not_take_the_slot_back_
     finally:
         for runtime in runtimes:
             await runtime.stop(timeout=5.0)
+
+
+class SlowDrainSource(SourceBase):
+    """An account whose connection takes a while to hand over what it holds (a slow drain)."""
+
+    provider: ClassVar[Provider] = Provider.OKX
+
+    async def run(self) -> None:
+        self.health.mark_connected()
+        await asyncio.Event().wait()
+
+    async def drain(self, timeout: float) -> bool:
+        await asyncio.sleep(min(timeout, 2.0))
+        return True
+
+
+async def test_replicas_stay_ready_for_webhooks_while_the_group_rebalances(kafka_bootstrap: str) -> None:
+    """Readiness says whether a replica can take webhooks, which a rebalance does not change. An
+    eager rebalance revokes every slot of every replica at once: were readiness tied to holding an
+    assignment, every replica would leave the Service together at each join, leave or kill."""
+    suffix = uuid.uuid4().hex[:8]
+    names = [f"okx:slow{n}" for n in range(4)]
+    factory: Callable[[Pipeline], list[Source]] = lambda pipeline: [SlowDrainSource(name) for name in names]  # noqa: E731
+    first = ClusterRuntime(_settings(kafka_bootstrap, suffix, slots=2), [factory])
+    second = ClusterRuntime(_settings(kafka_bootstrap, suffix, slots=2), [factory])
+    try:
+        await first.prepare()
+        await first.start()
+        await _until(lambda: sorted(first.held) == [0, 1])
+        assert first.ready
+        unready: list[float] = []
+        await second.start()
+        began = time.monotonic()
+        while not (second.held and len(first.held) + len(second.held) == 2):
+            if not first.ready:
+                unready.append(time.monotonic() - began)
+            assert time.monotonic() - began < 60, "the slots were not shared out"
+            await asyncio.sleep(0.02)
+        assert first.membership.rebalances >= 1
+        assert unready == [], f"first replica not ready for {len(unready) * 0.02:.1f} s of the rebalance"
+        assert first.ready and second.ready
+    finally:
+        for runtime in (first, second):
+            await runtime.stop(timeout=5.0)

@@ -195,6 +195,7 @@ class ClusterRuntime:
     def health(self, grace_seconds: float) -> dict[str, Any]:
         return {
             "member": self.membership.member,
+            "rebalancing": self.membership.rebalancing,
             "group": self.cluster.group_id,
             "slots": sorted(self.held),
             "starting": sorted(self._starting),
