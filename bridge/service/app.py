@@ -354,7 +354,8 @@ class BridgeApp:
 
             cluster = settings.cluster
             return build_ingress_pipeline(
-                settings.kafka, settings.topics, settings.pipeline, ingress_topic=cluster.ingress_topic, slots=cluster.slots
+                settings.kafka, settings.topics, settings.pipeline, ingress_topic=cluster.ingress_topic,
+                slots=cluster.slots, group_id=cluster.group_id
             )
         return build_pipeline(settings.kafka, settings.topics, settings.dedup, settings.pipeline, settings.schema_registry)
 

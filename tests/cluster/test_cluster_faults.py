@@ -13,10 +13,12 @@ import pytest
 
 from bridge.contract.events import Account, Direction, Provider, Status, build_event
 from bridge.contract.events import Source as EventSource
+from bridge.delivery.ingress import build_ingress_pipeline
 from bridge.delivery.pipeline import Pipeline
 from bridge.ingest.source import Source, SourceBase
 from bridge.service.app import ServiceSettings
 from bridge.service.cluster.runtime import ClusterRuntime
+from bridge_testkit.kafka_io import read_topic
 
 pytestmark = pytest.mark.kafka
 
@@ -140,3 +142,36 @@ async def test_replicas_stay_ready_for_webhooks_while_the_group_rebalances(kafka
     finally:
         for runtime in (first, second):
             await runtime.stop(timeout=5.0)
+
+
+async def test_a_deployment_does_not_publish_webhooks_another_group_appended_to_a_shared_ingress_topic(
+    kafka_bootstrap: str,
+) -> None:
+    """The ingress topic's name does not derive from the group (its default is one fixed name): two
+    deployments on one Kafka cluster, or a group renamed as the README asks when ``slots`` changes,
+    read the same partitions. Each owner must publish only what its own group's replicas appended."""
+    ours, theirs = uuid.uuid4().hex[:8], uuid.uuid4().hex[:8]
+    shared = f"x.{ours}.shared-ingress"
+    other = _settings(kafka_bootstrap, theirs, ingress_topic=shared)
+    runtime = ClusterRuntime(_settings(kafka_bootstrap, ours, ingress_topic=shared), [])
+    await runtime.prepare()
+    receivers = build_ingress_pipeline(
+        other.kafka, other.topics, other.pipeline, ingress_topic=shared, slots=1, group_id=other.cluster.group_id
+    )
+    await receivers.start()
+    try:
+        event = build_event(
+            provider=Provider.OPENXSWITCH, direction=Direction.DEPOSIT, transfer_id="theirs-1", status=Status.PENDING,
+            provider_status="pending", amount="2", asset="USDT", occurred_at="2026-11-29T05:00:00.000Z",
+            received_at="2026-11-29T05:00:01.000Z", source=EventSource(channel="webhook"), account=Account(id="u9"),
+        )  # fmt: skip
+        assert await receivers.submit(event) == "published"  # appended to the shared ingress topic
+        await runtime.start()
+        await _until(lambda: 0 in runtime.held)
+        runner = runtime.held[0]
+        await _until(lambda: runner.ingress is not None and runner.ingress.consumed + runner.ingress.skipped >= 1)
+        published = await read_topic(kafka_bootstrap, f"x.{ours}.dep", idle=2.0)
+        assert published == [], "the other deployment's webhook was published on this deployment's topic"
+    finally:
+        await receivers.close(timeout=5.0)
+        await runtime.stop(timeout=5.0)

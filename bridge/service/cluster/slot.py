@@ -83,7 +83,7 @@ class SlotRunner:
             self.supervisor = Supervisor(self.sources, settings.supervisor)
             self.supervisor.start()
             self.ingress = IngressConsumer(
-                settings.kafka, cluster.ingress_topic, self.slot, cluster.ingress_group, self.pipeline
+                settings.kafka, cluster.ingress_topic, self.slot, cluster.ingress_group, self.pipeline, cluster_group=cluster.group_id
             )
             self._ingress_task = asyncio.create_task(self._run_ingress(self.ingress), name=f"ingress:{self.slot}")
         except BaseException:
