@@ -175,3 +175,43 @@ async def test_a_deployment_does_not_publish_webhooks_another_group_appended_to_
     finally:
         await receivers.close(timeout=5.0)
         await runtime.stop(timeout=5.0)
+
+
+class PushSource(SourceBase):
+    """An OKX key's connection: a master key receives its sub-account's pushes, and the sub-account's
+    own key (configured to backfill it) receives the same push."""
+
+    provider: ClassVar[Provider] = Provider.OKX
+
+    def __init__(self, name: str, pipeline: Pipeline):
+        super().__init__(name)
+        self.pipeline = pipeline
+
+    async def run(self) -> None:
+        self.health.mark_connected()
+        event = build_event(
+            provider=Provider.OKX, direction=Direction.DEPOSIT, transfer_id="sub-dep-1", status=Status.CREDITED,
+            provider_status="2", amount="3", asset="ETH", occurred_at="2026-11-29T05:00:00.000Z",
+            received_at="2026-11-29T05:00:01.000Z", source=EventSource(channel="deposit-info"),
+            account=Account(id="sub-uid", sub_account="sub"),
+        )  # fmt: skip
+        await self.pipeline.submit(event)
+        await asyncio.Event().wait()
+
+
+async def test_an_okx_push_seen_by_the_master_and_the_sub_account_key_is_published_once(kafka_bootstrap: str) -> None:
+    """In one process the shared dedup gate drops the second copy (as the OKX account docs say);
+    with accounts spread over slots each slot has its own gate, so the OKX accounts keep one slot."""
+    suffix = uuid.uuid4().hex[:8]
+    names = ["okx:master", "okx:sub"]  # blake2b puts them in slots 0 and 1 of 2
+    factory: Callable[[Pipeline], list[Source]] = lambda pipeline: [PushSource(n, pipeline) for n in names]  # noqa: E731
+    runtime = ClusterRuntime(_settings(kafka_bootstrap, suffix, slots=2), [factory])
+    try:
+        await runtime.prepare()
+        await runtime.start()
+        await _until(lambda: sorted(runtime.held) == [0, 1])
+        await _until(lambda: sum(len(r.sources) for r in runtime.held.values()) == 2)
+        published = await read_topic(kafka_bootstrap, f"x.{suffix}.dep", idle=3.0)
+        assert len(published) == 1, f"the same OKX state was published {len(published)} times"
+    finally:
+        await runtime.stop(timeout=5.0)
