@@ -103,11 +103,16 @@ async def test_a_replica_fenced_outside_a_rebalance_does_not_take_the_slot_back_
 class SlowDrainSource(SourceBase):
     """An account whose connection takes a while to hand over what it holds (a slow drain)."""
 
-    provider: ClassVar[Provider] = Provider.OKX
+    provider: ClassVar[Provider] = Provider.RIPIO  # slotted by account name
+    running: ClassVar[set[int]] = set()
 
     async def run(self) -> None:
         self.health.mark_connected()
-        await asyncio.Event().wait()
+        SlowDrainSource.running.add(id(self))
+        try:
+            await asyncio.Event().wait()
+        finally:
+            SlowDrainSource.running.discard(id(self))
 
     async def drain(self, timeout: float) -> bool:
         await asyncio.sleep(min(timeout, 2.0))
@@ -119,7 +124,7 @@ async def test_replicas_stay_ready_for_webhooks_while_the_group_rebalances(kafka
     eager rebalance revokes every slot of every replica at once: were readiness tied to holding an
     assignment, every replica would leave the Service together at each join, leave or kill."""
     suffix = uuid.uuid4().hex[:8]
-    names = [f"okx:slow{n}" for n in range(4)]
+    names = [f"ripio:slow{n}" for n in range(4)]
     factory: Callable[[Pipeline], list[Source]] = lambda pipeline: [SlowDrainSource(name) for name in names]  # noqa: E731
     first = ClusterRuntime(_settings(kafka_bootstrap, suffix, slots=2), [factory])
     second = ClusterRuntime(_settings(kafka_bootstrap, suffix, slots=2), [factory])
@@ -215,3 +220,29 @@ async def test_an_okx_push_seen_by_the_master_and_the_sub_account_key_is_publish
         assert len(published) == 1, f"the same OKX state was published {len(published)} times"
     finally:
         await runtime.stop(timeout=5.0)
+
+
+
+async def test_a_replica_that_is_stopping_does_not_take_slots_a_rebalance_hands_it_meanwhile(kafka_bootstrap: str) -> None:
+    """SIGTERM drains the held slots, then leaves the group; a replica joining during that drain
+    (a rolling update starts the next pod) rebalances the group, which hands the stopping replica a
+    slot again. Started then, that slot outlives the stop: sources, producer and consumer leaked."""
+    suffix = uuid.uuid4().hex[:8]
+    names = [f"ripio:slow{n}" for n in range(4)]
+    factory: Callable[[Pipeline], list[Source]] = lambda pipeline: [SlowDrainSource(name) for name in names]  # noqa: E731
+    first = ClusterRuntime(_settings(kafka_bootstrap, suffix, slots=2), [factory])
+    second = ClusterRuntime(_settings(kafka_bootstrap, suffix, slots=2), [])
+    try:
+        await first.prepare()
+        await first.start()
+        await _until(lambda: sorted(first.held) == [0, 1] and len(SlowDrainSource.running) == len(names))
+        stopping = asyncio.create_task(first.stop(timeout=20.0))  # each source drains for 2 s
+        await asyncio.sleep(0.5)
+        await second.start()
+        await stopping
+        await asyncio.sleep(3.0)  # a start begun during the stop would be done by now
+        assert first.held == {} and first.health(30.0)["starting"] == [], "a slot was started on a stopped replica"
+        assert SlowDrainSource.running == set(), "sources still run on the stopped replica"
+    finally:
+        for runtime in (first, second):
+            await runtime.stop(timeout=5.0)

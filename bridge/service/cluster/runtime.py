@@ -49,6 +49,7 @@ class ClusterRuntime:
             settings.kafka, settings.cluster, on_assigned=self._assigned, on_revoked=self._revoked
         )
         self.handovers: list[float] = []
+        self._stopping = False
         self.fenced = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -87,7 +88,10 @@ class ClusterRuntime:
         )
 
     async def stop(self, timeout: float) -> None:
-        """Drain every held slot, then leave the group so the others take them over at once."""
+        """Drain every held slot, then leave the group so the others take them over at once. The
+        seat is kept while draining, so a rebalance meanwhile may assign slots here: they are not
+        started (they would outlive the stop), the group re-deals them when this replica leaves."""
+        self._stopping = True
         if self._watcher is not None:
             self._watcher.cancel()
             await asyncio.gather(self._watcher, return_exceptions=True)
@@ -100,6 +104,9 @@ class ClusterRuntime:
     async def _assigned(self, slots: set[int]) -> None:
         metrics.CLUSTER_MEMBER.set(1)
         self.fenced_slots.clear()
+        if self._stopping:
+            log.info("cluster: stopping; slots %s assigned meanwhile are left to the group", sorted(slots))
+            return
         for slot in sorted(slots):
             if slot not in self.held and slot not in self._starting:
                 self._starting[slot] = asyncio.create_task(self._acquire(slot), name=f"slot-start:{slot}")
