@@ -246,3 +246,40 @@ async def test_a_replica_that_is_stopping_does_not_take_slots_a_rebalance_hands_
     finally:
         for runtime in (first, second):
             await runtime.stop(timeout=5.0)
+
+
+async def test_the_fireblocks_backfill_runs_on_one_replica_of_the_group(kafka_bootstrap: str) -> None:
+    """Every replica serves the Fireblocks route; its REST gap backfill reads the same workspace
+    history wherever it runs, so N replicas made N times the API calls (and N copies in the ingress
+    topic). One replica — the holder of the receiver's slot — runs it."""
+    from bridge.service.app import BridgeApp
+    from bridge_testkit.fireblocks.harness import FireblocksHarness
+
+    suffix = uuid.uuid4().hex[:8]
+    harness = FireblocksHarness()
+    await harness.start()
+    apps: list[BridgeApp] = []
+    try:
+        for _ in range(2):
+            settings = _settings(kafka_bootstrap, suffix).model_copy(
+                update={
+                    "server": ServiceSettings(server={"host": "127.0.0.1", "port": 0, "admin_port": None}).server,
+                    "fireblocks": ServiceSettings(fireblocks=harness.section(backfill_interval=1.0)).fireblocks,
+                }
+            )
+            apps.append(BridgeApp(settings, install_signal_handlers=False))
+        runs = [asyncio.create_task(app.run()) for app in apps]
+        for app in apps:
+            await asyncio.wait_for(app.started.wait(), 60)
+        await _until(lambda: sum(len(app.cluster.held) for app in apps if app.cluster) == 1)
+        await asyncio.sleep(4.0)  # a few backfill intervals
+        passes = [
+            next(s for s in app.sources if s.name == "fireblocks:webhook").health.detail.get("backfill_last_success")
+            for app in apps
+        ]
+        assert sum(p is not None for p in passes) == 1, f"backfill passes ran on {sum(p is not None for p in passes)} replicas"
+    finally:
+        for app in apps:
+            app.request_stop()
+        await asyncio.gather(*runs, return_exceptions=True)
+        await harness.stop()

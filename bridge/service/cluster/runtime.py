@@ -195,6 +195,9 @@ class ClusterRuntime:
                 if source.health.last_event_at is not None:
                     metrics.SOURCE_LAST_EVENT_AGE.labels(source.name).set(max(0.0, now - source.health.last_event_at))
 
+    def holds(self, slot: int) -> bool:
+        return slot in self.held
+
     @property
     def ready(self) -> bool:
         return self.membership.member
