@@ -17,6 +17,12 @@ the offset are read again and, being repeats of committed states, dropped by the
 delivery is lost and none is published twice. The offsets go through the slot's transactional
 producer, so a fenced zombie can neither publish nor move the offset.
 
+Every record carries its cluster's ``group_id`` (header ``cluster-group``) and an owner skips the
+records of another group: the ingress topic's name is not derived from the group, so two
+deployments on one Kafka cluster (or a group renamed for a new slot layout) may share it, and an
+owner must publish only what its own replicas acknowledged. Records without the header (written
+before it existed) are taken.
+
 Parsing is pure and deterministic, so normalizing at the receiver (where the signature is checked)
 gives the same event the owner would compute; the owner still validates what it reads.
 """
@@ -51,6 +57,9 @@ __all__ = ["IngressPublisher", "IngressConsumer", "build_ingress_pipeline", "dec
 
 log = logging.getLogger(__name__)
 
+GROUP_HEADER = "cluster-group"
+"""Ingress record header: the ``cluster.group_id`` of the replica that appended it."""
+
 
 async def ensure_topic(kafka: KafkaSettings, topic: str, partitions: int, replication: int, configs: dict[str, str]) -> int:
     """Create ``topic`` when missing; returns how many partitions it has."""
@@ -77,28 +86,29 @@ async def ensure_topic(kafka: KafkaSettings, topic: str, partitions: int, replic
 class IngressPublisher(Publisher):
     """A receiver's publisher: events to the ingress topic (partition = slot), dead letters to the DLQ."""
 
-    def __init__(self, kafka: KafkaSettings, topics: TopicSettings, *, ingress_topic: str, slots: int):
+    def __init__(self, kafka: KafkaSettings, topics: TopicSettings, *, ingress_topic: str, slots: int, group_id: str):
         super().__init__(kafka, topics, include_raw=True)
         self.ingress_topic = ingress_topic
         self.slots = slots
+        self.headers = [("content-type", b"application/json"), (GROUP_HEADER, group_id.encode())]
 
     def event_record(self, event: TransferEvent) -> Record:
         return Record(
             topic=self.ingress_topic,
             key=event.key.encode(),
             value=encode_event(event, include_raw=True),
-            headers=[("content-type", b"application/json")],
+            headers=self.headers,
             partition=slot_of(event.key, self.slots),
         )
 
 
 def build_ingress_pipeline(
-    kafka: KafkaSettings, topics: TopicSettings, pipeline: PipelineSettings, *, ingress_topic: str, slots: int
+    kafka: KafkaSettings, topics: TopicSettings, pipeline: PipelineSettings, *, ingress_topic: str, slots: int, group_id: str
 ) -> Pipeline:
     """The receivers' pipeline. Its gate is in memory only: it answers a repeat of a delivery this
     replica already appended at once (the exact dedup happens at the slot owner)."""
     return Pipeline(
-        IngressPublisher(kafka, topics, ingress_topic=ingress_topic, slots=slots),
+        IngressPublisher(kafka, topics, ingress_topic=ingress_topic, slots=slots, group_id=group_id),
         DedupGate(MemoryStore(), retention_seconds=86400),
         max_in_flight=pipeline.max_in_flight,
         not_ready_after=pipeline.not_ready_after_seconds,
@@ -132,13 +142,16 @@ class IngressConsumer:
         group_id: str,
         pipeline: Pipeline,
         *,
+        cluster_group: str,
         commit_interval: float = 0.2,
     ):
+        """``group_id``: where the offsets are committed; ``cluster_group``: the records taken (by header)."""
         if not isinstance(pipeline.publisher, TransactionalPublisher):
             raise TypeError("the ingress consumer needs the slot's transactional pipeline")
         self.kafka = kafka
         self.tp = TopicPartition(topic, partition)
         self.group_id = group_id
+        self._ours = cluster_group.encode()
         self.pipeline = pipeline
         self.publisher: TransactionalPublisher = pipeline.publisher
         self.commit_interval = commit_interval
@@ -148,6 +161,8 @@ class IngressConsumer:
         self._consumer: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()
         self.consumed = 0
+        self.skipped = 0
+        """Records appended by another group's replicas (a shared ingress topic), passed over."""
 
     async def run(self) -> None:
         """Until ``stop`` (or cancelled): read, hand over, commit offsets past finished records."""
@@ -166,6 +181,9 @@ class IngressConsumer:
             while not self._stopping.is_set():
                 batches = await consumer.getmany(self.tp, timeout_ms=200, max_records=500)
                 for message in batches.get(self.tp, []):
+                    if not self._is_ours(message.headers):
+                        self._pending.append((message.offset, self._passed_over()))
+                        continue
                     provider = message.key.decode(errors="replace").split(":", 1)[0] if message.key else ""
                     item = decode_ingress(message.value, provider)
                     self._pending.append((message.offset, await self.pipeline.offer(item)))
@@ -177,6 +195,18 @@ class IngressConsumer:
         finally:
             self._consumer = None
             await consumer.stop()
+
+    def _is_ours(self, headers: Any) -> bool:
+        group = next((value for name, value in headers or () if name == GROUP_HEADER), None)
+        return group is None or group == self._ours
+
+    def _passed_over(self) -> asyncio.Future[Outcome]:
+        self.skipped += 1
+        if self.skipped == 1 or self.skipped % 1000 == 0:
+            log.warning("ingress %s: %d records of another cluster group passed over (shared ingress topic?)", self.tp, self.skipped)
+        done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        done.set_result(Outcome.DUPLICATE)
+        return done
 
     def _advance(self) -> None:
         while self._pending and self._pending[0][1].done():

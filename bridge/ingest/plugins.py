@@ -60,6 +60,12 @@ class ProviderPlugin:
     channels, so ``transfer-bridge dlq replay`` needs no provider import in the core; empty: its dead
     letters cannot be replayed."""
 
+    slot_by: Literal["account", "provider"] = "account"
+    """Cluster mode: what a source's slot is hashed from. ``provider``: all the provider's accounts
+    share one slot, for accounts whose connections see each other's transfers (an OKX master key
+    receives its sub-accounts' pushes): only one dedup gate and one backfill coordinator then see
+    both copies."""
+
     def sources(self, section: Any, pipeline: Pipeline) -> Sequence[Source]:
         builder: Callable[[Any, Pipeline], Sequence[Source]] = _load(self.build)
         return builder(section, pipeline)

@@ -182,6 +182,10 @@ class WebhookSource(SourceBase, ABC, Generic[ConfigT]):
         self._accepting = True
         self._dead_lettered: RecentDigests[Answer] = RecentDigests(dead_letter_memory)
         self._max_record = pipeline.publisher.kafka.max_request_size
+        self.leads_backfill: Callable[[], bool] = lambda: True
+        """Whether this replica runs the provider-side backfill, if the receiver has one. Cluster
+        mode serves the route on every replica but gives the backfill to one (its slot's holder):
+        the history it reads is the same everywhere."""
 
     # -- provider hooks ------------------------------------------------------------------------
 

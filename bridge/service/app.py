@@ -24,6 +24,7 @@ import signal
 import time
 from collections.abc import Callable, Collection, Sequence
 from enum import IntEnum
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -150,6 +151,8 @@ class BridgeApp:
         self.reloader = Reloader(self, reload_settings, watch_paths) if reload_settings is not None else None
         self.cluster: ClusterRuntime | None = None
         if settings.cluster.enabled:  # webhooks here on the ingress pipeline; the rest per held slot
+            from bridge.ingest.webhook import WebhookSource
+            from bridge.service.cluster.layout import source_slot
             from bridge.service.cluster.runtime import ClusterRuntime
 
             def slotted(pipeline: Pipeline) -> Sequence[Source]:
@@ -157,7 +160,11 @@ class BridgeApp:
 
             def receivers(pipeline: Pipeline) -> Sequence[Source]:
                 webhook: tuple[SourceKind, ...] = ("webhook",)
-                return build_sources(settings, pipeline, self.shared, kinds=webhook)
+                built = build_sources(settings, pipeline, self.shared, kinds=webhook)
+                for source in built:  # the route on every replica, a REST backfill on its slot's holder only
+                    if isinstance(source, WebhookSource):
+                        source.leads_backfill = partial(self._holds, source_slot(source.provider.value, source.name, settings.cluster.slots))
+                return built
 
             configured: list[SourceFactory] = [slotted] if configured_sources else []
             self.cluster = ClusterRuntime(settings, configured + list(extra_sources))
@@ -211,6 +218,10 @@ class BridgeApp:
                 loop.remove_signal_handler(signum)
 
         return remove
+
+    def _holds(self, slot: int) -> bool:
+        """Cluster mode: this replica runs ``slot`` now."""
+        return self.cluster is not None and self.cluster.holds(slot)
 
     # -- health --------------------------------------------------------------------------------
 
@@ -354,7 +365,8 @@ class BridgeApp:
 
             cluster = settings.cluster
             return build_ingress_pipeline(
-                settings.kafka, settings.topics, settings.pipeline, ingress_topic=cluster.ingress_topic, slots=cluster.slots
+                settings.kafka, settings.topics, settings.pipeline, ingress_topic=cluster.ingress_topic,
+                slots=cluster.slots, group_id=cluster.group_id
             )
         return build_pipeline(settings.kafka, settings.topics, settings.dedup, settings.pipeline, settings.schema_registry)
 

@@ -29,13 +29,13 @@ from bridge_testkit.openxswitch.simulator import OpenXSwitchSimulator
 
 pytestmark = pytest.mark.kafka
 
-SOURCE_NAMES = [f"okx:acct{n}" for n in range(6)]
+SOURCE_NAMES = [f"ripio:acct{n}" for n in range(6)]
 
 
 class IdleSource(SourceBase):
     """Stands for an account's connection: counts where it runs."""
 
-    provider: ClassVar[Provider] = Provider.OKX
+    provider: ClassVar[Provider] = Provider.RIPIO  # slotted by account name (OKX keeps one slot)
     running: ClassVar[dict[str, int]] = {}
 
     def __init__(self, name: str, replica: str):

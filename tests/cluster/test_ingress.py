@@ -30,7 +30,7 @@ def _event() -> TransferEvent:
 
 def test_an_ingress_record_reads_back_as_the_same_event_with_every_raw_digit() -> None:
     event = _event()
-    record = IngressPublisher(KafkaSettings(), TopicSettings(), ingress_topic="ingress", slots=4).event_record(event)
+    record = IngressPublisher(KafkaSettings(), TopicSettings(), ingress_topic="ingress", slots=4, group_id="g").event_record(event)
     assert record.topic == "ingress" and record.key == event.key.encode()
     assert record.partition == slot_of(event.key, 4)
     back = decode_ingress(record.value, "openxswitch")

@@ -69,7 +69,8 @@ def test_check_config_summary_names_the_slot_of_every_account() -> None:
             ],
         },
     )
-    assert slotted_names(settings) == {"okx:main": slot_of("okx:main", 2), "okx:sub1": slot_of("okx:sub1", 2)}
+    # OKX accounts share the provider's slot: a master key's connection sees its sub-accounts' pushes.
+    assert slotted_names(settings) == {"okx:main": slot_of("okx", 2), "okx:sub1": slot_of("okx", 2)}
     lines = describe_layout(settings)
     assert "group g1, 2 slots, transactional ids g1-slot-0…1" in lines[0]
-    assert f"okx:main → {slot_of('okx:main', 2)}" in lines[1]
+    assert f"okx:main → {slot_of('okx', 2)}" in lines[1]

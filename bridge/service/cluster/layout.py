@@ -7,7 +7,14 @@ from bridge.ingest.plugins import registered
 from bridge.ingest.settings import AccountsSection
 from bridge.service.settings import BridgeSettings
 
-__all__ = ["describe_layout", "slotted_names"]
+__all__ = ["describe_layout", "slotted_names", "source_slot"]
+
+
+def source_slot(provider: str, name: str, slots: int) -> int:
+    """The slot of source ``name`` of ``provider``: hashed from its name, or from the provider's
+    name when the provider's accounts must share a slot (``ProviderPlugin.slot_by``)."""
+    by_provider = any(p.provider.value == provider and p.slot_by == "provider" for p in registered())
+    return slot_of(provider if by_provider else name, slots)
 
 
 def slotted_names(settings: BridgeSettings) -> dict[str, int]:
@@ -20,7 +27,7 @@ def slotted_names(settings: BridgeSettings) -> dict[str, int]:
         if plugin.kind != "webhook" and isinstance(section, AccountsSection):
             for account in section.enabled_accounts():
                 name = f"{plugin.provider.value}:{account.name}"
-                names[name] = slot_of(name, slots)
+                names[name] = source_slot(plugin.provider.value, name, slots)
     return names
 
 

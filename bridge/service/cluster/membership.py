@@ -43,7 +43,12 @@ class Membership(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka i
         self._on_revoked = on_revoked
         self.assigned: set[int] = set()
         self.member = False
-        """True from an assignment (even an empty one) until the next revoke or the stop."""
+        """True from the first assignment (even an empty one) until the stop. A rebalance leaves it
+        set: every replica still takes webhooks while the group re-deals the slots (an eager
+        rebalance revokes all slots of all replicas at once, so clearing it would fail /readyz on
+        every replica together)."""
+        self.rebalancing = False
+        """True from a revoke until the next assignment (the /readyz detail)."""
         self.rebalances = 0
         self._consumer: AIOKafkaConsumer | None = None
         self._poller: asyncio.Task[None] | None = None
@@ -77,7 +82,7 @@ class Membership(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka i
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         slots = {tp.partition for tp in revoked}
-        self.member = False
+        self.rebalancing = True
         self.rebalances += 1
         metrics.CLUSTER_REBALANCES.inc()
         log.info("cluster: rebalance; draining slots %s", sorted(slots) or "none")
@@ -91,6 +96,7 @@ class Membership(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka i
         slots = {tp.partition for tp in assigned}
         self.assigned = slots
         self.member = True
+        self.rebalancing = False
         log.info("cluster: assigned slots %s", sorted(slots) or "none (standby)")
         await self._on_assigned(slots)
 

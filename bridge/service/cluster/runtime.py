@@ -4,8 +4,10 @@ The shell (``bridge.service.app``) keeps serving webhooks on every replica throu
 pipeline and asks this runtime for membership and the slots. A slot is started when the group
 assigns it (in the background: a state restore must not hold the group up) and drained before a
 revoke completes. A slot whose producer was fenced (this replica was paused past its session and
-the slot has a new owner) is stopped at once; if the group still assigns it here after that, it is
-started again, which fences the other in turn — the group, not the replicas, decides.
+the slot has a new owner) is stopped at once and started again only when the group assigns it
+here anew: a fence with no rebalance behind it comes from outside the group (another deployment
+with the same ``group_id`` and transactional ids), and taking the slot back would only fence that
+one in turn, both aborting their in-flight transactions — the group, not the replicas, decides.
 """
 
 from __future__ import annotations
@@ -41,10 +43,13 @@ class ClusterRuntime:
         self.held: dict[int, SlotRunner] = {}
         self._starting: dict[int, asyncio.Task[None]] = {}
         self._watcher: asyncio.Task[None] | None = None
+        self.fenced_slots: set[int] = set()
+        """Slots stopped here because a newer producer fenced them; cleared by the next assignment."""
         self.membership = Membership(
             settings.kafka, settings.cluster, on_assigned=self._assigned, on_revoked=self._revoked
         )
         self.handovers: list[float] = []
+        self._stopping = False
         self.fenced = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -83,7 +88,10 @@ class ClusterRuntime:
         )
 
     async def stop(self, timeout: float) -> None:
-        """Drain every held slot, then leave the group so the others take them over at once."""
+        """Drain every held slot, then leave the group so the others take them over at once. The
+        seat is kept while draining, so a rebalance meanwhile may assign slots here: they are not
+        started (they would outlive the stop), the group re-deals them when this replica leaves."""
+        self._stopping = True
         if self._watcher is not None:
             self._watcher.cancel()
             await asyncio.gather(self._watcher, return_exceptions=True)
@@ -95,6 +103,10 @@ class ClusterRuntime:
 
     async def _assigned(self, slots: set[int]) -> None:
         metrics.CLUSTER_MEMBER.set(1)
+        self.fenced_slots.clear()
+        if self._stopping:
+            log.info("cluster: stopping; slots %s assigned meanwhile are left to the group", sorted(slots))
+            return
         for slot in sorted(slots):
             if slot not in self.held and slot not in self._starting:
                 self._starting[slot] = asyncio.create_task(self._acquire(slot), name=f"slot-start:{slot}")
@@ -149,11 +161,18 @@ class ClusterRuntime:
                 self._count_fenced(runner)
                 log.error("cluster: slot %d was fenced by a newer owner; stopping it here", slot)
                 self.held.pop(slot, None)
+                self.fenced_slots.add(slot)
                 await runner.stop(timeout=5.0)
                 metrics.CLUSTER_SLOTS_HELD.set(len(self.held))
-                await asyncio.sleep(2.0)  # a paused replica learns of the rebalance on its next heartbeat
-                if slot in self.membership.assigned and self.membership.member:
-                    await self._assigned({slot})
+                # Not taken back here: a paused replica's next assignment restarts it if the group
+                # still gives it the slot; without a rebalance the fence came from outside the group.
+                log.error(
+                    "cluster: slot %d stays stopped until the group assigns it again; if no rebalance follows, "
+                    "another deployment uses group %s (transactional id %s)",
+                    slot,
+                    self.cluster.group_id,
+                    self.cluster.transactional_id(slot),
+                )
 
     def _count_fenced(self, runner: SlotRunner) -> None:
         """Once per slot run whose late writes met a newer owner's fence (found running or at its stop)."""
@@ -176,6 +195,9 @@ class ClusterRuntime:
                 if source.health.last_event_at is not None:
                     metrics.SOURCE_LAST_EVENT_AGE.labels(source.name).set(max(0.0, now - source.health.last_event_at))
 
+    def holds(self, slot: int) -> bool:
+        return slot in self.held
+
     @property
     def ready(self) -> bool:
         return self.membership.member
@@ -183,11 +205,13 @@ class ClusterRuntime:
     def health(self, grace_seconds: float) -> dict[str, Any]:
         return {
             "member": self.membership.member,
+            "rebalancing": self.membership.rebalancing,
             "group": self.cluster.group_id,
             "slots": sorted(self.held),
             "starting": sorted(self._starting),
             "assigned": sorted(self.membership.assigned),
             "rebalances": self.membership.rebalances,
             "fenced": self.fenced,
+            "fenced_slots": sorted(self.fenced_slots),
             "held": {str(slot): runner.health(grace_seconds) for slot, runner in sorted(self.held.items())},
         }

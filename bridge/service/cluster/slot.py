@@ -26,8 +26,8 @@ from bridge.delivery.assemble import build_slot_pipeline
 from bridge.delivery.ingress import IngressConsumer
 from bridge.delivery.pipeline import Pipeline
 from bridge.delivery.publish_tx import FencedError
-from bridge.delivery.slots import slot_of
 from bridge.ingest.source import Source
+from bridge.service.cluster.layout import source_slot
 from bridge.service.settings import BridgeSettings
 from bridge.service.supervisor import Supervisor
 
@@ -79,11 +79,12 @@ class SlotRunner:
         try:
             await self.pipeline.start(timeout=settings.startup.kafka_timeout_seconds, publisher_first=True)
             for factory in self.factories:
-                self.sources.extend(s for s in factory(self.pipeline) if slot_of(s.name, cluster.slots) == self.slot)
+                built = factory(self.pipeline)
+                self.sources.extend(s for s in built if source_slot(s.provider.value, s.name, cluster.slots) == self.slot)
             self.supervisor = Supervisor(self.sources, settings.supervisor)
             self.supervisor.start()
             self.ingress = IngressConsumer(
-                settings.kafka, cluster.ingress_topic, self.slot, cluster.ingress_group, self.pipeline
+                settings.kafka, cluster.ingress_topic, self.slot, cluster.ingress_group, self.pipeline, cluster_group=cluster.group_id
             )
             self._ingress_task = asyncio.create_task(self._run_ingress(self.ingress), name=f"ingress:{self.slot}")
         except BaseException:

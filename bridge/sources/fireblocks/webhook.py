@@ -285,6 +285,10 @@ class FireblocksWebhook(WebhookSource[FireblocksConfig]):
                 except TimeoutError:
                     trigger = "interval"
                 self._trigger.clear()
+                if not self.leads_backfill():  # cluster mode: another replica runs it
+                    self._trigger.set()  # a pass is owed the moment this replica takes it over
+                    await asyncio.sleep(1.0)
+                    continue
                 try:
                     rest = self.rest_client(session)
                     await self.backfill_pass(rest, trigger)

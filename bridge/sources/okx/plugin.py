@@ -26,4 +26,5 @@ PLUGIN = ProviderPlugin(
     summary="private WebSocket deposit-info / withdrawal-info, REST history backfill",
     history="bridge.sources.okx.plugin:histories",
     reparse="bridge.sources.okx.replay:reparse",
+    slot_by="provider",  # a master key receives its sub-accounts' pushes: one gate must see both copies
 )
