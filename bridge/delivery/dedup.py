@@ -27,7 +27,10 @@ from bridge.observability import metrics
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Decision", "DedupStore", "DedupStoreError", "DedupGate", "MemoryStore", "Row", "published_count", "closed", "newer"]
+__all__ = [
+    "Decision", "DedupStore", "DedupStoreError", "DedupGate", "MemoryStore", "Peer", "Row", "published_count", "closed",
+    "newer", "merged",
+]
 
 FINAL_FLAG = 0x01
 Row = tuple[int, bytes, int | None]
@@ -54,6 +57,17 @@ class DedupStore(Protocol):
     def expire(self, final_before_ms: int) -> list[int]: ...
 
     def close(self) -> None: ...
+
+
+class Peer(Protocol):
+    """What another process sharing the store has published: consulted by a gate running beside the
+    service (``dlq replay``, ``reconcile --repair``) right before each decision."""
+
+    async def start(self) -> None: ...
+
+    def lookup(self, key: int) -> bytes | None: ...
+
+    async def close(self) -> None: ...
 
 
 class MemoryStore:
@@ -98,6 +112,31 @@ def newer(a: bytes, b: bytes) -> bytes:
     return later
 
 
+def merged(a: bytes, b: bytes) -> bytes:
+    """Both writers' view of one transfer: every id either published (``a``'s first), final if
+    either is final, tracking kept with the earlier first-seen. Two processes sharing a store write
+    through this, so neither overwrites a state the other published (last writer wins would)."""
+    if a == b:
+        return a
+    a_ids, b_ids = a[ids_offset(a) :], b[ids_offset(b) :]
+    final = (a[0] | b[0]) & FINAL_FLAG
+    # Fast path, the usual case: one extends the other (a single writer appends one id per publish).
+    if b_ids.startswith(a_ids) and (b[0] & FINAL_FLAG or not final):
+        return b
+    if a_ids.startswith(b_ids) and (a[0] & FINAL_FLAG or not final):
+        return a
+    have = {a_ids[i : i + 8] for i in range(0, len(a_ids), 8)}
+    ids = a_ids + b"".join(b_ids[i : i + 8] for i in range(0, len(b_ids), 8) if b_ids[i : i + 8] not in have)
+    if final:
+        return bytes((FINAL_FLAG,)) + ids
+    tracked = [t for t in (read_tracking(a), read_tracking(b)) if t is not None]
+    if not tracked:
+        return b"\x00" + ids
+    kind = tracked[0][0]
+    first, last = min(t[1] for t in tracked), max(t[2] for t in tracked)
+    return bytes((TRACKED_FLAG,)) + tracking_block(kind, first, last) + ids
+
+
 def state_id(event: TransferEvent) -> bytes:
     """The first 8 bytes of the event's UUID. ``event_id`` is validated as a canonical lowercase
     UUID, so its first 16 hex digits (dashes skipped) are those bytes: no ``UUID`` object needed."""
@@ -127,8 +166,11 @@ class DedupGate:
         max_unpersisted: int = 5_000,
         retry_max: float = 2.0,
         summary_every: float = 60.0,
+        peer: Peer | None = None,
     ):
         self._store = store
+        self.peer = peer
+        """Beside a running service: its published states, merged into the index before each decision."""
         self._index: dict[int, bytes] = {}
         self.open_transfers = OpenTransfers()
         """Open transfers per provider and direction (counts, first-seen minutes), kept with marks."""
@@ -221,10 +263,15 @@ class DedupGate:
             except Exception:
                 pass  # reported by _failed; the flusher retries
         self._publish_gauges()
+        if self.peer is not None:
+            await self.peer.start()
         self._flusher = asyncio.create_task(self._flush_loop(), name="dedup-flush")
 
     def check(self, event: TransferEvent) -> Decision:
-        state = self._index.get(short_hash(event.key))
+        key = short_hash(event.key)
+        state = self._index.get(key)
+        if self.peer is not None:
+            state = self._absorb(key, state)
         if state is None:
             return Decision.PUBLISH
         if _contains(state, state_id(event)):
@@ -232,6 +279,18 @@ class DedupGate:
         if state[0] & FINAL_FLAG and not event.is_final:
             return Decision.STALE
         return Decision.PUBLISH
+
+    def _absorb(self, key: int, state: bytes | None) -> bytes | None:
+        """Merge what the peer last saw published for ``key`` into the index (not a mark: the peer
+        wrote it, so nothing to persist here)."""
+        theirs = self.peer.lookup(key) if self.peer is not None else None
+        if theirs is None or theirs == state:
+            return state
+        mine = theirs if state is None else merged(state, theirs)
+        if mine != state:
+            self.open_transfers.replace(state, mine)
+            self._index[key] = mine
+        return mine
 
     def state_after(self, event: TransferEvent, *, now_ms: int | None = None) -> tuple[bytes, int | None]:
         """The state bytes (and final time) the transfer will have once ``event`` is published."""
@@ -318,6 +377,8 @@ class DedupGate:
         except Exception as exc:
             failure = DedupStoreError(self._close_summary(exc))
         finally:
+            if self.peer is not None:
+                await self.peer.close()
             try:
                 await asyncio.to_thread(self._store.close)
             except Exception as exc:

@@ -11,6 +11,12 @@ takes it. The next start reads it back (the states win over the file's when they
 writes it into SQLite as soon as SQLite can take them; until then the reserve keeps them. So a
 restart during a full disk does not forget what was published: no older state is let through
 after a final one.
+
+**Two writers.** ``dlq replay`` and ``reconcile --repair`` may run beside the service on the same
+file. A row is therefore never overwritten: ``save`` merges the written state with the one on disk
+(``bridge.delivery.dedup.merged``: both writers' ids, final stays final), so after a restart each
+process knows what the other published. The command's gate also reads the key's row right before
+each decision (``SQLitePeer``, one primary-key lookup); the service's hot path does not.
 """
 
 from __future__ import annotations
@@ -24,9 +30,9 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from bridge.delivery.dedup import DedupStoreError, Row, newer
+from bridge.delivery.dedup import DedupStoreError, Row, merged, newer
 
-__all__ = ["SQLiteStore", "describe_sqlite_error", "RESERVE_BYTES"]
+__all__ = ["SQLiteStore", "SQLitePeer", "describe_sqlite_error", "RESERVE_BYTES"]
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +77,11 @@ class SQLiteStore:
     random bytes, a read-only volume) raises ``DedupStoreError`` with the reason in one line, and
     so does every later failure (``save`` on a full disk: "cannot be written: the disk is full")."""
 
-    def __init__(self, path: str | Path, *, reserve_bytes: int = RESERVE_BYTES):
+    def __init__(self, path: str | Path, *, reserve_bytes: int = RESERVE_BYTES, reserve_name: str = "reserve"):
+        """``reserve_name``: a command running beside the service keeps its own reserve file, so it
+        never takes over (and resets) the service's."""
         self.path = Path(path)
-        self.reserve_path = Path(f"{self.path}.reserve")
+        self.reserve_path = Path(f"{self.path}.{reserve_name}")
         self.reserve_bytes = reserve_bytes
         self.reserved = 0
         """Rows the reserve file holds now (0: empty)."""
@@ -92,6 +100,7 @@ class SQLiteStore:
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.create_function("merged_state", 2, merged, deterministic=True)
             self._db.executescript(_SCHEMA)
             # Read and write once now, so a corrupt or read-only file fails the start, not the first save.
             self._db.execute("SELECT count(*) FROM (SELECT 1 FROM transfer_state LIMIT 1)").fetchone()
@@ -131,10 +140,12 @@ class SQLiteStore:
                 merged.update((row[0], row) for row in rows)
                 rows = list(merged.values())
             try:
-                self._db.execute("BEGIN")
+                # IMMEDIATE: take the write lock first (waiting for another writer), then merge with
+                # the row as it is now, never with one read before that writer's commit.
+                self._db.execute("BEGIN IMMEDIATE")
                 self._db.executemany(
                     "INSERT INTO transfer_state(key_hash, state, final_at) VALUES (?, ?, ?) "
-                    "ON CONFLICT(key_hash) DO UPDATE SET state=excluded.state, "
+                    "ON CONFLICT(key_hash) DO UPDATE SET state=merged_state(transfer_state.state, excluded.state), "
                     "final_at=COALESCE(transfer_state.final_at, excluded.final_at)",
                     rows,
                 )
@@ -152,6 +163,15 @@ class SQLiteStore:
             if self.reserved or self._carry:
                 self._carry = {}
                 self._write_reserve(b"", 0)
+
+    def fetch(self, key: int) -> bytes | None:
+        """The row on disk now for one key (what any writer of the file committed)."""
+        with self._mutex:
+            try:
+                found = self._db.execute("SELECT state FROM transfer_state WHERE key_hash = ?", (key,)).fetchone()
+            except sqlite3.Error as exc:
+                raise DedupStoreError(f"{self.path}: {describe_sqlite_error(exc)}") from None
+        return None if found is None else bytes(found[0])
 
     def spill(self, rows: list[Row]) -> int:
         """Keep ``rows`` (and what the reserve already carries) in the reserve file, final states
@@ -272,3 +292,21 @@ class SQLiteStore:
         finally:
             os.close(fd)
         self.reserved = count
+
+
+class SQLitePeer:
+    """The service's published states as a gate beside it sees them: the key's row on disk, read
+    right before each decision. What the service acknowledged but has not flushed yet (at most
+    its flush interval, 50 ms) is not there."""
+
+    def __init__(self, store: SQLiteStore):
+        self.store = store
+
+    async def start(self) -> None:
+        pass
+
+    def lookup(self, key: int) -> bytes | None:
+        return self.store.fetch(key)
+
+    async def close(self) -> None:
+        pass
