@@ -23,7 +23,7 @@ import time
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bridge.contract.events import short_hash
-from bridge.delivery.dedup import merged
+from bridge.delivery.dedup import DedupStoreError, merged
 from bridge.delivery.store_kafka import decode_state
 from bridge.kafka.client import kafka_client_options
 from bridge.kafka.settings import KafkaSettings
@@ -74,6 +74,11 @@ class StateFollower:
             raise
 
     def lookup(self, key: int) -> bytes | None:
+        """The latest state read for ``key``. ``DedupStoreError`` once the follower stopped: a
+        decision on a view that no longer moves would be the silent race this exists to close."""
+        if self._task is not None and self._task.done():
+            error = None if self._task.cancelled() else self._task.exception()
+            raise DedupStoreError(f"{self.topic}: the state follower stopped ({error!r}); the command stops too")
         return self.states.get(key)
 
     async def caught_up(self, *, timeout: float = 30.0) -> None:
@@ -118,11 +123,14 @@ class StateFollower:
                 for m in messages:
                     if m.key is None:
                         continue
-                    key = short_hash(m.key.decode())
+                    key = short_hash(m.key.decode("utf-8", "replace"))
                     if m.value is None:  # an expired final transfer, forgotten by its writer too
                         states.pop(key, None)
                         continue
-                    state, _ = decode_state(m.value)
+                    state, _ = decode_state(m.value) if len(m.value) > 8 else (b"", None)
+                    if not state:  # not a state record (the restore would fail on it first)
+                        log.warning("%s: record at %d:%d is not a dedup state; skipped", self.topic, m.partition, m.offset)
+                        continue
                     known = states.get(key)
                     states[key] = state if known is None else merged(known, state)
                     self.read += 1
