@@ -63,8 +63,16 @@ class StateFollower:
         await consumer.start()
         self._consumer = consumer
         try:
-            await consumer._client.force_metadata_update()  # no public call for manual assignment
-            self._partitions = [TopicPartition(self.topic, p) for p in sorted(consumer.partitions_for_topic(self.topic) or ())]
+            deadline = time.monotonic() + self.catch_up_timeout
+            found: set[int] = set()
+            while not found:  # a topic created a moment ago may not be in the metadata yet
+                await consumer._client.force_metadata_update()  # no public call for manual assignment
+                found = consumer.partitions_for_topic(self.topic) or set()
+                if not found:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{self.topic}: no partitions found for the state topic")
+                    await asyncio.sleep(0.2)
+            self._partitions = [TopicPartition(self.topic, p) for p in sorted(found)]
             consumer.assign(self._partitions)
             await consumer.seek_to_beginning(*self._partitions)
             self._task = asyncio.create_task(self._follow(), name="dedup-state-follower")
