@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from bridge.contract.events import short_hash
-from bridge.delivery.dedup import FINAL_FLAG, DedupGate, MemoryStore, merged, published_count, state_id
+from bridge.delivery.dedup import FINAL_FLAG, Decision, DedupGate, MemoryStore, merged, published_count, state_id
 from bridge.delivery.open_transfers import read_tracking
 from bridge.delivery.store_sqlite import SQLitePeer, SQLiteStore
 from tests.test_pipeline_kafka import withdrawal
@@ -18,6 +21,15 @@ def _after(gate: DedupGate, *events: object, now_ms: int = 1_700_000_000_000) ->
     for event in events:
         gate.mark(event, now_ms=now_ms)  # type: ignore[arg-type]
     return gate._index[KEY]
+
+
+def _published(events: list[object], seconds: int) -> bytes:
+    """The state a gate holds after offering ``events`` in order (marking what it lets through)."""
+    gate = DedupGate(MemoryStore())
+    for event in events:
+        if gate.check(event) is Decision.PUBLISH:  # type: ignore[arg-type]
+            gate.mark(event, now_ms=1_700_000_000_000 + seconds * 1000)  # type: ignore[arg-type]
+    return gate._index.get(KEY, b"\x00")
 
 
 def _ids(state: bytes) -> set[bytes]:
@@ -65,3 +77,25 @@ def test_the_sqlite_row_merges_a_second_writers_save_instead_of_replacing_it(tmp
         service.close()
         replay.close()
     assert not (tmp_path / "dedup.sqlite3.reserve").samefile(tmp_path / "dedup.sqlite3.dlq-replay.reserve")
+
+
+_EVENTS = [withdrawal(confirmations=c) for c in range(6)] + [withdrawal("success", confirmations=20), withdrawal("failed")]
+
+
+@given(
+    st.lists(st.sampled_from(_EVENTS), max_size=6),
+    st.lists(st.sampled_from(_EVENTS), max_size=6),
+    st.integers(0, 10**6),
+    st.integers(0, 10**6),
+)
+def test_a_merge_holds_exactly_both_writers_ids_in_either_order_and_is_final_if_either_is(
+    one: list[object], other: list[object], t1: int, t2: int
+) -> None:
+    a, b = _published(one, t1), _published(other, t2)
+    both = merged(a, b)
+    assert _ids(both) == _ids(a) | _ids(b) == _ids(merged(b, a))
+    assert published_count(both) == len(_ids(a) | _ids(b))
+    assert bool(both[0] & FINAL_FLAG) == bool((a[0] | b[0]) & FINAL_FLAG)
+    assert merged(both, a) == both and merged(both, both) == both
+    if both[0] & FINAL_FLAG:
+        assert read_tracking(both) is None

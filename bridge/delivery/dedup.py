@@ -22,17 +22,17 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from bridge.contract.events import TransferEvent, short_hash
-from bridge.delivery.open_transfers import TRACKED_FLAG, OpenTransfers, ids_offset, kind_code, read_tracking, tracking_block
+from bridge.delivery.open_transfers import TRACKED_FLAG, OpenTransfers, kind_code, read_tracking, tracking_block
+from bridge.delivery.state_bytes import FINAL_FLAG, closed, merged, newer, published_count
 from bridge.observability import metrics
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "Decision", "DedupStore", "DedupStoreError", "DedupGate", "MemoryStore", "Peer", "Row", "published_count", "closed",
-    "newer", "merged",
+    "newer", "merged", "FINAL_FLAG",
 ]
 
-FINAL_FLAG = 0x01
 Row = tuple[int, bytes, int | None]
 """(key hash, state bytes, final_at epoch ms or None)."""
 
@@ -91,50 +91,6 @@ class MemoryStore:
 
     def close(self) -> None:
         pass
-
-
-def published_count(state: bytes) -> int:
-    """How many states of the transfer were published (ids held after the flags and tracking)."""
-    return (len(state) - ids_offset(state)) // 8
-
-
-def closed(state: bytes) -> bytes:
-    """``state`` as a final one: the final flag set, the tracking block dropped."""
-    return bytes(((state[0] & ~TRACKED_FLAG) | FINAL_FLAG,)) + state[ids_offset(state) :]
-
-
-def newer(a: bytes, b: bytes) -> bytes:
-    """Of two states of one transfer, the later one: ids only grow (one appended per publish), and
-    a final state stays final."""
-    later, other = (a, b) if (published_count(a), a[0] & FINAL_FLAG) >= (published_count(b), b[0] & FINAL_FLAG) else (b, a)
-    if other[0] & FINAL_FLAG and not later[0] & FINAL_FLAG:
-        return closed(later)
-    return later
-
-
-def merged(a: bytes, b: bytes) -> bytes:
-    """Both writers' view of one transfer: every id either published (``a``'s first), final if
-    either is final, tracking kept with the earlier first-seen. Two processes sharing a store write
-    through this, so neither overwrites a state the other published (last writer wins would)."""
-    if a == b:
-        return a
-    a_ids, b_ids = a[ids_offset(a) :], b[ids_offset(b) :]
-    final = (a[0] | b[0]) & FINAL_FLAG
-    # Fast path, the usual case: one extends the other (a single writer appends one id per publish).
-    if b_ids.startswith(a_ids) and (b[0] & FINAL_FLAG or not final):
-        return b
-    if a_ids.startswith(b_ids) and (a[0] & FINAL_FLAG or not final):
-        return a
-    have = {a_ids[i : i + 8] for i in range(0, len(a_ids), 8)}
-    ids = a_ids + b"".join(b_ids[i : i + 8] for i in range(0, len(b_ids), 8) if b_ids[i : i + 8] not in have)
-    if final:
-        return bytes((FINAL_FLAG,)) + ids
-    tracked = [t for t in (read_tracking(a), read_tracking(b)) if t is not None]
-    if not tracked:
-        return b"\x00" + ids
-    kind = tracked[0][0]
-    first, last = min(t[1] for t in tracked), max(t[2] for t in tracked)
-    return bytes((TRACKED_FLAG,)) + tracking_block(kind, first, last) + ids
 
 
 def state_id(event: TransferEvent) -> bytes:
