@@ -62,5 +62,8 @@ def _covers(later: bytes, other: bytes, final: int) -> bool:
         return True
     if final:
         return False
+    if later[0] & other[0] & TRACKED_FLAG and later[1:6] == other[1:6]:
+        # One writer's states: same kind and first-seen; the 3-byte big-endian delta compares as bytes.
+        return later[6:9] >= other[6:9]
     mine, theirs = read_tracking(later), read_tracking(other)
     return theirs is None or (mine is not None and mine[1] <= theirs[1] and mine[2] >= theirs[2])
