@@ -67,7 +67,7 @@ def build_side_pipeline(
         return _exactly_once(kafka, topics, dedup, pipeline, schema_registry, store, own_id, peer=follower)
     if dedup.store == "memory":
         return build_pipeline(kafka, topics, dedup, pipeline, schema_registry)
-    sqlite = SQLiteStore(dedup.path, reserve_name=f"{name}.reserve")
+    sqlite = SQLiteStore(dedup.path, reserve_name=f"{name}.reserve", side=True)
     return Pipeline(
         Publisher(kafka, topics, include_raw=pipeline.include_raw, schema_registry=schema_registry),
         DedupGate(

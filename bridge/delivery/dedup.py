@@ -240,13 +240,28 @@ class DedupGate:
         """Merge what the peer last saw published for ``key`` into the index (not a mark: the peer
         wrote it, so nothing to persist here)."""
         theirs = self.peer.lookup(key) if self.peer is not None else None
-        if theirs is None or theirs == state:
-            return state
+        return state if theirs is None else self._merge_in(key, state, theirs)
+
+    def _merge_in(self, key: int, state: bytes | None, theirs: bytes) -> bytes:
+        if theirs == state:
+            return theirs
         mine = theirs if state is None else merged(state, theirs)
         if mine != state:
             self.open_transfers.replace(state, mine)
             self._index[key] = mine
         return mine
+
+    async def take_news(self) -> int:
+        """Merge into the index what a command beside this process (``dlq replay``,
+        ``reconcile --repair``) wrote to the store since the last call, if the store tells
+        (``news()``: the SQLite store); the flusher calls it every tick. Returns how many."""
+        news = getattr(self._store, "news", None)
+        if news is None:
+            return 0
+        rows: list[tuple[int, bytes]] = await asyncio.to_thread(news)
+        for key, theirs in rows:
+            self._merge_in(key, self._index.get(key), theirs)
+        return len(rows)
 
     def state_after(self, event: TransferEvent, *, now_ms: int | None = None) -> tuple[bytes, int | None]:
         """The state bytes (and final time) the transfer will have once ``event`` is published."""
@@ -437,6 +452,7 @@ class DedupGate:
             self._wake.clear()
             try:
                 await self.flush()
+                await self.take_news()
                 retry = 0.5
                 if time.monotonic() - last_expiry > 300:
                     last_expiry = time.monotonic()

@@ -51,7 +51,14 @@ CREATE TABLE IF NOT EXISTS transfer_state (
     final_at INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS transfer_state_final_at ON transfer_state(final_at) WHERE final_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS side_marks (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    key_hash INTEGER NOT NULL,
+    state    BLOB    NOT NULL
+);
 """
+# side_marks: what a command beside the service wrote, in order, until the service has read it
+# (``news``). AUTOINCREMENT: a sequence number is never reused after the service deleted the rows.
 
 
 def describe_sqlite_error(error: sqlite3.Error) -> str:
@@ -77,9 +84,14 @@ class SQLiteStore:
     random bytes, a read-only volume) raises ``DedupStoreError`` with the reason in one line, and
     so does every later failure (``save`` on a full disk: "cannot be written: the disk is full")."""
 
-    def __init__(self, path: str | Path, *, reserve_bytes: int = RESERVE_BYTES, reserve_name: str = "reserve"):
-        """``reserve_name``: a command running beside the service keeps its own reserve file, so it
-        never takes over (and resets) the service's."""
+    def __init__(
+        self, path: str | Path, *, reserve_bytes: int = RESERVE_BYTES, reserve_name: str = "reserve", side: bool = False
+    ):
+        """``side``: the store of a command running beside the service: its own reserve file
+        (``reserve_name``), never taking over (and resetting) the service's, and every row it saves
+        also queued in ``side_marks`` for the service's ``news``."""
+        self.side = side
+        self._news_after = 0
         self.path = Path(path)
         self.reserve_path = Path(f"{self.path}.{reserve_name}")
         self.reserve_bytes = reserve_bytes
@@ -106,6 +118,9 @@ class SQLiteStore:
             self._db.execute("SELECT count(*) FROM (SELECT 1 FROM transfer_state LIMIT 1)").fetchone()
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("ROLLBACK")
+            if not side:  # what commands queued before this start is in transfer_state already
+                (self._news_after,) = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM side_marks").fetchone()
+                self._db.execute("DELETE FROM side_marks WHERE seq <= ?", (self._news_after,))
             self._open_reserve()
         except sqlite3.Error as exc:
             self._db.close()
@@ -149,6 +164,8 @@ class SQLiteStore:
                     "final_at=COALESCE(transfer_state.final_at, excluded.final_at)",
                     rows,
                 )
+                if self.side:
+                    self._db.executemany("INSERT INTO side_marks(key_hash, state) VALUES (?, ?)", [row[:2] for row in rows])
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 # A full disk rolls the transaction back by itself: a second ROLLBACK would raise and
@@ -172,6 +189,23 @@ class SQLiteStore:
             except sqlite3.Error as exc:
                 raise DedupStoreError(f"{self.path}: {describe_sqlite_error(exc)}") from None
         return None if found is None else bytes(found[0])
+
+    def news(self) -> list[tuple[int, bytes]]:
+        """The service's store: rows commands beside it saved since the last call (then dropped
+        from the queue). One indexed range read, nearly always empty. A command's store: none."""
+        if self.side:
+            return []
+        with self._mutex:
+            try:
+                rows = self._db.execute(
+                    "SELECT seq, key_hash, state FROM side_marks WHERE seq > ? ORDER BY seq", (self._news_after,)
+                ).fetchall()
+                if rows:
+                    self._news_after = rows[-1][0]
+                    self._db.execute("DELETE FROM side_marks WHERE seq <= ?", (self._news_after,))
+            except sqlite3.Error as exc:
+                raise DedupStoreError(f"{self.path}: {describe_sqlite_error(exc)}") from None
+        return [(key, bytes(state)) for _, key, state in rows]
 
     def spill(self, rows: list[Row]) -> int:
         """Keep ``rows`` (and what the reserve already carries) in the reserve file, final states

@@ -172,3 +172,23 @@ async def test_both_running_at_once_on_interleaved_states_lose_nothing_and_repea
         state = restored[short_hash(f"openxswitch:withdrawal:{t}")]
         assert state[0] & FINAL_FLAG
         assert all(state_id(event) in state for event in states(t))  # every published state remembered
+
+
+async def test_in_sqlite_mode_the_running_service_learns_what_the_command_published_without_a_restart(
+    start: Started, dedup: DedupSettings
+) -> None:
+    if dedup.store != "sqlite":
+        pytest.skip("the service follows a command's marks in the SQLite file only (README: the window that remains)")
+    service = await start()
+    side = await start(side=True)
+    transfers = [f"wd-{n}" for n in range(4)]
+    assert await service.submit_all([withdrawal(transfer_id=t) for t in transfers]) == [Outcome.PUBLISHED] * 4
+    await _visible(service, side)
+    finals = [withdrawal("success", confirmations=20, transfer_id=t) for t in transfers]
+    assert await side.submit_all(finals) == [Outcome.PUBLISHED] * 4  # e.g. reconcile --repair: the provider's final
+    await side.gate.flush()
+    await service.gate.take_news()  # what the service's flusher does every tick (it may have done it already)
+
+    # A late redelivery of an intermediate state the service never had: after the final, it is stale.
+    assert await service.submit_all([withdrawal(confirmations=1, transfer_id=t) for t in transfers]) == [Outcome.STALE] * 4
+    assert await service.submit_all(finals) == [Outcome.DUPLICATE] * 4
