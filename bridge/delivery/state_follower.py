@@ -10,8 +10,8 @@ committed when the command started.
 **The window that remains** (README, *Dead letters and replay*): a state the service commits less
 than the follower's lag before the command's decision (one fetch, ``FETCH_WAIT_MS`` at most, plus
 the broker's commit-to-fetch delay), or between the command's decision and the commit of the
-command's own transaction, is not seen. And the service does not follow the command: it learns of
-the command's states at its next start.
+command's own transaction, is not seen. And the service does not follow the topic (it would read
+back every record it writes): it learns of the command's states at its next start.
 """
 
 from __future__ import annotations

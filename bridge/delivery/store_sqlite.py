@@ -14,9 +14,11 @@ after a final one.
 
 **Two writers.** ``dlq replay`` and ``reconcile --repair`` may run beside the service on the same
 file. A row is therefore never overwritten: ``save`` merges the written state with the one on disk
-(``bridge.delivery.dedup.merged``: both writers' ids, final stays final), so after a restart each
-process knows what the other published. The command's gate also reads the key's row right before
-each decision (``SQLitePeer``, one primary-key lookup); the service's hot path does not.
+(``bridge.delivery.state_bytes.merged``: both writers' ids, final stays final), so after a restart
+each process knows what the other published. The command's gate also reads the key's row right
+before each decision (``SQLitePeer``, one primary-key lookup; the service's hot path does not), and
+the command's store (``side=True``) queues what it writes in ``side_marks``, which the running
+service's flusher reads every tick (``news``), so the service learns it without a restart.
 """
 
 from __future__ import annotations
