@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from bridge.contract.events import TransferEvent
-from bridge.delivery.dedup import DedupGate, DedupStore, MemoryStore
+from bridge.delivery.dedup import DedupGate, DedupStore, MemoryStore, Peer
 from bridge.delivery.pipeline import Pipeline
 from bridge.delivery.publish import Publisher, Record
 from bridge.delivery.publish_tx import TransactionalPublisher
 from bridge.delivery.settings import DedupSettings, PipelineSettings, TopicSettings
+from bridge.delivery.state_follower import StateFollower
 from bridge.delivery.store_kafka import KafkaStateStore
-from bridge.delivery.store_sqlite import SQLiteStore
+from bridge.delivery.store_sqlite import SQLitePeer, SQLiteStore
 from bridge.kafka.settings import KafkaSettings, SchemaRegistrySettings
 
-__all__ = ["build_pipeline", "build_slot_pipeline"]
+__all__ = ["build_pipeline", "build_slot_pipeline", "build_side_pipeline"]
 
 
 def build_pipeline(
@@ -39,6 +40,42 @@ def build_pipeline(
         DedupGate(backing, retention_seconds=retention, max_unpersisted=dedup.max_unpersisted),
         max_in_flight=max_in_flight,
         not_ready_after=not_ready_after,
+    )
+
+
+def build_side_pipeline(
+    kafka: KafkaSettings,
+    topics: TopicSettings,
+    dedup: DedupSettings,
+    pipeline: PipelineSettings | None,
+    schema_registry: SchemaRegistrySettings | None,
+    *,
+    name: str,
+) -> Pipeline:
+    """For a command that publishes beside the running service (``name``: ``dlq-replay``,
+    ``reconcile``): same store, but its gate reads the service's latest published state of a key
+    right before deciding (the SQLite row, or the state topic followed live), its own
+    transactional id ``<dedup.transactional_id>-<name>`` (never fences the service) and its own
+    SQLite reserve file. Not for cluster mode (the caller refuses it)."""
+    pipeline = pipeline or PipelineSettings()
+    if dedup.store == "kafka":
+        store = KafkaStateStore(
+            kafka, dedup.state_topic, partitions=topics.partitions, replication_factor=topics.replication_factor
+        )
+        own_id = f"{dedup.transactional_id or kafka.client_id + '-0'}-{name}"
+        follower = StateFollower(kafka, dedup.state_topic)
+        return _exactly_once(kafka, topics, dedup, pipeline, schema_registry, store, own_id, peer=follower)
+    if dedup.store == "memory":
+        return build_pipeline(kafka, topics, dedup, pipeline, schema_registry)
+    sqlite = SQLiteStore(dedup.path, reserve_name=f"{name}.reserve", side=True)
+    return Pipeline(
+        Publisher(kafka, topics, include_raw=pipeline.include_raw, schema_registry=schema_registry),
+        DedupGate(
+            sqlite, retention_seconds=dedup.retention_days * 86400, max_unpersisted=dedup.max_unpersisted,
+            peer=SQLitePeer(sqlite),
+        ),
+        max_in_flight=pipeline.max_in_flight,
+        not_ready_after=pipeline.not_ready_after_seconds,
     )
 
 
@@ -74,6 +111,8 @@ def _exactly_once(
     schema_registry: SchemaRegistrySettings | None,
     store: KafkaStateStore,
     transactional_id: str,
+    *,
+    peer: Peer | None = None,
 ) -> Pipeline:
     publisher = TransactionalPublisher(
         kafka, topics, transactional_id=transactional_id, include_raw=pipeline.include_raw, schema_registry=schema_registry
@@ -85,7 +124,7 @@ def _exactly_once(
 
     return Pipeline(
         publisher,
-        DedupGate(store, retention_seconds=dedup.retention_days * 86400, max_unpersisted=dedup.max_unpersisted),
+        DedupGate(store, retention_seconds=dedup.retention_days * 86400, max_unpersisted=dedup.max_unpersisted, peer=peer),
         state_records=state_record,
         max_in_flight=pipeline.max_in_flight,
         not_ready_after=pipeline.not_ready_after_seconds,

@@ -22,14 +22,17 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from bridge.contract.events import TransferEvent, short_hash
-from bridge.delivery.open_transfers import TRACKED_FLAG, OpenTransfers, ids_offset, kind_code, read_tracking, tracking_block
+from bridge.delivery.open_transfers import TRACKED_FLAG, OpenTransfers, kind_code, read_tracking, tracking_block
+from bridge.delivery.state_bytes import FINAL_FLAG, closed, merged, newer, published_count
 from bridge.observability import metrics
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Decision", "DedupStore", "DedupStoreError", "DedupGate", "MemoryStore", "Row", "published_count", "closed", "newer"]
+__all__ = [
+    "Decision", "DedupStore", "DedupStoreError", "DedupGate", "MemoryStore", "Peer", "Row", "published_count", "closed",
+    "newer", "merged", "FINAL_FLAG",
+]
 
-FINAL_FLAG = 0x01
 Row = tuple[int, bytes, int | None]
 """(key hash, state bytes, final_at epoch ms or None)."""
 
@@ -56,6 +59,17 @@ class DedupStore(Protocol):
     def close(self) -> None: ...
 
 
+class Peer(Protocol):
+    """What another process sharing the store has published: consulted by a gate running beside the
+    service (``dlq replay``, ``reconcile --repair``) right before each decision."""
+
+    async def start(self) -> None: ...
+
+    def lookup(self, key: int) -> bytes | None: ...
+
+    async def close(self) -> None: ...
+
+
 class MemoryStore:
     """Non-durable store for tests and benchmarks that measure everything but the disk."""
 
@@ -77,25 +91,6 @@ class MemoryStore:
 
     def close(self) -> None:
         pass
-
-
-def published_count(state: bytes) -> int:
-    """How many states of the transfer were published (ids held after the flags and tracking)."""
-    return (len(state) - ids_offset(state)) // 8
-
-
-def closed(state: bytes) -> bytes:
-    """``state`` as a final one: the final flag set, the tracking block dropped."""
-    return bytes(((state[0] & ~TRACKED_FLAG) | FINAL_FLAG,)) + state[ids_offset(state) :]
-
-
-def newer(a: bytes, b: bytes) -> bytes:
-    """Of two states of one transfer, the later one: ids only grow (one appended per publish), and
-    a final state stays final."""
-    later, other = (a, b) if (published_count(a), a[0] & FINAL_FLAG) >= (published_count(b), b[0] & FINAL_FLAG) else (b, a)
-    if other[0] & FINAL_FLAG and not later[0] & FINAL_FLAG:
-        return closed(later)
-    return later
 
 
 def state_id(event: TransferEvent) -> bytes:
@@ -127,8 +122,11 @@ class DedupGate:
         max_unpersisted: int = 5_000,
         retry_max: float = 2.0,
         summary_every: float = 60.0,
+        peer: Peer | None = None,
     ):
         self._store = store
+        self.peer = peer
+        """Beside a running service: its published states, merged into the index before each decision."""
         self._index: dict[int, bytes] = {}
         self.open_transfers = OpenTransfers()
         """Open transfers per provider and direction (counts, first-seen minutes), kept with marks."""
@@ -221,10 +219,15 @@ class DedupGate:
             except Exception:
                 pass  # reported by _failed; the flusher retries
         self._publish_gauges()
+        if self.peer is not None:
+            await self.peer.start()
         self._flusher = asyncio.create_task(self._flush_loop(), name="dedup-flush")
 
     def check(self, event: TransferEvent) -> Decision:
-        state = self._index.get(short_hash(event.key))
+        key = short_hash(event.key)
+        state = self._index.get(key)
+        if self.peer is not None:
+            state = self._absorb(key, state)
         if state is None:
             return Decision.PUBLISH
         if _contains(state, state_id(event)):
@@ -232,6 +235,33 @@ class DedupGate:
         if state[0] & FINAL_FLAG and not event.is_final:
             return Decision.STALE
         return Decision.PUBLISH
+
+    def _absorb(self, key: int, state: bytes | None) -> bytes | None:
+        """Merge what the peer last saw published for ``key`` into the index (not a mark: the peer
+        wrote it, so nothing to persist here)."""
+        theirs = self.peer.lookup(key) if self.peer is not None else None
+        return state if theirs is None else self._merge_in(key, state, theirs)
+
+    def _merge_in(self, key: int, state: bytes | None, theirs: bytes) -> bytes:
+        if theirs == state:
+            return theirs
+        mine = theirs if state is None else merged(state, theirs)
+        if mine != state:
+            self.open_transfers.replace(state, mine)
+            self._index[key] = mine
+        return mine
+
+    async def take_news(self) -> int:
+        """Merge into the index what a command beside this process (``dlq replay``,
+        ``reconcile --repair``) wrote to the store since the last call, if the store tells
+        (``news()``: the SQLite store); the flusher calls it every tick. Returns how many."""
+        news = getattr(self._store, "news", None)
+        if news is None:
+            return 0
+        rows: list[tuple[int, bytes]] = await asyncio.to_thread(news)
+        for key, theirs in rows:
+            self._merge_in(key, self._index.get(key), theirs)
+        return len(rows)
 
     def state_after(self, event: TransferEvent, *, now_ms: int | None = None) -> tuple[bytes, int | None]:
         """The state bytes (and final time) the transfer will have once ``event`` is published."""
@@ -318,6 +348,8 @@ class DedupGate:
         except Exception as exc:
             failure = DedupStoreError(self._close_summary(exc))
         finally:
+            if self.peer is not None:
+                await self.peer.close()
             try:
                 await asyncio.to_thread(self._store.close)
             except Exception as exc:
@@ -421,6 +453,7 @@ class DedupGate:
             self._wake.clear()
             try:
                 await self.flush()
+                await self.take_news()
                 retry = 0.5
                 if time.monotonic() - last_expiry > 300:
                     last_expiry = time.monotonic()

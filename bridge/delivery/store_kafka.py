@@ -21,7 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from bridge.contract.events import short_hash
-from bridge.delivery.dedup import DedupStoreError, Row
+from bridge.delivery.dedup import DedupStoreError, Row, merged
 from bridge.delivery.publish import Record
 from bridge.kafka.client import kafka_client_options
 from bridge.kafka.settings import KafkaSettings
@@ -146,7 +146,11 @@ class KafkaStateStore:
                             self._finals.pop(key_hash, None)
                             continue
                         state, final_at = decode_state(m.value)
-                        states[key_hash] = state
+                        # Merged, not replaced: a command beside the service (dlq replay,
+                        # reconcile --repair) writes states of the same keys; one writer's records
+                        # only grow, so for it this is the last record.
+                        known = states.get(key_hash)
+                        states[key_hash] = state if known is None else merged(known, state)
                         if final_at:
                             self._finals[key_hash] = (m.key.decode(), final_at)
                 for tp in list(remaining):

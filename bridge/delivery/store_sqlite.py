@@ -11,6 +11,14 @@ takes it. The next start reads it back (the states win over the file's when they
 writes it into SQLite as soon as SQLite can take them; until then the reserve keeps them. So a
 restart during a full disk does not forget what was published: no older state is let through
 after a final one.
+
+**Two writers.** ``dlq replay`` and ``reconcile --repair`` may run beside the service on the same
+file. A row is therefore never overwritten: ``save`` merges the written state with the one on disk
+(``bridge.delivery.state_bytes.merged``: both writers' ids, final stays final), so after a restart
+each process knows what the other published. The command's gate also reads the key's row right
+before each decision (``SQLitePeer``, one primary-key lookup; the service's hot path does not), and
+the command's store (``side=True``) queues what it writes in ``side_marks``, which the running
+service's flusher reads every tick (``news``), so the service learns it without a restart.
 """
 
 from __future__ import annotations
@@ -24,9 +32,9 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from bridge.delivery.dedup import DedupStoreError, Row, newer
+from bridge.delivery.dedup import DedupStoreError, Row, merged, newer
 
-__all__ = ["SQLiteStore", "describe_sqlite_error", "RESERVE_BYTES"]
+__all__ = ["SQLiteStore", "SQLitePeer", "describe_sqlite_error", "RESERVE_BYTES"]
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +53,14 @@ CREATE TABLE IF NOT EXISTS transfer_state (
     final_at INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS transfer_state_final_at ON transfer_state(final_at) WHERE final_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS side_marks (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    key_hash INTEGER NOT NULL,
+    state    BLOB    NOT NULL
+);
 """
+# side_marks: what a command beside the service wrote, in order, until the service has read it
+# (``news``). AUTOINCREMENT: a sequence number is never reused after the service deleted the rows.
 
 
 def describe_sqlite_error(error: sqlite3.Error) -> str:
@@ -71,9 +86,16 @@ class SQLiteStore:
     random bytes, a read-only volume) raises ``DedupStoreError`` with the reason in one line, and
     so does every later failure (``save`` on a full disk: "cannot be written: the disk is full")."""
 
-    def __init__(self, path: str | Path, *, reserve_bytes: int = RESERVE_BYTES):
+    def __init__(
+        self, path: str | Path, *, reserve_bytes: int = RESERVE_BYTES, reserve_name: str = "reserve", side: bool = False
+    ):
+        """``side``: the store of a command running beside the service: its own reserve file
+        (``reserve_name``), never taking over (and resetting) the service's, and every row it saves
+        also queued in ``side_marks`` for the service's ``news``."""
+        self.side = side
+        self._news_after = 0
         self.path = Path(path)
-        self.reserve_path = Path(f"{self.path}.reserve")
+        self.reserve_path = Path(f"{self.path}.{reserve_name}")
         self.reserve_bytes = reserve_bytes
         self.reserved = 0
         """Rows the reserve file holds now (0: empty)."""
@@ -92,11 +114,15 @@ class SQLiteStore:
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.create_function("merged_state", 2, merged, deterministic=True)
             self._db.executescript(_SCHEMA)
             # Read and write once now, so a corrupt or read-only file fails the start, not the first save.
             self._db.execute("SELECT count(*) FROM (SELECT 1 FROM transfer_state LIMIT 1)").fetchone()
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("ROLLBACK")
+            if not side:  # what commands queued before this start is in transfer_state already
+                (self._news_after,) = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM side_marks").fetchone()
+                self._db.execute("DELETE FROM side_marks WHERE seq <= ?", (self._news_after,))
             self._open_reserve()
         except sqlite3.Error as exc:
             self._db.close()
@@ -131,13 +157,17 @@ class SQLiteStore:
                 merged.update((row[0], row) for row in rows)
                 rows = list(merged.values())
             try:
-                self._db.execute("BEGIN")
+                # IMMEDIATE: take the write lock first (waiting for another writer), then merge with
+                # the row as it is now, never with one read before that writer's commit.
+                self._db.execute("BEGIN IMMEDIATE")
                 self._db.executemany(
                     "INSERT INTO transfer_state(key_hash, state, final_at) VALUES (?, ?, ?) "
-                    "ON CONFLICT(key_hash) DO UPDATE SET state=excluded.state, "
+                    "ON CONFLICT(key_hash) DO UPDATE SET state=merged_state(transfer_state.state, excluded.state), "
                     "final_at=COALESCE(transfer_state.final_at, excluded.final_at)",
                     rows,
                 )
+                if self.side:
+                    self._db.executemany("INSERT INTO side_marks(key_hash, state) VALUES (?, ?)", [row[:2] for row in rows])
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 # A full disk rolls the transaction back by itself: a second ROLLBACK would raise and
@@ -152,6 +182,32 @@ class SQLiteStore:
             if self.reserved or self._carry:
                 self._carry = {}
                 self._write_reserve(b"", 0)
+
+    def fetch(self, key: int) -> bytes | None:
+        """The row on disk now for one key (what any writer of the file committed)."""
+        with self._mutex:
+            try:
+                found = self._db.execute("SELECT state FROM transfer_state WHERE key_hash = ?", (key,)).fetchone()
+            except sqlite3.Error as exc:
+                raise DedupStoreError(f"{self.path}: {describe_sqlite_error(exc)}") from None
+        return None if found is None else bytes(found[0])
+
+    def news(self) -> list[tuple[int, bytes]]:
+        """The service's store: rows commands beside it saved since the last call (then dropped
+        from the queue). One indexed range read, nearly always empty. A command's store: none."""
+        if self.side:
+            return []
+        with self._mutex:
+            try:
+                rows = self._db.execute(
+                    "SELECT seq, key_hash, state FROM side_marks WHERE seq > ? ORDER BY seq", (self._news_after,)
+                ).fetchall()
+                if rows:
+                    self._news_after = rows[-1][0]
+                    self._db.execute("DELETE FROM side_marks WHERE seq <= ?", (self._news_after,))
+            except sqlite3.Error as exc:
+                raise DedupStoreError(f"{self.path}: {describe_sqlite_error(exc)}") from None
+        return [(key, bytes(state)) for _, key, state in rows]
 
     def spill(self, rows: list[Row]) -> int:
         """Keep ``rows`` (and what the reserve already carries) in the reserve file, final states
@@ -272,3 +328,21 @@ class SQLiteStore:
         finally:
             os.close(fd)
         self.reserved = count
+
+
+class SQLitePeer:
+    """The service's published states as a gate beside it sees them: the key's row on disk, read
+    right before each decision. What the service acknowledged but has not flushed yet (at most
+    its flush interval, 50 ms) is not there."""
+
+    def __init__(self, store: SQLiteStore):
+        self.store = store
+
+    async def start(self) -> None:
+        pass
+
+    def lookup(self, key: int) -> bytes | None:
+        return self.store.fetch(key)
+
+    async def close(self) -> None:
+        pass

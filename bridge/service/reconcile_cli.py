@@ -36,10 +36,10 @@ from bridge.consumer.latest import TopicScan
 from bridge.consumer.reconcile import Drift, DriftKind, Ledger, Window
 from bridge.contract.events import TransferEvent
 from bridge.contract.timeutil import format_utc_ms, to_epoch_ms
-from bridge.delivery.assemble import build_pipeline
 from bridge.delivery.pipeline import Outcome
 from bridge.ingest.history import AccountHistory
 from bridge.ingest.plugins import registered
+from bridge.service.beside import side_pipeline
 from bridge.service.settings import BridgeSettings
 
 __all__ = ["add_reconcile_command", "run", "reconcile", "Report", "parse_moment"]
@@ -220,11 +220,10 @@ async def _read_history(history: AccountHistory, ledger: Ledger, window: Window)
 
 
 async def _repair(settings: BridgeSettings, ledger: Ledger, report: Report) -> int:
-    dedup = settings.dedup
-    if dedup.store == "kafka":  # never fence the running service's producer
-        dedup = dedup.model_copy(update={"transactional_id": f"{dedup.transactional_id or settings.kafka.client_id + '-0'}-reconcile"})
     try:
-        pipeline = build_pipeline(settings.kafka, settings.topics, dedup, settings.pipeline, settings.schema_registry)
+        # Beside the running service: its own transactional id, and a gate that sees what the
+        # service publishes meanwhile (bridge.service.beside); refused in cluster mode.
+        pipeline = side_pipeline(settings, "reconcile")
         await pipeline.start(timeout=settings.startup.kafka_timeout_seconds)
     except (OSError, ValueError, ConnectionError) as exc:
         print(f"transfer-bridge reconcile: repair cannot start: {exc.__class__.__name__}: {exc}", file=sys.stderr)

@@ -200,3 +200,20 @@ async def test_in_exactly_once_mode_a_replay_beside_the_service_neither_fences_i
         await service.close()
     records = await published(kafka_settings, topics, expect=3)
     assert sorted(r.key.decode() for r in records) == ["okx:deposit:301", "okx:deposit:302", "okx:deposit:303"]
+
+
+async def test_in_cluster_mode_a_replay_is_refused_before_publishing_and_a_dry_run_still_reports(
+    make_pipeline: PipelineFactory, tmp_path: Path, kafka_settings: KafkaSettings, topics: TopicSettings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    suffix = uuid.uuid4().hex[:10]
+    cluster = {"enabled": True, "group_id": f"c-{suffix}", "coordination_topic": f"c.{suffix}.coord", "ingress_topic": f"c.{suffix}.ingress"}
+    dedup = {"store": "kafka", "state_topic": f"t.{suffix}.state", "transactional_id": f"bridge-{suffix}"}
+    config = write_yaml(tmp_path / "cluster.yaml", service_document(tmp_path, kafka_settings, topics, dedup=dedup, cluster=cluster))
+    await fill(make_pipeline, tmp_path, broken_letters(["401"]))
+
+    code = await asyncio.to_thread(main, ["-c", str(config), "dlq", "replay"])
+
+    assert code == 2
+    assert "not supported in cluster mode" in capsys.readouterr().err
+    assert (await dlq(config, "--dry-run"))["normalized"] == 1
+    assert await published(kafka_settings, topics) == []

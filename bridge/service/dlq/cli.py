@@ -116,6 +116,8 @@ def default_group(settings: BridgeSettings, selected: Filter) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Execute a parsed ``dlq …`` command; returns the process exit code."""
+    from bridge.service.beside import ClusterModeRefused
+
     settings: BridgeSettings = args.settings
     try:
         selected = _filter(args)
@@ -127,6 +129,9 @@ def run(args: argparse.Namespace) -> int:
         if args.dlq_command == "replay":
             return asyncio.run(_replay(args, settings, topic, selected))
         return asyncio.run(_read(args, settings, topic, selected))
+    except ClusterModeRefused as exc:
+        print(f"transfer-bridge dlq: {exc}", file=sys.stderr)
+        return 2
     except (KafkaError, ConnectionError, OSError) as exc:
         print(f"transfer-bridge dlq: Kafka at {settings.kafka.bootstrap_servers} not usable: {exc}", file=sys.stderr)
         return 3
@@ -186,15 +191,14 @@ async def replay_dead_letters(
 ) -> ReplayReport:
     """``dlq replay`` without the command line: the pipeline built from ``settings`` as the service
     builds it (its own transactional id in exactly-once mode), the progress in ``group``."""
-    from bridge.delivery.assemble import build_pipeline
+    from bridge.service.beside import side_pipeline
 
     selected = selected or Filter()
     pipeline = None
     if not dry_run:
-        # Its own transactional id: a replay beside the running service must not fence it.
-        own_id = f"{settings.dedup.transactional_id or settings.kafka.client_id + '-0'}-dlq-replay"
-        dedup = settings.dedup.model_copy(update={"transactional_id": own_id})
-        pipeline = build_pipeline(settings.kafka, settings.topics, dedup, settings.pipeline, settings.schema_registry)
+        # Beside the running service: its own transactional id, and a gate that sees what the
+        # service publishes meanwhile (bridge.service.beside).
+        pipeline = side_pipeline(settings, "dlq-replay")
         await pipeline.start(timeout=settings.startup.kafka_timeout_seconds)
     consumer = consumer_for(settings.kafka, group_id=group or default_group(settings, selected))
     try:
