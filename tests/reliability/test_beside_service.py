@@ -157,21 +157,29 @@ async def test_both_running_at_once_on_interleaved_states_lose_nothing_and_repea
     in_order = [event for t in transfers for event in states(t)]
     replayed = [event for t in transfers for event in rng.sample(states(t), 2)]  # old dead letters, any order
     served, sided = await asyncio.gather(feed(service, in_order), feed(side, replayed))
-    assert Counter(served)[Outcome.PUBLISHED] == len(in_order)  # the service's own gate saw no repeat
+    # The service may learn the command's marks while it runs (SQLite: its flusher reads them), so
+    # some of its own states can already be decided: a repeat of one the command published, or an
+    # intermediate state after a final the command published (stale) — never a new loss.
+    assert set(served) <= {Outcome.PUBLISHED, Outcome.DUPLICATE, Outcome.STALE}
     await service.close()
     await side.close()
 
     records = await read_topic(kafka_bootstrap, topics.withdrawal, idle=1.5)
     per_id = Counter(orjson.loads(r.value)["event_id"] for r in records)
-    assert set(per_id) == {e.event_id for e in in_order}  # nothing but the transfers' states
+    assert set(per_id) <= {e.event_id for e in in_order}  # nothing but the transfers' states
+    for event, outcome in zip(in_order, served, strict=True):
+        if outcome is Outcome.STALE:  # only after the transfer's final, which is in Kafka
+            assert states(event.transfer_id)[-1].event_id in per_id
+        else:
+            assert event.event_id in per_id
     assert max(per_id.values()) <= 2  # a repeat only across the two processes, with its one event_id
-    assert sum(per_id.values()) - len(per_id) == Counter(sided)[Outcome.PUBLISHED]
+    assert sum(per_id.values()) == Counter(served)[Outcome.PUBLISHED] + Counter(sided)[Outcome.PUBLISHED]
 
     restored = await _restored(kafka_settings, dedup)
     for t in transfers:
         state = restored[short_hash(f"openxswitch:withdrawal:{t}")]
         assert state[0] & FINAL_FLAG
-        assert all(state_id(event) in state for event in states(t))  # every published state remembered
+        assert all(state_id(event) in state for event in states(t) if event.event_id in per_id)  # every published state remembered
 
 
 async def test_in_sqlite_mode_the_running_service_learns_what_the_command_published_without_a_restart(
