@@ -144,7 +144,7 @@ class Publisher:
         headers = [
             (h.DLQ_PROVIDER, letter.provider.value.encode()),
             (h.DLQ_CHANNEL, _header_bytes(letter.channel)),
-            (h.DLQ_REASON, _header_bytes(letter.reason)[: h.MAX_REASON_BYTES]),
+            (h.DLQ_REASON, h.reason_bytes(letter.reason)),
             (h.DLQ_RECEIVED_AT, letter.received_at.encode()),
         ]
         if letter.account_id:

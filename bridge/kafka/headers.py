@@ -25,6 +25,7 @@ __all__ = [
     "CONNECT_EXCEPTION_MESSAGE",
     "MAX_REASON_BYTES",
     "header_bytes",
+    "reason_bytes",
     "connect_headers",
     "exception_class_of",
     "header_map",
@@ -59,6 +60,15 @@ def header_bytes(text: str) -> bytes:
     return text.encode("utf-8", "backslashreplace")
 
 
+def reason_bytes(reason: str) -> bytes:
+    """A reason as a header: UTF-8 cut at ``MAX_REASON_BYTES`` on a character boundary (a cut
+    inside a character would make the header invalid UTF-8, which Connect tooling cannot read)."""
+    data = header_bytes(reason)
+    if len(data) <= MAX_REASON_BYTES:
+        return data
+    return data[:MAX_REASON_BYTES].decode("utf-8", "ignore").encode()
+
+
 def exception_class_of(reason: str) -> str:
     """The exception class a reason names (``parser failed: KeyError: …``), else the parsers' own
     ``ParseError``; Connect tooling groups dead letters by this header."""
@@ -84,7 +94,7 @@ def connect_headers(provider: str, channel: str, reason: str, *, connector: str 
         (CONNECT_STAGE, stage.encode()),
         (CONNECT_EXECUTING_CLASS, header_bytes(f"bridge.sources.{provider}")),
         (CONNECT_EXCEPTION_CLASS, header_bytes(exception_class_of(reason))),
-        (CONNECT_EXCEPTION_MESSAGE, header_bytes(reason)[:MAX_REASON_BYTES]),
+        (CONNECT_EXCEPTION_MESSAGE, reason_bytes(reason)),
     ]
 
 
