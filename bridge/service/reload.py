@@ -192,6 +192,10 @@ class Reloader:
             interval = self.host.settings.reload.watch_seconds
             try:
                 reason = await asyncio.wait_for(self._requests.get(), timeout=interval if interval > 0 and watched else None)
+                # Signals that came before this reload starts are all served by it: a SIGHUP storm
+                # is one reload (and one log line), not one per signal.
+                while not self._requests.empty():
+                    self._requests.get_nowait()
                 current = await asyncio.to_thread(fingerprint, watched) if watched else ""
             except TimeoutError:
                 current = await asyncio.to_thread(fingerprint, watched)

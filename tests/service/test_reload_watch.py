@@ -64,3 +64,19 @@ async def test_a_file_written_in_two_steps_between_two_looks_is_reloaded_once_an
     finally:
         await reloader.stop()
     assert reloader.seen == [WHOLE]
+
+
+async def test_a_storm_of_reload_requests_reads_the_configuration_once_per_reload_not_once_per_signal(tmp_path: Path) -> None:
+    config = tmp_path / "bridge.yaml"
+    config.write_bytes(WHOLE)
+    reloader = _Recording(config, watch_seconds=0)
+    for _ in range(500):
+        reloader.request("SIGHUP")  # a storm before the reloader's first turn
+    reloader.start()
+    try:
+        await asyncio.sleep(0.3)
+        reloader.request("SIGHUP")  # a later signal still reloads
+        await asyncio.sleep(0.3)
+    finally:
+        await reloader.stop()
+    assert reloader.seen == [WHOLE, WHOLE]
