@@ -122,7 +122,10 @@ def parse_time(text: str, *, now: datetime | None = None) -> int:
     → epoch milliseconds; ``ValueError`` otherwise."""
     match = _RELATIVE.match(text.strip())
     if match:
-        moment = (now or datetime.now(UTC)) - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+        try:
+            moment = (now or datetime.now(UTC)) - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+        except OverflowError:
+            raise ValueError(f"{text[:40]!r} reaches before the year 1") from None
     else:
         try:
             moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))

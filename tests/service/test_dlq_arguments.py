@@ -1,0 +1,36 @@
+"""``dlq`` arguments an operator can get wrong: each is refused with exit 2 and one line, before
+Kafka is asked anything (the configured broker here does not exist)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bridge.service.cli import main
+from tests.service.support import service_document, write_yaml
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("list", "--since", "99999999d"),  # before year 1
+        ("replay", "--until", "1000000000d"),  # past what a time span can hold
+        ("list", "--limit", "0"),
+        ("show", "--max-bytes", "-1"),
+        ("list", "--width", "0"),
+        ("replay", "--batch", "0"),
+        ("replay", "--max-replays", "0"),
+    ],
+)
+def test_an_out_of_range_argument_is_refused_with_exit_2_and_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...]
+) -> None:
+    config = write_yaml(tmp_path / "bridge.yaml", service_document(tmp_path))
+    try:
+        code = main(["-c", str(config), "dlq", *args])
+    except SystemExit as exc:  # argparse's own refusal
+        code = exc.code  # type: ignore[assignment]
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Traceback" not in err and err.strip(), err
