@@ -60,7 +60,10 @@ def parse_moment(text: str, now: datetime) -> datetime:
     back from now (``24h``, ``7d``, ``90m``)."""
     relative = _RELATIVE.match(text.strip())
     if relative:
-        return now - timedelta(seconds=float(relative.group(1)) * _UNITS[relative.group(2)])
+        try:
+            return now - timedelta(seconds=float(relative.group(1)) * _UNITS[relative.group(2)])
+        except OverflowError:  # a usage error, not a crash: exit 2 with one line, no traceback
+            raise UsageError(f"{text[:40]!r} reaches before the year 1") from None
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:

@@ -1,5 +1,5 @@
-"""``dlq`` arguments an operator can get wrong: each is refused with exit 2 and one line, before
-Kafka is asked anything (the configured broker here does not exist)."""
+"""``dlq`` and ``reconcile`` arguments an operator can get wrong: each is refused with exit 2 and
+one line, before Kafka is asked anything (the configured broker here does not exist)."""
 
 from __future__ import annotations
 
@@ -34,3 +34,14 @@ def test_an_out_of_range_argument_is_refused_with_exit_2_and_one_line(
     err = capsys.readouterr().err
     assert code == 2
     assert "Traceback" not in err and err.strip(), err
+
+
+@pytest.mark.parametrize("since", ["99999999d", "1000000000d", "9" * 400 + "s"])
+def test_reconcile_refuses_a_window_start_past_what_a_date_can_hold_as_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], since: str
+) -> None:
+    config = write_yaml(tmp_path / "bridge.yaml", service_document(tmp_path))
+    code = main(["-c", str(config), "reconcile", "--since", since])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Traceback" not in err and "reconcile failed" not in err and "before the year 1" in err, err
