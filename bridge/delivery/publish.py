@@ -128,7 +128,7 @@ class Publisher:
         headers = [
             ("ce_specversion", b"1.0"),
             ("ce_id", event.event_id.encode()),
-            ("ce_source", f"/{event.provider.value}/{event.account.id or '-'}".encode()),
+            ("ce_source", h.ce_source(event.provider.value, event.account.id)),
             ("ce_type", f"transfer.{event.direction.value}.v1".encode()),
             ("ce_time", event.occurred_at.encode()),
             ("ce_subject", _header_bytes(event.key)),

@@ -8,9 +8,10 @@ writes, so DLQ tooling built for Connect (UIs, alert rules, replay scripts) read
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 __all__ = [
     "DLQ_PROVIDER",
@@ -25,6 +26,7 @@ __all__ = [
     "CONNECT_EXCEPTION_MESSAGE",
     "MAX_REASON_BYTES",
     "header_bytes",
+    "ce_source",
     "reason_bytes",
     "connect_headers",
     "exception_class_of",
@@ -67,6 +69,17 @@ def reason_bytes(reason: str) -> bytes:
     if len(data) <= MAX_REASON_BYTES:
         return data
     return data[:MAX_REASON_BYTES].decode("utf-8", "ignore").encode()
+
+
+_PCHAR_SAFE = "!$&'()*+,;=:@"
+"""RFC 3986 ``pchar`` beyond the unreserved characters: kept as they are (OKX's masked ``289320****``)."""
+
+
+@functools.lru_cache(maxsize=4096)  # a handful of accounts per provider: quoted once each
+def ce_source(provider: str, account_id: str | None) -> bytes:
+    """CloudEvents ``source``, ``/<provider>/<account>``: a URI-reference whatever the account id
+    (it can come from a provider's payload), which is one percent-encoded path segment."""
+    return f"/{provider}/{quote(account_id, safe=_PCHAR_SAFE) if account_id else '-'}".encode()
 
 
 def exception_class_of(reason: str) -> str:
