@@ -19,7 +19,7 @@ import orjson
 from aiokafka.errors import KafkaError
 
 from bridge.service.dlq import render
-from bridge.service.dlq.records import Filter, consumer_for, parse_time, scan
+from bridge.service.dlq.records import Filter, consumer_for, parse_time, scan, stop_consumer
 from bridge.service.dlq.replay import Reparsers, Replayer, ReplayReport, replay
 
 if TYPE_CHECKING:
@@ -161,7 +161,7 @@ async def _read(args: argparse.Namespace, settings: BridgeSettings, topic: str, 
                 if shown >= args.limit:
                     return 0
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
     if args.format == "text":
         print(f"{shown} dead letter(s) in {topic}", file=sys.stderr)
     return 0
@@ -211,6 +211,6 @@ async def replay_dead_letters(
         replayer = Replayer(reparsers(settings), pipeline, max_replays=max_replays)
         return await replay(consumer, topic or settings.topics.dead_letter, selected, replayer, commit=pipeline is not None, batch=batch)
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
         if pipeline is not None:
             await pipeline.close(timeout=settings.shutdown.deadline_seconds)
