@@ -40,6 +40,7 @@ from bridge.delivery.assemble import build_pipeline
 from bridge.delivery.pipeline import Outcome
 from bridge.ingest.history import AccountHistory
 from bridge.ingest.plugins import registered
+from bridge.service.dlq.render import safe_text
 from bridge.service.settings import BridgeSettings
 
 __all__ = ["add_reconcile_command", "run", "reconcile", "Report", "parse_moment"]
@@ -282,7 +283,8 @@ class TableWriter:
         self.rows = 0
 
     def _line(self, *cells: str) -> None:
-        self.out.write("  ".join(f.format(c) for f, c in zip(self.COLUMNS, cells, strict=True)).rstrip() + "\n")
+        # keys and statuses come from provider payloads: escaped, as dlq prints them, for the terminal
+        self.out.write("  ".join(f.format(safe_text(c)) for f, c in zip(self.COLUMNS, cells, strict=True)).rstrip() + "\n")
 
     def head(self) -> None:
         r = self.report

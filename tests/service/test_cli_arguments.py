@@ -45,3 +45,18 @@ def test_reconcile_refuses_a_window_start_past_what_a_date_can_hold_as_a_usage_e
     err = capsys.readouterr().err
     assert code == 2
     assert "Traceback" not in err and "reconcile failed" not in err and "before the year 1" in err, err
+
+
+def test_reconcile_table_escapes_the_provider_supplied_key_and_statuses() -> None:
+    import io
+
+    from bridge.consumer.reconcile import Drift, DriftKind, Window
+    from bridge.service.reconcile_cli import Report, TableWriter
+
+    hostile = "\x1b]0;owned\x07\x1b[2J\u202e"
+    drift = Drift(DriftKind.STATUS_DIFFERS, f"okx:deposit:{hostile}", "okx", "okx:main", 0, "completed", f"2{hostile}",
+                  "pending", f"0{hostile}", "t/0@1")  # fmt: skip
+    out = io.StringIO()
+    TableWriter(out, Report(Window(0, 1))).row(drift)
+    assert not any(ch in out.getvalue() for ch in "\x1b\x07\u202e")
+    assert "okx:deposit:\\x1b]0;owned\\x07" in out.getvalue()
