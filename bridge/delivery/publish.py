@@ -128,7 +128,7 @@ class Publisher:
         headers = [
             ("ce_specversion", b"1.0"),
             ("ce_id", event.event_id.encode()),
-            ("ce_source", f"/{event.provider.value}/{event.account.id or '-'}".encode()),
+            ("ce_source", h.ce_source(event.provider.value, event.account.id)),
             ("ce_type", f"transfer.{event.direction.value}.v1".encode()),
             ("ce_time", event.occurred_at.encode()),
             ("ce_subject", _header_bytes(event.key)),
@@ -144,7 +144,7 @@ class Publisher:
         headers = [
             (h.DLQ_PROVIDER, letter.provider.value.encode()),
             (h.DLQ_CHANNEL, _header_bytes(letter.channel)),
-            (h.DLQ_REASON, _header_bytes(letter.reason)[: h.MAX_REASON_BYTES]),
+            (h.DLQ_REASON, h.reason_bytes(letter.reason)),
             (h.DLQ_RECEIVED_AT, letter.received_at.encode()),
         ]
         if letter.account_id:

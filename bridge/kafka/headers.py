@@ -8,9 +8,10 @@ writes, so DLQ tooling built for Connect (UIs, alert rules, replay scripts) read
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 __all__ = [
     "DLQ_PROVIDER",
@@ -25,6 +26,8 @@ __all__ = [
     "CONNECT_EXCEPTION_MESSAGE",
     "MAX_REASON_BYTES",
     "header_bytes",
+    "ce_source",
+    "reason_bytes",
     "connect_headers",
     "exception_class_of",
     "header_map",
@@ -59,6 +62,26 @@ def header_bytes(text: str) -> bytes:
     return text.encode("utf-8", "backslashreplace")
 
 
+def reason_bytes(reason: str) -> bytes:
+    """A reason as a header: UTF-8 cut at ``MAX_REASON_BYTES`` on a character boundary (a cut
+    inside a character would make the header invalid UTF-8, which Connect tooling cannot read)."""
+    data = header_bytes(reason)
+    if len(data) <= MAX_REASON_BYTES:
+        return data
+    return data[:MAX_REASON_BYTES].decode("utf-8", "ignore").encode()
+
+
+_PCHAR_SAFE = "!$&'()*+,;=:@"
+"""RFC 3986 ``pchar`` beyond the unreserved characters: kept as they are (OKX's masked ``289320****``)."""
+
+
+@functools.lru_cache(maxsize=4096)  # a handful of accounts per provider: quoted once each
+def ce_source(provider: str, account_id: str | None) -> bytes:
+    """CloudEvents ``source``, ``/<provider>/<account>``: a URI-reference whatever the account id
+    (it can come from a provider's payload), which is one percent-encoded path segment."""
+    return f"/{provider}/{quote(account_id, safe=_PCHAR_SAFE) if account_id else '-'}".encode()
+
+
 def exception_class_of(reason: str) -> str:
     """The exception class a reason names (``parser failed: KeyError: …``), else the parsers' own
     ``ParseError``; Connect tooling groups dead letters by this header."""
@@ -84,7 +107,7 @@ def connect_headers(provider: str, channel: str, reason: str, *, connector: str 
         (CONNECT_STAGE, stage.encode()),
         (CONNECT_EXECUTING_CLASS, header_bytes(f"bridge.sources.{provider}")),
         (CONNECT_EXCEPTION_CLASS, header_bytes(exception_class_of(reason))),
-        (CONNECT_EXCEPTION_MESSAGE, header_bytes(reason)[:MAX_REASON_BYTES]),
+        (CONNECT_EXCEPTION_MESSAGE, reason_bytes(reason)),
     ]
 
 

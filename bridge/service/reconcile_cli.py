@@ -40,6 +40,7 @@ from bridge.delivery.pipeline import Outcome
 from bridge.ingest.history import AccountHistory
 from bridge.ingest.plugins import registered
 from bridge.service.beside import side_pipeline
+from bridge.service.dlq.render import safe_text
 from bridge.service.settings import BridgeSettings
 
 __all__ = ["add_reconcile_command", "run", "reconcile", "Report", "parse_moment"]
@@ -60,7 +61,10 @@ def parse_moment(text: str, now: datetime) -> datetime:
     back from now (``24h``, ``7d``, ``90m``)."""
     relative = _RELATIVE.match(text.strip())
     if relative:
-        return now - timedelta(seconds=float(relative.group(1)) * _UNITS[relative.group(2)])
+        try:
+            return now - timedelta(seconds=float(relative.group(1)) * _UNITS[relative.group(2)])
+        except OverflowError:  # a usage error, not a crash: exit 2 with one line, no traceback
+            raise UsageError(f"{text[:40]!r} reaches before the year 1") from None
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
@@ -278,7 +282,8 @@ class TableWriter:
         self.rows = 0
 
     def _line(self, *cells: str) -> None:
-        self.out.write("  ".join(f.format(c) for f, c in zip(self.COLUMNS, cells, strict=True)).rstrip() + "\n")
+        # keys and statuses come from provider payloads: escaped, as dlq prints them, for the terminal
+        self.out.write("  ".join(f.format(safe_text(c)) for f, c in zip(self.COLUMNS, cells, strict=True)).rstrip() + "\n")
 
     def head(self) -> None:
         r = self.report

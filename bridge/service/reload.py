@@ -187,21 +187,36 @@ class Reloader:
     async def _serve(self) -> None:
         watched = self._watched()
         known = await asyncio.to_thread(fingerprint, watched) if watched else ""
+        changing: str | None = None  # a changed fingerprint seen once: reloaded when the next look agrees
         while True:
             interval = self.host.settings.reload.watch_seconds
             try:
                 reason = await asyncio.wait_for(self._requests.get(), timeout=interval if interval > 0 and watched else None)
+                # Signals that came before this reload starts are all served by it: a SIGHUP storm
+                # is one reload (and one log line), not one per signal.
+                while not self._requests.empty():
+                    self._requests.get_nowait()
+                current = await asyncio.to_thread(fingerprint, watched) if watched else ""
             except TimeoutError:
                 current = await asyncio.to_thread(fingerprint, watched)
                 if current == known:
+                    changing = None
+                    continue
+                if current != changing:  # still being written (or just written): look again next tick
+                    changing = current
                     continue
                 reason = "configuration files changed"
+            # What this reload reads is at least as new as ``current``: a write landing while it runs
+            # differs from it and is reloaded on the next tick (taking the fingerprint after the
+            # reload would mark that write as seen and never apply it).
+            known, changing = current, None
             try:
                 await self.reload(reason)
             except Exception:  # a bug in a reload must not end reloading, nor the service
                 log.exception("configuration reload failed (%s); the running configuration stays", reason)
-            watched = self._watched()
-            known = await asyncio.to_thread(fingerprint, watched) if watched else ""
+            if self._watched() != watched:
+                watched = self._watched()
+                known = await asyncio.to_thread(fingerprint, watched) if watched else ""
 
     def _watched(self) -> list[Path]:
         secrets_dir = self.host.settings.secrets_dir

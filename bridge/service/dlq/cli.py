@@ -19,7 +19,7 @@ import orjson
 from aiokafka.errors import KafkaError
 
 from bridge.service.dlq import render
-from bridge.service.dlq.records import Filter, consumer_for, parse_time, scan
+from bridge.service.dlq.records import Filter, consumer_for, parse_time, scan, stop_consumer
 from bridge.service.dlq.replay import Reparsers, Replayer, ReplayReport, replay
 
 if TYPE_CHECKING:
@@ -35,14 +35,14 @@ def add_dlq_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
 
     lister = commands.add_parser("list", help="one line per dead letter (read_committed; nothing committed)")
     _filters(lister)
-    lister.add_argument("--limit", type=int, default=100, help="at most this many records (default: %(default)s)")
-    lister.add_argument("--width", type=int, default=80, help="payload bytes shown per line (default: %(default)s)")
+    lister.add_argument("--limit", type=_positive, default=100, help="at most this many records (default: %(default)s)")
+    lister.add_argument("--width", type=_positive, default=80, help="payload bytes shown per line (default: %(default)s)")
 
     shower = commands.add_parser("show", help="every header and the payload of dead letters")
     shower.add_argument("positions", nargs="*", metavar="PARTITION:OFFSET", help="records to show (default: what the filters select)")
     _filters(shower)
-    shower.add_argument("--limit", type=int, default=10, help="at most this many records (default: %(default)s)")
-    shower.add_argument("--max-bytes", type=int, default=4096, help="payload bytes shown per record (default: %(default)s)")
+    shower.add_argument("--limit", type=_positive, default=10, help="at most this many records (default: %(default)s)")
+    shower.add_argument("--max-bytes", type=_positive, default=4096, help="payload bytes shown per record (default: %(default)s)")
 
     replayer = commands.add_parser("replay", help="parse again with today's parsers and publish what now normalizes")
     _filters(replayer)
@@ -51,11 +51,20 @@ def add_dlq_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         "--group", help="consumer group keeping the progress (default: <kafka.client_id>-dlq-replay, plus a digest of the filters if any)"
     )
     replayer.add_argument(
-        "--max-replays", type=int, default=3, help="a payload that failed this many replays is not tried again (default: %(default)s)"
+        "--max-replays", type=_positive, default=3, help="a payload that failed this many replays is not tried again (default: %(default)s)"
     )
-    replayer.add_argument("--batch", type=int, default=500, help="records per batch between two commits (default: %(default)s)")
+    replayer.add_argument("--batch", type=_positive, default=500, help="records per batch between two commits (default: %(default)s)")
     dlq.set_defaults(func=run)
     return dlq
+
+
+def _positive(text: str) -> int:
+    """An argparse type: a count or size of at least 1 (0 or less made a listing show one record
+    and a replay fail deep inside the consumer)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a number of at least 1")
+    return value
 
 
 def _filters(parser: argparse.ArgumentParser) -> None:
@@ -157,7 +166,7 @@ async def _read(args: argparse.Namespace, settings: BridgeSettings, topic: str, 
                 if shown >= args.limit:
                     return 0
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
     if args.format == "text":
         print(f"{shown} dead letter(s) in {topic}", file=sys.stderr)
     return 0
@@ -206,6 +215,6 @@ async def replay_dead_letters(
         replayer = Replayer(reparsers(settings), pipeline, max_replays=max_replays)
         return await replay(consumer, topic or settings.topics.dead_letter, selected, replayer, commit=pipeline is not None, batch=batch)
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
         if pipeline is not None:
             await pipeline.close(timeout=settings.shutdown.deadline_seconds)

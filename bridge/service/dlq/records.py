@@ -7,24 +7,29 @@ reads what it wrote back itself.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaTimeoutError
 
 from bridge.contract.events import DeadLetter, Provider
 from bridge.kafka import headers as h
 from bridge.kafka.client import kafka_client_options
 from bridge.kafka.settings import KafkaSettings
 
-__all__ = ["DeadLetterRecord", "Filter", "parse_time", "scan", "consumer_for"]
+__all__ = ["DeadLetterRecord", "Filter", "parse_time", "scan", "consumer_for", "stop_consumer"]
 
 _STANDARD = {h.DLQ_PROVIDER, h.DLQ_CHANNEL, h.DLQ_REASON, h.DLQ_RECEIVED_AT, h.DLQ_ACCOUNT, h.REPLAY_COUNT}
 _RELATIVE = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+IDLE_TIMEOUT = 30.0
+"""Seconds without a record before a scan's end offsets that mean the broker is gone."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +127,10 @@ def parse_time(text: str, *, now: datetime | None = None) -> int:
     → epoch milliseconds; ``ValueError`` otherwise."""
     match = _RELATIVE.match(text.strip())
     if match:
-        moment = (now or datetime.now(UTC)) - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+        try:
+            moment = (now or datetime.now(UTC)) - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+        except OverflowError:
+            raise ValueError(f"{text[:40]!r} reaches before the year 1") from None
     else:
         try:
             moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
@@ -148,17 +156,36 @@ def consumer_for(kafka: KafkaSettings, *, group_id: str | None = None) -> AIOKaf
     )
 
 
+async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """``consumer.stop()``; once the broker is gone aiokafka's stop re-raises its failed fetch as
+    ``CancelledError``, which is swallowed here unless this task really is being cancelled."""
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+
+
 def _record(message: Any) -> DeadLetterRecord:
     return DeadLetterRecord(message.partition, message.offset, message.timestamp, message.value or b"", h.header_map(message.headers))
 
 
 async def scan(
-    consumer: AIOKafkaConsumer, topic: str, selected: Filter, *, from_committed: bool = False, batch: int = 500
+    consumer: AIOKafkaConsumer,
+    topic: str,
+    selected: Filter,
+    *,
+    from_committed: bool = False,
+    batch: int = 500,
+    idle_timeout: float = IDLE_TIMEOUT,
 ) -> AsyncIterator[list[tuple[DeadLetterRecord, bool]]]:
     """Batches of ``(record, matches)`` from the start (or the group's committed offsets, or where
     the filter's offsets and time say) up to the end the topic had when the scan began.
 
-    A started ``consumer``; without a group it is assigned every partition (or the filter's)."""
+    A started ``consumer``; without a group it is assigned every partition (or the filter's).
+    ``KafkaTimeoutError`` when nothing arrives for ``idle_timeout`` seconds before those ends (the
+    broker went away: the consumer would otherwise retry, and the command wait, forever)."""
     partitions = sorted(consumer.partitions_for_topic(topic) or set())
     if not partitions:
         await consumer._client.force_metadata_update()  # no public API; the topic may be brand new
@@ -174,8 +201,13 @@ async def scan(
     ends: dict[TopicPartition, int] = await consumer.end_offsets(assigned)
     await _seek(consumer, assigned, selected, from_committed=from_committed)
     remaining = {tp for tp in assigned if await consumer.position(tp) < ends[tp]}
+    progress = time.monotonic()
     while remaining:
         fetched = await consumer.getmany(*remaining, timeout_ms=1000, max_records=batch)
+        if fetched:
+            progress = time.monotonic()
+        elif time.monotonic() - progress > idle_timeout:
+            raise KafkaTimeoutError(f"no records from {len(remaining)} partition(s) of {topic} for {idle_timeout:.0f}s before the end")
         out: list[tuple[DeadLetterRecord, bool]] = []
         for tp, messages in fetched.items():
             for message in messages:

@@ -49,7 +49,7 @@ def line(record: DeadLetterRecord, *, width: int = 80) -> str:
     replays = f" replays={record.replay_count}" if record.replay_count else ""
     fields = (
         f"{record.position:<10}",
-        record.text("dlq_received_at") or "-",
+        safe_text(record.text("dlq_received_at")) or "-",  # a foreign record's header is as hostile as a payload
         f"{safe_text(record.provider)}/{safe_text(record.channel)}{replays}",
         f'reason="{safe_text(record.reason)[:160]}"',
         f"raw={preview}" if kind == "text" else f"raw(base64)={preview}",
