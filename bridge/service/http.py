@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from http import HTTPStatus
 from typing import Any, Protocol
 
@@ -238,22 +238,27 @@ class HttpServer:
     def mount(self, component: WebhookComponent) -> None:
         component.add_routes(self.public)
 
-    async def forward(self, routes: web.Application) -> None:
+    async def forward(self, routes: web.Application) -> set[tuple[str, str]]:
         """Serve ``routes`` (an application a reloaded webhook added its routes to) on the running
         webhook listener, in place of what its paths answered: aiohttp's router is frozen once it
         serves, so the reload's routes are looked up first. Runs ``routes``' startup hooks (the
-        receiver starts serving)."""
+        receiver starts serving). Returns the (method, path) pairs now served."""
         routes.freeze()
         await routes.on_startup.send(routes)
+        served = set()
         for method, path, handler in _routes_of(routes):
             self._forwarded[(method, path)] = handler
+            served.add((method, path))
+        return served
 
-    def unroute(self, component: WebhookComponent) -> None:
-        """The routes of a component a reload removed answer 404 from now on."""
+    def unroute(self, component: WebhookComponent, keep: Collection[tuple[str, str]] = ()) -> None:
+        """The routes of a component a reload removed (or moved to other paths) answer 404 from now
+        on, except those in ``keep`` (served by its successor)."""
         scratch = web.Application()
         component.add_routes(scratch)
         for method, path, _ in _routes_of(scratch):
-            self._forwarded[(method, path)] = _gone
+            if (method, path) not in keep:
+                self._forwarded[(method, path)] = _gone
 
     # -- lifecycle -----------------------------------------------------------------------------
 

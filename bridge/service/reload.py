@@ -314,11 +314,12 @@ class Reloader:
         host, supervisor = self.host, self.host.supervisor
         assert supervisor is not None
         # Webhook receivers first: their routes answer with the new receiver from now on.
+        served: set[tuple[str, str]] = set()
         for source in built:
             scratch = web.Application()
             source.add_routes(scratch)
             if scratch.router.routes():
-                await host.http.forward(scratch)
+                served |= await host.http.forward(scratch)
         old = [s for s in host.sources if s.name in plan.stop]
         moved = {s.name for s in built}
         for source in old:
@@ -327,8 +328,10 @@ class Reloader:
         cancel_timeout = host.settings.supervisor.cancel_timeout_seconds
         await asyncio.gather(*(source.drain(timeout=cancel_timeout * 2) for source in old))
         for source in old:
+            # A receiver back under the same name keeps the paths it serves again; a path it left
+            # (a new ``path`` setting) answers 404 instead of the drained receiver's 503.
+            host.http.unroute(source, keep=served)
             if source.name not in moved:
-                host.http.unroute(source)
                 _forget_metrics(source.name)
         host.sources[:] = [s for s in host.sources if s.name not in plan.stop] + built
         self._configured = [n for n in self._configured if n not in plan.stop] + [s.name for s in built]

@@ -276,3 +276,23 @@ def test_a_provider_context_is_kept_while_its_shared_settings_stay_and_forgotten
     assert contexts.context("okx", faster) is changed and contexts.context("okx", one) is not running
     contexts.retain({"okx": faster.model_copy(update={"enabled": False})})
     assert contexts.context("okx", faster) is not changed
+
+
+async def test_a_webhook_moved_to_a_new_path_answers_there_and_its_old_path_answers_404(
+    tmp_path: Path, kafka_settings: KafkaSettings, topics: TopicSettings, okx: OkxSimulator
+) -> None:
+    def document(path: str) -> dict[str, Any]:
+        return service_document(tmp_path, kafka_settings, topics, okx=_okx(okx, "alpha"), reload={"watch_seconds": 0.1},
+                                openxswitch={"enabled": True, "secrets": [OLD_SECRET], "path": path})
+
+    config = write_yaml(tmp_path / "bridge.yaml", document("/webhooks/openxswitch"))
+    async with _running(config) as bridge, aiohttp.ClientSession() as session:
+        old_url, new_url = bridge.url("webhooks", "/webhooks/openxswitch"), bridge.url("webhooks", "/hooks/oxs")
+        first = OpenXSwitchSimulator(old_url, OLD_SECRET)
+        transfer = first.withdrawal()
+        assert await first.post(session, first.delivery(transfer, 0)) == 200
+        write_yaml(config, document("/hooks/oxs"))
+        await eventually(lambda: bridge.app.reloader.generation == 2, what="generation 2")  # type: ignore[union-attr]
+        moved = OpenXSwitchSimulator(new_url, OLD_SECRET)
+        assert await moved.post(session, moved.delivery(transfer, 1)) == 200
+        assert await first.post(session, first.delivery(transfer, 1)) == 404  # not 503 from the drained receiver
