@@ -179,7 +179,7 @@ async def reconcile(
             try:
                 report.accounts.append(await _read_history(history, ledger, window))
             except Exception as exc:  # refused credentials, a provider down past its retries: no partial verdict
-                print(f"transfer-bridge reconcile: {history.name}: history could not be read: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+                print(f"transfer-bridge reconcile: {history.name}: history could not be read: {_said(exc)}", file=sys.stderr)
                 return 2
         providers = frozenset(h.provider.value for h in histories)
         scan = TopicScan(settings.kafka, [settings.topics.deposit, settings.topics.withdrawal], since_ms=window.since_ms, skew_ms=int(args.skew * 1000))
@@ -187,7 +187,7 @@ async def reconcile(
             async for batch in scan.batches():
                 ledger.add_kafka(batch, providers)
         except Exception as exc:  # unreachable broker, missing topic, authorization
-            print(f"transfer-bridge reconcile: Kafka could not be read: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+            print(f"transfer-bridge reconcile: Kafka could not be read: {_said(exc)}", file=sys.stderr)
             return 2
         report.kafka = {"records": scan.records, "unreadable": scan.unreadable}
         report.sizes = ledger.sizes()
@@ -344,3 +344,11 @@ class JsonWriter:
         r = self.report
         tail = {"counts": _counts(r), "drift_total": r.drift, "repairable": r.repairable, "repair": r.repair, "clean": r.exit_code == 0 and not r.drift}
         self.out.write("\n]," + orjson.dumps(tail).decode()[1:] + "\n")
+
+
+def _said(exc: BaseException) -> str:
+    """An error for the terminal: its text may quote a provider's answer (escapes, a key echoed back),
+    so registered secrets are masked and control characters escaped."""
+    from bridge.observability.logs import REDACTOR
+
+    return safe_text(REDACTOR.redact(f"{exc.__class__.__name__}: {exc}"))

@@ -301,3 +301,14 @@ async def test_the_kafka_side_is_read_committed_from_the_window_and_keeps_each_k
 
     assert [(s.key, s.status) for s in seen] == [("okx:deposit:1", "pending"), ("okx:deposit:1", "credited")]
     assert (scan.records, scan.unreadable) == (3, 1)
+
+
+def test_a_provider_error_is_printed_with_secrets_masked_and_terminal_escapes_escaped() -> None:
+    """A history error can quote the provider's answer verbatim (an echoed key, escape sequences)."""
+    from bridge.observability.logs import register_secrets
+    from bridge.service.reconcile_cli import _said
+
+    register_secrets(["sk-reconcile-echoed-7f3a"])
+    said = _said(RuntimeError("HTTP 401: key sk-reconcile-echoed-7f3a refused \x1b]52;c;cm0gLXJmIH4=\x07"))
+    assert "sk-reconcile-echoed-7f3a" not in said and "\x1b" not in said and "\x07" not in said
+    assert said.startswith("RuntimeError: HTTP 401: key ")
