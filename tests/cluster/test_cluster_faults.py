@@ -271,13 +271,30 @@ async def test_the_fireblocks_backfill_runs_on_one_replica_of_the_group(kafka_bo
         runs = [asyncio.create_task(app.run()) for app in apps]
         for app in apps:
             await asyncio.wait_for(app.started.wait(), 60)
-        await _until(lambda: sum(len(app.cluster.held) for app in apps if app.cluster) == 1)
+        def settled() -> bool:  # both members, no rebalance under way, the slot held once
+            clusters = [app.cluster for app in apps if app.cluster]
+            return all(c.membership.member and not c.membership.rebalancing for c in clusters) and sum(
+                len(c.held) for c in clusters
+            ) == 1
+
+        def last_passes() -> list[object]:
+            return [
+                next(s for s in app.sources if s.name == "fireblocks:webhook").health.detail.get("backfill_last_success")
+                for app in apps
+            ]
+
+        # The slot may first land on the replica that joined first and then move once the second
+        # joins (its new holder runs a pass at once): count only what runs after the group settled.
+        await _until(settled)
+        await asyncio.sleep(1.5)
+        await _until(settled)
+        before = last_passes()
         await asyncio.sleep(4.0)  # a few backfill intervals
-        passes = [
-            next(s for s in app.sources if s.name == "fireblocks:webhook").health.detail.get("backfill_last_success")
-            for app in apps
-        ]
-        assert sum(p is not None for p in passes) == 1, f"backfill passes ran on {sum(p is not None for p in passes)} replicas"
+        assert settled(), "the group rebalanced during the measurement"
+        ran = [after != first for first, after in zip(before, last_passes(), strict=True)]
+        assert sum(ran) == 1, f"backfill passes ran on {sum(ran)} replicas"
+        holder = next(i for i, app in enumerate(apps) if app.cluster and app.cluster.held)
+        assert ran[holder], "the pass ran on a replica that does not hold the receiver's slot"
     finally:
         for app in apps:
             app.request_stop()
