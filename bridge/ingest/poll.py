@@ -38,10 +38,9 @@ from bridge.delivery.pipeline import Outcome, Pipeline
 from bridge.ingest.backfill import Page
 from bridge.ingest.backoff import Backoff
 from bridge.ingest.frames import utc_now
-from bridge.ingest.rest import RestClient, TransientError
+from bridge.ingest.rest import RestClient, TransientError, shared_session
 from bridge.ingest.settings import AccountsSection
 from bridge.ingest.source import SourceBase
-from bridge.ingest.tls import client_context
 from bridge.observability import metrics
 
 __all__ = ["PollSettings", "PollSource", "CursorFile"]
@@ -132,11 +131,9 @@ class PollSource(SourceBase, ABC):
 
     async def run(self) -> None:
         cfg = self.config
-        timeout = aiohttp.ClientTimeout(total=cfg.rest_timeout)
-        connector = aiohttp.TCPConnector(ssl=client_context(cfg.ca_bundle))
         backoff = Backoff(initial=cfg.poll_retry, maximum=cfg.poll_retry_max, min_uptime=0)
         who = f"{self.display_name} account {self.account_name!r}"
-        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
+        async with shared_session(self.provider.value, timeout=cfg.rest_timeout, ca_bundle=cfg.ca_bundle) as http:
             rest = self.rest_client(http)
             while True:
                 started = time.monotonic()

@@ -44,10 +44,9 @@ from bridge.ingest.backfill import BackfillCoordinator, Held, Page, Window
 from bridge.ingest.backoff import Backoff
 from bridge.ingest.frames import Failure, Frame, HandshakeError, KeepaliveTimeout, StreamConnection, utc_now
 from bridge.ingest.intake import Intake
-from bridge.ingest.rest import RestClient, TransientError
+from bridge.ingest.rest import RestClient, TransientError, shared_session
 from bridge.ingest.settings import StreamSettings
 from bridge.ingest.source import ConfigurationError, SourceBase
-from bridge.ingest.tls import client_context
 from bridge.observability import metrics
 
 __all__ = [
@@ -162,9 +161,8 @@ class StreamSource(SourceBase, ABC):
 
     async def run(self) -> None:
         self._trigger = asyncio.Event()
-        timeout = aiohttp.ClientTimeout(total=self.config.rest_timeout)
-        connector = aiohttp.TCPConnector(ssl=client_context(self.config.ca_bundle))
-        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
+        cfg = self.config
+        async with shared_session(self.provider.value, timeout=cfg.rest_timeout, ca_bundle=cfg.ca_bundle) as http:
             rest = self.rest_client(http)
             backfill = (
                 asyncio.create_task(self._backfill_loop(rest), name=f"{self.name}-backfill")
