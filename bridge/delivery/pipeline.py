@@ -206,7 +206,6 @@ class Pipeline(Recovery):
                     await self._window.take()
                 accepted = index + 1
                 self._in_flight += 1
-                metrics.IN_FLIGHT.inc()
                 slot = Slot(fate, index)
                 if not self._accept(item, slot, sends):  # dedup store behind, or not encodable: the long way
                     assert isinstance(item, TransferEvent)
@@ -262,7 +261,6 @@ class Pipeline(Recovery):
             raise RuntimeError("pipeline is shutting down")
         await self._window.take()
         self._in_flight += 1
-        metrics.IN_FLIGHT.inc()
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         if isinstance(item, DeadLetter):
             await self._guarded(self._send(item, future, self.publisher.dead_letter_record(item)), item, future)
@@ -441,7 +439,6 @@ class Pipeline(Recovery):
 
     def _finish(self, future: Settle, outcome: Outcome | None, error: BaseException | None = None) -> None:
         self._in_flight -= 1
-        metrics.IN_FLIGHT.dec()
         self._window.release()
         if not future.done():
             if error is not None:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from bridge.contract.timeutil import format_utc_ms
 
-__all__ = ["Frame", "decode_frame", "utc_now", "Loads", "StreamConnection", "Failure", "HandshakeError", "KeepaliveTimeout"]
+__all__ = [
+    "Frame", "decode_frame", "utc_now", "Loads", "StreamConnection", "Failure", "HandshakeError", "KeepaliveTimeout", "IdleTimer",
+]
 
+T = TypeVar("T")
 Loads = Callable[[bytes], Any]
 """A JSON reader: ``orjson.loads`` (fast, floats) or ``loads_exact`` (numbers as exact decimals)."""
 
@@ -38,6 +42,61 @@ def decode_frame(data: bytes | str, received_at: str, loads: Loads) -> Frame:
         return Frame(raw, received_at, loads(raw))
     except ValueError as exc:  # orjson.JSONDecodeError and JSONError are ValueErrors
         return Frame(raw, received_at, None, f"frame is not JSON: {exc}")
+
+
+class IdleTimer:
+    """``async with asyncio.timeout(seconds): await receive()`` for a read loop, without a timer per
+    frame: ``asyncio.timeout`` schedules and cancels a loop timer on every receive, which a flood
+    pays per event. Here one timer stays armed and, when it fires early (frames came meanwhile),
+    moves itself to the latest deadline; between receives it does nothing. The expiry cancels the
+    reading task and is turned into ``TimeoutError`` exactly as ``asyncio.timeout`` does (a cancel
+    from anyone else stays a cancel). ``receive`` must be safe to cancel (websockets' ``recv`` is)."""
+
+    __slots__ = ("_loop", "_task", "_handle", "_deadline", "_waiting", "_fired")
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self._handle: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
+        self._waiting = False
+        self._fired = False
+
+    async def wait(self, receive: Callable[[], Awaitable[T]], seconds: float) -> T:
+        self._deadline = deadline = self._loop.time() + seconds
+        if self._handle is None or self._handle.when() > deadline:
+            if self._handle is not None:
+                self._handle.cancel()
+            self._handle = self._loop.call_at(deadline, self._expire)
+        cancelling = self._task.cancelling()
+        self._waiting = True
+        try:
+            return await receive()
+        except asyncio.CancelledError:
+            if self._fired:
+                self._fired = False
+                if self._task.uncancel() <= cancelling:
+                    raise TimeoutError from None
+            raise
+        finally:
+            self._waiting = False
+
+    def _expire(self) -> None:
+        self._handle = None
+        if not self._waiting:
+            return  # between receives: the next one arms it again
+        if self._loop.time() < self._deadline:
+            self._handle = self._loop.call_at(self._deadline, self._expire)
+            return
+        self._fired = True
+        self._task.cancel()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 class HandshakeError(ConnectionError):

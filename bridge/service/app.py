@@ -186,6 +186,7 @@ class BridgeApp:
         if self.pipeline is not None:
             metrics.KAFKA_REACHABLE.set(1 if self.pipeline.health()["broker_reachable"] else 0)
             metrics.QUEUED.set(self.pipeline.queued)
+            metrics.IN_FLIGHT.set(self.pipeline.in_flight)
         if self.settings.dedup.store == "sqlite":
             path = self.settings.dedup.path
             metrics.DEDUP_STORE_BYTES.set(
