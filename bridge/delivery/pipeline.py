@@ -85,6 +85,8 @@ class Pipeline(Recovery):
         self._max_in_flight = max_in_flight
         self._window = Window(max_in_flight)
         self._chains: dict[str, deque[tuple[TransferEvent, Settle]]] = {}
+        self._next: deque[tuple[TransferEvent, Settle]] = deque()  # chained states whose turn came
+        self._next_running = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._in_flight = 0
         self._last_progress = time.monotonic()
@@ -197,7 +199,7 @@ class Pipeline(Recovery):
             for index, item in enumerate(items):
                 (await self.offer(item)).add_done_callback(partial(fate.settle_from, index))
             return fate.future
-        sends: list[tuple[Item, Slot, Record]] = []
+        sends: list[tuple[Item, Settle, Record]] = []
         accepted = 0
         try:
             for index, item in enumerate(items):
@@ -217,7 +219,7 @@ class Pipeline(Recovery):
             raise
         return fate.future
 
-    def _accept(self, item: Item, slot: Slot, sends: list[tuple[Item, Slot, Record]]) -> bool:
+    def _accept(self, item: Item, slot: Slot, sends: list[tuple[Item, Settle, Record]]) -> bool:
         """``offer`` and ``_start_event`` without awaiting; False when the item needs to wait."""
         if isinstance(item, DeadLetter):
             sends.append((item, slot, self.publisher.dead_letter_record(item)))
@@ -228,23 +230,28 @@ class Pipeline(Recovery):
             chain.append((item, slot))
             return True
         self._chains[item.key] = deque()
-        decision = self.gate.check(item)
+        return self._decide(item, slot, sends)
+
+    def _decide(self, event: TransferEvent, slot: Settle, sends: list[tuple[Item, Settle, Record]]) -> bool:
+        """``_start_event`` without awaiting: decided, or its record added to ``sends``; False when it
+        has to take the long way (the dedup store is behind, or it is not encodable)."""
+        decision = self.gate.check(event)
         if decision is not Decision.PUBLISH:
-            _labelled(metrics.EVENTS_DEDUPLICATED, item.provider.value, item.direction.value, decision.value).inc()
+            _labelled(metrics.EVENTS_DEDUPLICATED, event.provider.value, event.direction.value, decision.value).inc()
             self._finish(slot, _DECISION_OUTCOME[decision])
-            self._advance(item.key)
+            self._advance(event.key)
             return True
         if not self.gate.has_room:
             return False
         try:
-            record = self.publisher.event_record(item)
+            record = self.publisher.event_record(event)
         except (TypeError, ValueError):
             return False  # _start_event turns it into a dead letter
         self.gate.claim()
-        sends.append((item, slot, record))
+        sends.append((event, slot, record))
         return True
 
-    async def _send_all(self, sends: list[tuple[Item, Slot, Record]]) -> list[tuple[Item, Slot, Record]]:
+    async def _send_all(self, sends: list[tuple[Item, Settle, Record]]) -> list[tuple[Item, Settle, Record]]:
         """Hand accepted records to the producer in order; cancelled half way, the rest still goes
         (cancellation lands only before a record entered the producer, as in ``_guarded``)."""
         for position, (item, slot, record) in enumerate(sends):
@@ -450,11 +457,32 @@ class Pipeline(Recovery):
         chain = self._chains.get(key)
         if chain is None:
             return
-        if chain:
-            event, future = chain.popleft()
-            self._spawn(self._start_event(event, future))
-        else:
+        if not chain:
             del self._chains[key]
+            return
+        event, future = chain.popleft()
+        if self.state_records is not None:  # exactly-once: each builds its state record when it is sent
+            self._spawn(self._start_event(event, future))
+            return
+        self._next.append((event, future))  # started with the others this round of acks freed
+        if not self._next_running:
+            self._next_running = True
+            self._spawn(self._start_next())
+
+    async def _start_next(self) -> None:
+        """Next states of transfers whose previous state was just acknowledged: decided and sent
+        together by one task, not a task each."""
+        try:
+            while self._next:
+                sends: list[tuple[Item, Settle, Record]] = []
+                while self._next:
+                    event, future = self._next.popleft()
+                    if not self._decide(event, future, sends):
+                        sends = await self._send_all(sends)
+                        await self._start_event(event, future)
+                await self._send_all(sends)
+        finally:
+            self._next_running = False
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
