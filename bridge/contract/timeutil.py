@@ -7,7 +7,7 @@ from functools import lru_cache
 
 from bridge.contract.jsonutil import small_int
 
-__all__ = ["TimestampError", "from_epoch_ms", "from_iso", "format_utc_ms", "to_epoch_ms"]
+__all__ = ["TimestampError", "from_epoch_ms", "from_iso", "format_epoch_ms", "format_utc_ms", "to_epoch_ms"]
 
 
 class TimestampError(ValueError):
@@ -33,6 +33,11 @@ def from_epoch_ms(value: str | int, *, field: str) -> str:
         raise TimestampError(f"{field}: {str(value)[:40]!r} is not epoch milliseconds") from None
     if not _MIN_MS <= millis <= _MAX_MS:
         raise TimestampError(f"{field}: {millis} is outside 2000..2100 in epoch milliseconds")
+    return format_epoch_ms(millis)
+
+
+def format_epoch_ms(millis: int) -> str:
+    """Epoch milliseconds in the contract's shape (the caller checked the range)."""
     seconds, ms = divmod(millis, 1000)
     return f"{_second_text(seconds)}{ms:03d}Z"
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-from bridge.contract.timeutil import format_utc_ms
+from bridge.contract.timeutil import format_epoch_ms
 
 __all__ = [
     "Frame", "decode_frame", "utc_now", "Loads", "StreamConnection", "Failure", "HandshakeError", "KeepaliveTimeout", "IdleTimer",
@@ -31,8 +31,15 @@ class Frame:
 
 
 def utc_now(clock: Callable[[], float] = time.time) -> str:
-    """Receive time as the contract writes it (RFC 3339 UTC, milliseconds)."""
-    return format_utc_ms(datetime.fromtimestamp(clock(), tz=UTC))
+    """Receive time as the contract writes it (RFC 3339 UTC, milliseconds), once per frame: the
+    second's text is cached; rounded as ``datetime.fromtimestamp`` rounds (to the microsecond)."""
+    fraction, whole = math.modf(clock())
+    micros = round(fraction * 1e6)
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    elif micros < 0:
+        whole, micros = whole - 1, micros + 1_000_000
+    return format_epoch_ms(int(whole) * 1000 + micros // 1000)
 
 
 def decode_frame(data: bytes | str, received_at: str, loads: Loads) -> Frame:
