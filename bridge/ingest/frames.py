@@ -12,7 +12,7 @@ from typing import Any, Protocol, TypeVar
 from bridge.contract.timeutil import format_epoch_ms
 
 __all__ = [
-    "Frame", "decode_frame", "utc_now", "Loads", "StreamConnection", "Failure", "HandshakeError", "KeepaliveTimeout", "IdleTimer",
+    "Frame", "decode_frame", "utc_now", "Loads", "StreamConnection", "Failure", "HandshakeError", "KeepaliveTimeout", "IdleTimer", "Notice",
 ]
 
 T = TypeVar("T")
@@ -104,6 +104,31 @@ class IdleTimer:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+
+
+class Notice(asyncio.Event):
+    """An ``asyncio.Event`` that can also hand out a plain future for its setting: the stream engine
+    waits on it beside the reader with ``asyncio.wait``, without a task per connection for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._futures: list[asyncio.Future[None]] = []
+
+    def set(self) -> None:
+        super().set()
+        for future in self._futures:
+            if not future.done():
+                future.set_result(None)
+        self._futures.clear()
+
+    def future(self) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.is_set():
+            future.set_result(None)
+        else:
+            self._futures = [f for f in self._futures if not f.done()]  # drop those of closed reads
+            self._futures.append(future)
+        return future
 
 
 class HandshakeError(ConnectionError):

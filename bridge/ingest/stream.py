@@ -42,7 +42,7 @@ from bridge.contract.timeutil import format_utc_ms
 from bridge.delivery.pipeline import Pipeline
 from bridge.ingest.backfill import BackfillCoordinator, Held, Page, Window
 from bridge.ingest.backoff import Backoff
-from bridge.ingest.frames import Failure, Frame, HandshakeError, KeepaliveTimeout, StreamConnection, utc_now
+from bridge.ingest.frames import Failure, Frame, HandshakeError, KeepaliveTimeout, Notice, StreamConnection, utc_now
 from bridge.ingest.intake import Intake
 from bridge.ingest.rest import RestClient, TransientError, shared_session
 from bridge.ingest.settings import StreamSettings
@@ -254,7 +254,7 @@ class StreamSource(SourceBase, ABC):
             await self._read(connection)
             return None
         reader = asyncio.create_task(self._read(connection), name=f"{self.name}-reader")
-        notice = asyncio.create_task(notice_event.wait())
+        notice = notice_event.future() if isinstance(notice_event, Notice) else asyncio.ensure_future(notice_event.wait())
         try:
             await asyncio.wait({reader, notice}, return_when=asyncio.FIRST_COMPLETED)
             if not reader.done():

@@ -26,7 +26,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from bridge.ingest.frames import Frame, IdleTimer, decode_frame, utc_now
+from bridge.ingest.frames import Frame, IdleTimer, Notice, decode_frame, utc_now
 from bridge.ingest.source import ConfigurationError
 from bridge.ingest.stream import HandshakeError, KeepaliveTimeout
 from bridge.sources.okx import messages as m
@@ -95,7 +95,7 @@ class OkxConnection:
         self._clock = clock
         self._early: deque[Frame] = deque()
         self.pings_sent = 0
-        self.upgrade_notice = asyncio.Event()
+        self.upgrade_notice = Notice()
         """Set on notice 64008: OKX will close this connection soon."""
         self._sent_secrets: tuple[str, ...] = ()
 
