@@ -23,7 +23,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from functools import cache, partial
+from functools import partial
 from typing import Any
 
 from aiokafka.errors import (
@@ -62,11 +62,7 @@ longer matches the broker's): retrying on it is futile, a new producer (a new id
 reports ``InvalidProducerEpoch`` of a non-transactional producer as ``ProducerFenced``."""
 
 
-@cache
-def _labelled(metric: Any, *labels: str) -> Any:
-    """The metric's child for these labels. ``labels()`` returns the same child every time but pays
-    a lock and a dict lookup per call; the label sets here are few (providers × directions)."""
-    return metric.labels(*labels)
+_labelled = metrics.labelled
 
 
 class Pipeline(Recovery):

@@ -383,7 +383,7 @@ class StreamSource(SourceBase, ABC):
                     self.window.note(item)
         if events:
             self.health.mark_event()
-            metrics.LAST_EVENT_TIMESTAMP.labels(*self._labels).set(time.time())
+            metrics.labelled(metrics.LAST_EVENT_TIMESTAMP, *self._labels).set(time.time())
         await self._intake.offer_batch(items, via)
 
     # -- backfill ------------------------------------------------------------------------------

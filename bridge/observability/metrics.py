@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from functools import cache
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
+    "labelled",
     "EVENTS_RECEIVED",
     "BACKFILL_FAILURES",
     "PARSER_ERRORS",
@@ -181,3 +185,11 @@ POLL_TRACKING_EXPIRED = Counter(
     "Transfers no longer re-queried while still non-final (past the tracking age, or over the cap)",
     ["provider", "account", "reason"],
 )
+
+
+@cache
+def labelled(metric: Any, *labels: str) -> Any:
+    """The metric's child for these labels, looked up once: ``labels()`` returns the same child every
+    time but takes a lock and a dict lookup per call, per event on the hot path. Label sets are few
+    (providers, directions, accounts) and children are never removed."""
+    return metric.labels(*labels)
