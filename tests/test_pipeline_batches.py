@@ -68,3 +68,21 @@ async def test_the_window_hands_a_released_slot_to_the_first_waiter_and_skips_a_
     assert not window.take_now()
     window.release()
     assert window.take_now()
+
+
+async def test_a_batch_cancelled_while_waiting_for_room_sends_what_it_accepted_and_frees_the_rest(
+    make_pipeline: PipelineFactory, kafka_bootstrap: str, topics: TopicSettings
+) -> None:
+    pipeline = await make_pipeline(max_in_flight=2)
+    batch = [withdrawal(transfer_id=f"wd-{n}") for n in range(50)]
+    offering = asyncio.ensure_future(pipeline.offer_batch(batch))
+    await asyncio.sleep(0)  # the first two taken at once; the third waits for room
+    offering.cancel()
+    await asyncio.gather(offering, return_exceptions=True)
+    assert offering.cancelled()
+    assert await pipeline.drain(timeout=30)
+    accepted = await read_topic(kafka_bootstrap, topics.withdrawal, idle=1.5)
+    assert 2 <= len(accepted) < 50  # what was accepted went out; the rest was never taken
+    after = await asyncio.wait_for(pipeline.submit_batch([withdrawal(transfer_id="after")]), 30)  # hangs if slots leaked
+    assert after == [Outcome.PUBLISHED]
+    assert pipeline.in_flight == 0 and pipeline.queued == 0
