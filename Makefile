@@ -39,8 +39,9 @@ bench-quick: $(STAMP)
 fuzz: $(STAMP)
 	FUZZ_RANDOM=1 FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-3000} $(PY) -m pytest tests/fuzz -q -p no:cacheprovider
 
+# `make chaos CLUSTER=1`: the cluster scenario (tests/chaos/cluster.py) instead of the single-process one.
 chaos: $(STAMP)
-	$(PY) -m tests.chaos.run $(CHAOS_ARGS)
+	$(PY) -m tests.chaos.$(if $(CLUSTER),cluster,run) $(CHAOS_ARGS)
 
 kafka-start:
 	deploy/local/kafka.sh start

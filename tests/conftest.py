@@ -6,6 +6,7 @@ Docker engine is reachable, or the local KRaft broker from ``deploy/local/kafka.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -27,6 +28,27 @@ from bridge_testkit.kafka_broker import kafka_bootstrap_for_session
 
 _broker_log: Callable[[], str] | None = None
 
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """Undo what a command under test did to logging (``configure_logging`` replaces the root
+    handlers and sets levels): a later test that captures DEBUG records must still see them."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    levels = {name: lg.level for name, lg in logging.root.manager.loggerDict.items() if isinstance(lg, logging.Logger)}
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger):
+            logger.setLevel(levels.get(name, logging.NOTSET))
+    logging.captureWarnings(False)
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:

@@ -2,7 +2,10 @@
 
 What the gate remembers per transfer is tiny on purpose (millions of transfers in memory): the
 key as a 64-bit hash mapped to one ``bytes`` value — a flags byte, then the first 8 bytes of each
-published ``event_id`` (the UUIDv5 of key + fingerprint). The store persists the same shape.
+published ``event_id`` (the UUIDv5 of key + fingerprint). The store persists the same shape. An
+open (non-final) transfer's value also carries an 8-byte tracking block right after the flags
+(provider and direction, first seen, last change: ``bridge.delivery.open_transfers``), so the
+open-transfer counts and ages survive a restart with the index; a final state drops it.
 
 Order of operations (see ``bridge.delivery.pipeline``): ``check`` before sending, ``mark`` only after
 Kafka acknowledged, so a crash can cause a re-publish of an acked state (same ``event_id``) but
@@ -19,11 +22,12 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from bridge.contract.events import TransferEvent, short_hash
+from bridge.delivery.open_transfers import TRACKED_FLAG, OpenTransfers, ids_offset, kind_code, read_tracking, tracking_block
 from bridge.observability import metrics
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Decision", "DedupStore", "DedupStoreError", "DedupGate", "MemoryStore", "Row"]
+__all__ = ["Decision", "DedupStore", "DedupStoreError", "DedupGate", "MemoryStore", "Row", "published_count", "closed", "newer"]
 
 FINAL_FLAG = 0x01
 Row = tuple[int, bytes, int | None]
@@ -75,6 +79,25 @@ class MemoryStore:
         pass
 
 
+def published_count(state: bytes) -> int:
+    """How many states of the transfer were published (ids held after the flags and tracking)."""
+    return (len(state) - ids_offset(state)) // 8
+
+
+def closed(state: bytes) -> bytes:
+    """``state`` as a final one: the final flag set, the tracking block dropped."""
+    return bytes(((state[0] & ~TRACKED_FLAG) | FINAL_FLAG,)) + state[ids_offset(state) :]
+
+
+def newer(a: bytes, b: bytes) -> bytes:
+    """Of two states of one transfer, the later one: ids only grow (one appended per publish), and
+    a final state stays final."""
+    later, other = (a, b) if (published_count(a), a[0] & FINAL_FLAG) >= (published_count(b), b[0] & FINAL_FLAG) else (b, a)
+    if other[0] & FINAL_FLAG and not later[0] & FINAL_FLAG:
+        return closed(later)
+    return later
+
+
 def state_id(event: TransferEvent) -> bytes:
     """The first 8 bytes of the event's UUID. ``event_id`` is validated as a canonical lowercase
     UUID, so its first 16 hex digits (dashes skipped) are those bytes: no ``UUID`` object needed."""
@@ -107,6 +130,8 @@ class DedupGate:
     ):
         self._store = store
         self._index: dict[int, bytes] = {}
+        self.open_transfers = OpenTransfers()
+        """Open transfers per provider and direction (counts, first-seen minutes), kept with marks."""
         self._dirty: dict[int, Row] = {}
         self._saving = 0
         self._claimed = 0
@@ -186,6 +211,8 @@ class DedupGate:
         """Load the whole index before any source runs, so the first event is already gated."""
         # Built in the thread straight from the store's rows: no list of a million row tuples.
         self._index = await asyncio.to_thread(lambda: dict(self._store.load()))
+        horizon = int(time.time()) - self._retention_ms // 1000
+        await asyncio.to_thread(self.open_transfers.rebuild, self._index.values(), drop_before_s=horizon)
         carried = int(getattr(self._store, "carried", 0))
         if carried:  # states a previous run kept in the store's reserve: into the store now, if it can
             try:
@@ -212,11 +239,16 @@ class DedupGate:
 
     def _state_after(self, key: int, event: TransferEvent, now_ms: int | None) -> tuple[bytes, int | None]:
         state = self._index.get(key, b"\x00")
-        flags = state[0] | (FINAL_FLAG if event.is_final else 0)
-        final_at = None
-        if flags & FINAL_FLAG:
-            final_at = now_ms if now_ms is not None else int(time.time() * 1000)
-        return bytes((flags,)) + state[1:] + state_id(event), final_at
+        flags = state[0]
+        ids = state[9:] if flags & TRACKED_FLAG else state[1:]
+        now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+        if flags & FINAL_FLAG or event.is_final:
+            return bytes(((flags & ~TRACKED_FLAG) | FINAL_FLAG,)) + ids + state_id(event), now_ms
+        now_s = now_ms // 1000
+        tracked = read_tracking(state)
+        first = tracked[1] if tracked is not None else now_s
+        block = tracking_block(kind_code(event.provider, event.direction), first, now_s)
+        return bytes((flags | TRACKED_FLAG,)) + block + ids + state_id(event), None
 
     def mark(self, event: TransferEvent, *, now_ms: int | None = None, claimed: bool = False) -> None:
         """Record a state Kafka has acknowledged (``claimed``: it was sent under a ``claim``)."""
@@ -224,6 +256,7 @@ class DedupGate:
             self._claimed = max(0, self._claimed - 1)
         key = short_hash(event.key)
         new_state, final_at = self._state_after(key, event, now_ms)
+        self.open_transfers.replace(self._index.get(key), new_state)
         self._index[key] = new_state
         self._dirty[key] = (key, new_state, final_at)
         self._marks += 1
@@ -261,7 +294,10 @@ class DedupGate:
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
         gone = await asyncio.to_thread(self._store.expire, now_ms - self._retention_ms)
         for key in gone:
-            self._index.pop(key, None)
+            self._index.pop(key, None)  # final: never tracked as open
+        dropped = self.open_transfers.drop_before((now_ms - self._retention_ms) // 1000)
+        if dropped:
+            log.warning("%d transfers open longer than the dedup retention are no longer tracked as open", dropped)
         return len(gone)
 
     async def close(self) -> None:
@@ -401,4 +437,4 @@ def _describe(exc: BaseException) -> str:
 
 
 def _contains(state: bytes, sid: bytes) -> bool:
-    return any(state[offset : offset + 8] == sid for offset in range(1, len(state), 8))
+    return any(state[offset : offset + 8] == sid for offset in range(9 if state[0] & TRACKED_FLAG else 1, len(state), 8))

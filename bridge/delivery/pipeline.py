@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
@@ -64,6 +65,10 @@ reports ``InvalidProducerEpoch`` of a non-transactional producer as ``ProducerFe
 
 _labelled = metrics.labelled
 
+_LIVE: weakref.WeakSet[Pipeline] = weakref.WeakSet()
+# Read at scrape time, summed over every pipeline (cluster mode runs one per slot), not counted per item.
+metrics.IN_FLIGHT.set_function(lambda: sum(pipeline.in_flight for pipeline in list(_LIVE)))
+
 
 class Pipeline(Recovery):
     def __init__(
@@ -78,6 +83,7 @@ class Pipeline(Recovery):
     ):
         self.publisher = publisher
         self.gate = gate
+        _LIVE.add(self)
         self._max_in_flight = max_in_flight
         self._window = Window(max_in_flight)
         self._chains: dict[str, deque[tuple[TransferEvent, Settle]]] = {}
@@ -103,11 +109,17 @@ class Pipeline(Recovery):
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    async def start(self, *, timeout: float = 60.0) -> None:
-        """Load the dedup state and connect; ``ConnectionError`` if Kafka is unreachable for ``timeout``."""
+    async def start(self, *, timeout: float = 60.0, publisher_first: bool = False) -> None:
+        """Load the dedup state and connect; ``ConnectionError`` if Kafka is unreachable for ``timeout``.
+
+        ``publisher_first`` (a cluster slot taken over): the transactional producer starts first, which
+        fences the previous owner and aborts its open transaction, so the state read after it is final."""
+        if publisher_first:
+            await self.publisher.start(timeout=timeout)
         await self.gate.open()
         metrics.DEDUP_TRANSFERS.set(self.gate.size)
-        await self.publisher.start(timeout=timeout)
+        if not publisher_first:
+            await self.publisher.start(timeout=timeout)
         self._watchdog = asyncio.create_task(self._watch(), name="pipeline-watchdog")
 
     async def close(self, *, timeout: float = 30.0) -> bool:
@@ -191,7 +203,7 @@ class Pipeline(Recovery):
         if self._closing:
             raise RuntimeError("pipeline is shutting down")
         fate = BatchFate(len(items), asyncio.get_running_loop())
-        if self.state_records is not None:  # exactly-once: each state record is computed at send time
+        if self.state_records is not None or self.publisher.transactional:  # state record built at send time
             for index, item in enumerate(items):
                 (await self.offer(item)).add_done_callback(partial(fate.settle_from, index))
             return fate.future
@@ -457,7 +469,7 @@ class Pipeline(Recovery):
             del self._chains[key]
             return
         event, future = chain.popleft()
-        if self.state_records is not None:  # exactly-once: each builds its state record when it is sent
+        if self.state_records is not None or self.publisher.transactional:  # state record built when sent
             self._spawn(self._start_event(event, future))
             return
         self._next.append((event, future))  # started with the others this round of acks freed

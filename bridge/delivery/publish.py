@@ -20,16 +20,22 @@ from aiokafka.protocol.metadata import MetadataRequest
 from bridge.contract.events import DeadLetter, Direction, TransferEvent, encode_event
 from bridge.contract.schema import schema_text
 from bridge.delivery.settings import TopicSettings
+from bridge.kafka import headers as h
 from bridge.kafka import wire
 from bridge.kafka.client import kafka_client_options, pace_metadata_updates
 from bridge.kafka.registry import resolve_schema_ids
 from bridge.kafka.settings import KafkaSettings, SchemaRegistrySettings
 
-__all__ = ["Record", "Publisher", "DATASCHEMA"]
+__all__ = ["Record", "Publisher", "DATASCHEMA", "WIRE_CONTENT_TYPE"]
 
 log = logging.getLogger(__name__)
 
-DATASCHEMA = "schemas/transfer-event.v1.schema.json"
+DATASCHEMA: str = TransferEvent.model_config["json_schema_extra"]["$id"]  # type: ignore[index,assignment]
+"""CloudEvents ``dataschema`` of plain JSON values: the contract schema's ``$id``, an absolute URI."""
+WIRE_CONTENT_TYPE = b"application/octet-stream"
+"""``content-type`` of a registry wire-format value: five bytes of schema id precede the JSON, so the
+value is not ``application/json`` (a CloudEvents reader would fail to decode it as such);
+``ce_dataschema`` names the registered schema."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +44,8 @@ class Record:
     key: bytes
     value: bytes
     headers: list[tuple[str, bytes]]
+    partition: int | None = None
+    """None: the producer's partitioner picks by key; cluster mode pins state and ingress records to their slot."""
 
 
 class _AuthFailureWatch(logging.Handler):
@@ -52,9 +60,7 @@ class _AuthFailureWatch(logging.Handler):
             self.seen = True
 
 
-def _header_bytes(text: str) -> bytes:
-    """UTF-8, with what cannot be encoded (lone surrogates from a hostile payload) escaped, never raised."""
-    return text.encode("utf-8", "backslashreplace")
+_header_bytes = h.header_bytes
 
 
 async def stop_producer(producer: AIOKafkaProducer, *, timeout: float) -> bool:
@@ -106,6 +112,8 @@ class Publisher:
         self.schema_registry = schema_registry if schema_registry is not None and schema_registry.url else None
         self.schema_ids: dict[str, int] = {}
         self._wire_prefix: dict[Direction, bytes] | None = None  # None: plain JSON values
+        self._dataschema: dict[Direction, bytes] = dict.fromkeys(Direction, DATASCHEMA.encode())
+        self._content_type = b"application/json"
         self._producer: AIOKafkaProducer | None = None
         self.generation = 0
         """Counts producers replaced by ``rebuild``: tells an error of the current producer from a late
@@ -125,8 +133,9 @@ class Publisher:
             ("ce_source", f"/{event.provider.value}/{event.account.id or '-'}".encode()),
             ("ce_type", f"transfer.{event.direction.value}.v1".encode()),
             ("ce_time", event.occurred_at.encode()),
-            ("ce_dataschema", DATASCHEMA.encode()),
-            ("content-type", b"application/json"),
+            ("ce_subject", _header_bytes(event.key)),
+            ("ce_dataschema", self._dataschema[event.direction]),
+            ("content-type", self._content_type),
         ]
         value = encode_event(event, include_raw=self.include_raw)
         if self._wire_prefix is not None:
@@ -135,14 +144,15 @@ class Publisher:
 
     def dead_letter_record(self, letter: DeadLetter) -> Record:
         headers = [
-            ("dlq_provider", letter.provider.value.encode()),
-            ("dlq_channel", _header_bytes(letter.channel)),
-            ("dlq_reason", _header_bytes(letter.reason)[:4000]),
-            ("dlq_received_at", letter.received_at.encode()),
+            (h.DLQ_PROVIDER, letter.provider.value.encode()),
+            (h.DLQ_CHANNEL, _header_bytes(letter.channel)),
+            (h.DLQ_REASON, _header_bytes(letter.reason)[: h.MAX_REASON_BYTES]),
+            (h.DLQ_RECEIVED_AT, letter.received_at.encode()),
         ]
         if letter.account_id:
-            headers.append(("dlq_account", _header_bytes(letter.account_id)))
+            headers.append((h.DLQ_ACCOUNT, _header_bytes(letter.account_id)))
         headers.extend((f"dlq_{k}", _header_bytes(v)) for k, v in letter.headers.items())
+        headers.extend(h.connect_headers(letter.provider.value, letter.channel, letter.reason, connector=self.kafka.client_id))
         return Record(
             topic=self.topics.dead_letter,
             key=f"{letter.provider.value}:".encode() + _header_bytes(letter.channel),
@@ -211,6 +221,9 @@ class Publisher:
         topics = {direction: self.topic_for(direction) for direction in Direction}
         self.schema_ids = await resolve_schema_ids(self.schema_registry, list(topics.values()), schema_text())
         self._wire_prefix = {direction: wire.prefix(self.schema_ids[topic]) for direction, topic in topics.items()}
+        url = self.schema_registry.url or ""
+        self._dataschema = {d: h.registry_schema_url(url, self.schema_ids[t]).encode() for d, t in topics.items()}
+        self._content_type = WIRE_CONTENT_TYPE
 
     async def ensure_topics(self) -> None:
         admin = AIOKafkaAdminClient(**kafka_client_options(self.kafka))
@@ -241,7 +254,7 @@ class Publisher:
             raise RuntimeError("publisher is not started")
         # aiokafka is untyped: send() resolves to the future of the record's RecordMetadata.
         delivery: asyncio.Future[Any] = await self._producer.send(
-            record.topic, value=record.value, key=record.key, headers=record.headers
+            record.topic, value=record.value, key=record.key, headers=record.headers, partition=record.partition
         )
         return delivery
 

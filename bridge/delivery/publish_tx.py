@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
 
 from bridge.delivery.publish import Publisher, Record, stop_producer
@@ -21,13 +22,24 @@ from bridge.delivery.settings import TopicSettings
 from bridge.kafka.client import kafka_client_options, pace_metadata_updates
 from bridge.kafka.settings import KafkaSettings, SchemaRegistrySettings
 
-__all__ = ["TransactionalPublisher", "FencedError"]
+__all__ = ["TransactionalPublisher", "FencedError", "Offsets"]
 
 log = logging.getLogger(__name__)
 
 
 class FencedError(RuntimeError):
     """Another instance with our transactional id started: this one must stop."""
+
+
+@dataclass(frozen=True, slots=True)
+class Offsets:
+    """Consumer offsets to commit in the next transaction (cluster mode's ingress consumer)."""
+
+    offsets: dict[TopicPartition, int]
+    group_id: str
+
+
+_Entry = tuple[Record | Offsets, Record | None, asyncio.Future[Any]]
 
 
 class TransactionalPublisher(Publisher):
@@ -48,7 +60,7 @@ class TransactionalPublisher(Publisher):
         self.transactional_id = transactional_id
         self.max_batch = max_batch
         self.commit_timeout = commit_timeout
-        self._queue: asyncio.Queue[tuple[Record, Record | None, asyncio.Future[Any]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Entry] = asyncio.Queue()
         self._committer: asyncio.Task[None] | None = None
         self.fenced = False
 
@@ -103,16 +115,32 @@ class TransactionalPublisher(Publisher):
                 if not future.done():
                     future.set_result(None)
 
-    async def _commit(self, batch: list[tuple[Record, Record | None, asyncio.Future[Any]]]) -> None:
+    async def commit_offsets(self, offsets: Offsets) -> asyncio.Future[Any]:
+        """Commit consumer offsets in a transaction queued after everything sent so far: it resolves
+        once committed; a zombie's (fenced) commit fails like its records."""
+        if self.fenced:
+            raise FencedError(f"producer {self.transactional_id!r} was fenced by a newer instance")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((offsets, None, future))
+        return future
+
+    async def _commit(self, batch: list[_Entry]) -> None:
         producer = self._producer
         if producer is None:
             raise KafkaError("producer not started")
         async with producer.transaction():
             acks = []
             for record, state, _ in batch:
-                acks.append(await producer.send(record.topic, value=record.value, key=record.key, headers=record.headers))
+                if isinstance(record, Offsets):
+                    await producer.send_offsets_to_transaction(record.offsets, record.group_id)
+                    continue
+                acks.append(
+                    await producer.send(
+                        record.topic, value=record.value, key=record.key, headers=record.headers, partition=record.partition
+                    )
+                )
                 if state is not None:
-                    acks.append(await producer.send(state.topic, value=state.value, key=state.key))
+                    acks.append(await producer.send(state.topic, value=state.value, key=state.key, partition=state.partition))
             results = await asyncio.gather(*acks, return_exceptions=True)
             for result in results:
                 if isinstance(result, BaseException):

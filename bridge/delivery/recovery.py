@@ -102,7 +102,6 @@ class Recovery:
             reachable = await self.publisher.probe()
             self._broker_ok = reachable or self._last_progress > probe_started  # a later ack outranks a failed probe
             metrics.DEDUP_TRANSFERS.set(self.gate.size)
-            metrics.IN_FLIGHT.set(self._in_flight)  # read, not counted per item (also on every scrape)
             metrics.DEDUP_UNPERSISTED.set(self.gate.unpersisted)
             if self._broker_ok and not self._in_flight:
                 self._failing_since = None

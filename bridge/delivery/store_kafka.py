@@ -21,7 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from bridge.contract.events import short_hash
-from bridge.delivery.dedup import Row
+from bridge.delivery.dedup import DedupStoreError, Row
 from bridge.delivery.publish import Record
 from bridge.kafka.client import kafka_client_options
 from bridge.kafka.settings import KafkaSettings
@@ -45,15 +45,28 @@ class KafkaStateStore:
     """Blocking ``DedupStore`` facade; each call runs its own short-lived event loop in the
     worker thread the gate already uses for store I/O."""
 
-    def __init__(self, kafka: KafkaSettings, topic: str, *, partitions: int = 6, replication_factor: int = 1):
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        topic: str,
+        *,
+        partitions: int = 6,
+        replication_factor: int = 1,
+        partition: int | None = None,
+    ):
+        """``partition``: cluster mode, one slot's store: its states are written to and restored
+        from that partition only (the topic needs more partitions than the slot's number)."""
         self.kafka = kafka
         self.topic = topic
         self.partitions = partitions
         self.replication_factor = replication_factor
+        self.partition = partition
         self._finals: dict[int, tuple[str, int]] = {}
 
     def state_record(self, key: str, state: bytes, final_at: int | None) -> Record:
-        return Record(topic=self.topic, key=key.encode(), value=encode_state(state, final_at), headers=[])
+        return Record(
+            topic=self.topic, key=key.encode(), value=encode_state(state, final_at), headers=[], partition=self.partition
+        )
 
     # -- DedupStore ----------------------------------------------------------------------------
 
@@ -109,7 +122,15 @@ class KafkaStateStore:
         states: dict[int, bytes] = {}
         try:
             await consumer._client.force_metadata_update()  # no public call for manual assignment
-            partitions = [TopicPartition(self.topic, p) for p in sorted(consumer.partitions_for_topic(self.topic) or ())]
+            found = sorted(consumer.partitions_for_topic(self.topic) or ())
+            if self.partition is not None:
+                if self.partition not in found:
+                    raise DedupStoreError(
+                        f"{self.topic}: has {len(found)} partitions, cluster slot {self.partition} needs its own "
+                        "(give the state topic at least cluster.slots partitions)"
+                    )
+                found = [self.partition]
+            partitions = [TopicPartition(self.topic, p) for p in found]
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
             # read_committed end = last stable offset: everything committed before we started.
@@ -133,7 +154,8 @@ class KafkaStateStore:
                         remaining.discard(tp)
         finally:
             await consumer.stop()
-        log.info("restored dedup state of %d transfers from %s", len(states), self.topic)
+        where = self.topic if self.partition is None else f"{self.topic} partition {self.partition}"
+        log.info("restored dedup state of %d transfers from %s", len(states), where)
         return list(states.items())
 
     def remember_final(self, key: str, final_at: int | None) -> None:
@@ -145,7 +167,7 @@ class KafkaStateStore:
         await producer.start()
         try:
             for key in keys:
-                await producer.send(self.topic, key=key.encode(), value=None)
+                await producer.send(self.topic, key=key.encode(), value=None, partition=self.partition)
             await producer.flush()
         finally:
             await producer.stop()

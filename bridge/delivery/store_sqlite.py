@@ -24,14 +24,15 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from bridge.delivery.dedup import DedupStoreError, Row
+from bridge.delivery.dedup import DedupStoreError, Row, newer
 
 __all__ = ["SQLiteStore", "describe_sqlite_error", "RESERVE_BYTES"]
 
 log = logging.getLogger(__name__)
 
 RESERVE_BYTES = 4 * 2**20
-"""Room for roughly 40,000–100,000 transfers' states (a row is 19 bytes + 8 per published state)."""
+"""Room for roughly 40,000–100,000 transfers' states (a row is 19 bytes + 8 per published state,
++ 8 for an open transfer's tracking block)."""
 
 _RESERVE_MAGIC = b"TBDEDUP1"
 _RESERVE_HEADER = struct.Struct(">8sII")  # magic, row count, CRC-32 of the rows
@@ -63,12 +64,6 @@ def describe_sqlite_error(error: sqlite3.Error) -> str:
     if name.startswith("SQLITE_IOERR"):
         return f"cannot be written: I/O error ({detail})"
     return f"cannot be used ({name or error.__class__.__name__}: {detail})"
-
-
-def _newer(a: bytes, b: bytes) -> bytes:
-    """Of two states of one transfer, the later one: states only grow (an id appended per publish)."""
-    longer, other = (a, b) if len(a) >= len(b) else (b, a)
-    return bytes((longer[0] | other[0],)) + longer[1:]
 
 
 class SQLiteStore:
@@ -264,7 +259,7 @@ class SQLiteStore:
         for key, (_, state, final_at) in list(self._carry.items()):
             found = self._db.execute("SELECT state, final_at FROM transfer_state WHERE key_hash = ?", (key,)).fetchone()
             if found is not None:
-                self._carry[key] = (key, _newer(found[0], state), found[1] or final_at)
+                self._carry[key] = (key, newer(found[0], state), found[1] or final_at)
 
     def _write_reserve(self, body: bytes, count: int) -> None:
         """In place (no new blocks needed), then fsync: the rows first, the header last."""

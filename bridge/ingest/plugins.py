@@ -16,18 +16,24 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Literal
 
-from bridge.contract.events import Provider
+from bridge.contract.events import DeadLetter, Provider
+from bridge.contract.parsing import ParseResult
 from bridge.delivery.pipeline import Pipeline
+from bridge.ingest.history import AccountHistory
 from bridge.ingest.settings import ProviderSection
 from bridge.ingest.source import Source
 
-__all__ = ["ProviderPlugin", "ENTRY_POINT_GROUP", "registered", "plugin_for"]
+__all__ = ["ProviderPlugin", "Reparse", "ENTRY_POINT_GROUP", "registered", "plugin_for"]
 
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "transfer_bridge.providers"
 
 SourceKind = Literal["stream", "webhook", "poll"]
+
+Reparse = Callable[[Any, DeadLetter], Sequence[ParseResult]]
+"""``(section, letter)`` → what the dead letter's raw bytes are with today's parser: events, or dead
+letters with a reason; raises (``ParseError``, ``ValueError``) when they still are not a transfer."""
 
 
 @dataclass(frozen=True)
@@ -45,11 +51,38 @@ class ProviderPlugin:
     webhook receiver); imported only when the provider is enabled, so a disabled provider's
     transport never loads."""
     summary: str = ""
+    history: str | None = None
+    """``module:function`` returning one ``bridge.ingest.history.AccountHistory`` per enabled
+    account of an enabled section: the provider can list an account's transfers in a window
+    (``transfer-bridge reconcile``). None: the provider has no history API (webhooks only)."""
+    reparse: str = ""
+    """``module:function`` (a ``Reparse``) that reads a dead letter of this provider again, any of its
+    channels, so ``transfer-bridge dlq replay`` needs no provider import in the core; empty: its dead
+    letters cannot be replayed."""
 
     def sources(self, section: Any, pipeline: Pipeline) -> Sequence[Source]:
-        module, _, function = self.build.partition(":")
-        builder: Callable[[Any, Pipeline], Sequence[Source]] = getattr(importlib.import_module(module), function)
+        builder: Callable[[Any, Pipeline], Sequence[Source]] = _load(self.build)
         return builder(section, pipeline)
+
+    def histories(self, section: Any) -> Sequence[AccountHistory]:
+        """The history readers of an enabled section; empty when the provider has none."""
+        if self.history is None:
+            return ()
+        builder: Callable[[Any], Sequence[AccountHistory]] = _load(self.history)
+        return builder(section)
+
+    def reparser(self) -> Reparse | None:
+        """The provider's dead-letter parser (``reparse``), imported on first use; None if it has none."""
+        if not self.reparse:
+            return None
+        parser: Reparse = _load(self.reparse)
+        return parser
+
+
+def _load(path: str) -> Any:
+    """``module:function`` → the function, importing its module now."""
+    module, _, function = path.partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 @functools.cache

@@ -9,6 +9,11 @@ from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
     "labelled",
+    "CLUSTER_MEMBER",
+    "CLUSTER_SLOTS_HELD",
+    "CLUSTER_REBALANCES",
+    "CLUSTER_HANDOVER",
+    "CLUSTER_FENCED",
     "EVENTS_RECEIVED",
     "BACKFILL_FAILURES",
     "PARSER_ERRORS",
@@ -50,6 +55,12 @@ __all__ = [
     "POLL_RATE_LIMIT_WAITS",
     "POLL_TRACKED_OPEN",
     "POLL_TRACKING_EXPIRED",
+    "OPEN_TRANSFERS",
+    "OLDEST_OPEN_TRANSFER_AGE",
+    "STUCK_TRANSFERS",
+    "STUCK_THRESHOLD",
+    "CONFIG_GENERATION",
+    "CONFIG_RELOADS",
 ]
 
 EVENTS_RECEIVED = Counter(
@@ -186,6 +197,40 @@ POLL_TRACKING_EXPIRED = Counter(
     ["provider", "account", "reason"],
 )
 
+# Open (non-final) transfers the dedup gate knows, refreshed on every scrape. Ages are to the minute.
+OPEN_TRANSFERS = Gauge(
+    "bridge_open_transfers", "Transfers published in a non-final state and not final since", ["provider", "direction"]
+)
+OLDEST_OPEN_TRANSFER_AGE = Gauge(
+    "bridge_oldest_open_transfer_age_seconds",
+    "Age of the oldest open transfer since it was first seen (0: none open), to the minute",
+    ["provider", "direction"],
+)
+STUCK_TRANSFERS = Gauge(
+    "bridge_stuck_transfers",
+    "Open transfers first seen longer ago than the stuck threshold of their provider and direction",
+    ["provider", "direction"],
+)
+STUCK_THRESHOLD = Gauge(
+    "bridge_stuck_threshold_seconds", "Open longer than this counts as stuck (stuck.* settings)", ["provider", "direction"]
+)
+
+# Live reload of the configuration (SIGHUP, or a changed config file / secrets directory).
+CONFIG_GENERATION = Gauge("bridge_config_generation", "Configuration generation running: 1 at start, +1 per applied reload")
+CONFIG_RELOADS = Counter("bridge_config_reloads", "Reload attempts by result (applied, unchanged, refused)", ["result"])
+
+# Cluster mode (several replicas sharing slots through a Kafka consumer group).
+CLUSTER_MEMBER = Gauge("bridge_cluster_member", "1 while this replica holds a seat in the group (an assignment)")
+CLUSTER_SLOTS_HELD = Gauge("bridge_cluster_slots_held", "Slots this replica runs (sources, ingress, producer)")
+CLUSTER_REBALANCES = Counter("bridge_cluster_rebalances", "Group rebalances this replica went through")
+CLUSTER_HANDOVER = Histogram(
+    "bridge_cluster_handover_seconds",
+    "From a slot's assignment to its sources running: producer fenced the previous owner, state restored",
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 60),
+)
+CLUSTER_FENCED = Counter(
+    "bridge_cluster_fenced_producers", "A slot's transactional producer found itself fenced by a newer owner"
+)
 
 @cache
 def labelled(metric: Any, *labels: str) -> Any:

@@ -22,25 +22,31 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from enum import IntEnum
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, create_model, model_validator
 
 from bridge.delivery.assemble import build_pipeline
 from bridge.delivery.dedup import DedupStoreError
 from bridge.delivery.pipeline import Pipeline
-from bridge.ingest.plugins import registered
+from bridge.ingest.plugins import SourceKind, registered
 from bridge.ingest.settings import AccountsSection
+from bridge.ingest.shared import ProviderContexts
 from bridge.ingest.source import Source
 from bridge.observability import metrics
 from bridge.observability.logs import REDACTOR, register_secrets
 from bridge.service.http import HttpServer
+from bridge.service.reload import Reloader
 from bridge.service.settings import BridgeSettings, secret_values
+from bridge.service.stuck import publish_open_transfers
 from bridge.service.supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from bridge.service.cluster.runtime import ClusterRuntime
 
 __all__ = ["ServiceSettings", "ExitCode", "BridgeApp", "build_sources", "SourceFactory"]
 
@@ -92,13 +98,21 @@ class ExitCode(IntEnum):
 SourceFactory = Callable[[Pipeline], Sequence[Source]]
 
 
-def build_sources(settings: BridgeSettings, pipeline: Pipeline) -> list[Source]:
-    """Every enabled source of the configuration, provider by provider as registered."""
+def build_sources(
+    settings: BridgeSettings,
+    pipeline: Pipeline,
+    shared: ProviderContexts | None = None,
+    *,
+    kinds: Collection[SourceKind] = ("stream", "webhook", "poll"),
+) -> list[Source]:
+    """Every enabled source of the configuration (of these kinds), provider by provider as
+    registered, each provider's built with its context from ``shared`` (which a reload builds with again)."""
+    contexts = shared if shared is not None else ProviderContexts()
     sources: list[Source] = []
     for plugin in registered():
         section = getattr(settings, plugin.name)
-        if section.enabled:
-            sources.extend(plugin.sources(section, pipeline))
+        if section.enabled and plugin.kind in kinds:
+            sources.extend(contexts.sources(plugin, section, pipeline))
     return sources
 
 
@@ -122,12 +136,32 @@ class BridgeApp:
         extra_sources: Sequence[SourceFactory] = (),
         configured_sources: bool = True,
         install_signal_handlers: bool = True,
+        reload_settings: Callable[[], BridgeSettings] | None = None,
+        watch_paths: Sequence[Path] = (),
     ):
-        """``extra_sources`` add sources of your own (embedding, tests) next to the configured ones."""
+        """``extra_sources`` add sources of your own (embedding, tests) next to the configured ones;
+        ``reload_settings`` reads the configuration again (SIGHUP, changed ``watch_paths``)."""
         self.settings = settings
+        self.shared = ProviderContexts()
+        """Each provider's shared objects (rate budgets, coordinators), kept across reloads."""
         self._factories: list[SourceFactory] = list(extra_sources)
         if configured_sources:
-            self._factories.insert(0, lambda pipeline: build_sources(settings, pipeline))
+            self._factories.insert(0, self._configured_sources)
+        self.reloader = Reloader(self, reload_settings, watch_paths) if reload_settings is not None else None
+        self.cluster: ClusterRuntime | None = None
+        if settings.cluster.enabled:  # webhooks here on the ingress pipeline; the rest per held slot
+            from bridge.service.cluster.runtime import ClusterRuntime
+
+            def slotted(pipeline: Pipeline) -> Sequence[Source]:
+                return build_sources(settings, pipeline, self.shared, kinds=("stream", "poll"))
+
+            def receivers(pipeline: Pipeline) -> Sequence[Source]:
+                webhook: tuple[SourceKind, ...] = ("webhook",)
+                return build_sources(settings, pipeline, self.shared, kinds=webhook)
+
+            configured: list[SourceFactory] = [slotted] if configured_sources else []
+            self.cluster = ClusterRuntime(settings, configured + list(extra_sources))
+            self._factories = [receivers] if configured_sources else []
         self._install_signals = install_signal_handlers
         self._stop = asyncio.Event()
         self._stop_reason = "requested"
@@ -140,6 +174,12 @@ class BridgeApp:
         )
         self.started = asyncio.Event()
         """Set once every source runs (tests and embedding code wait for it)."""
+
+    def _configured_sources(self, pipeline: Pipeline) -> list[Source]:
+        sources = build_sources(self.settings, pipeline, self.shared)
+        if self.reloader is not None:
+            self.reloader.adopt(sources)
+        return sources
 
     # -- control -------------------------------------------------------------------------------
 
@@ -159,6 +199,12 @@ class BridgeApp:
                 installed.append(signum)
             except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
                 pass
+        if self.reloader is not None:
+            try:
+                loop.add_signal_handler(signal.SIGHUP, self.reloader.request, "SIGHUP")
+                installed.append(signal.SIGHUP)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
 
         def remove() -> None:
             for signum in installed:
@@ -177,7 +223,12 @@ class BridgeApp:
         ready = bool(kafka["ready"])
         if self.settings.supervisor.sources_gate_readiness:
             ready = ready and all(s["ready"] for s in sources.values())
-        return ready, {"kafka": kafka, "sources": REDACTOR.redact_value(sources)}
+        config = self.reloader.view() if self.reloader is not None else {"generation": 1}
+        detail = {"kafka": kafka, "sources": REDACTOR.redact_value(sources), "config": REDACTOR.redact_value(config)}
+        if self.cluster is not None:  # ready = can accept webhooks: a member, Kafka reachable
+            ready = ready and self.cluster.ready
+            detail["cluster"] = REDACTOR.redact_value(self.cluster.health(grace))
+        return ready, detail
 
     def refresh_metrics(self) -> None:
         """Gauges that are read rather than counted; called on every scrape."""
@@ -186,7 +237,6 @@ class BridgeApp:
         if self.pipeline is not None:
             metrics.KAFKA_REACHABLE.set(1 if self.pipeline.health()["broker_reachable"] else 0)
             metrics.QUEUED.set(self.pipeline.queued)
-            metrics.IN_FLIGHT.set(self.pipeline.in_flight)
         if self.settings.dedup.store == "sqlite":
             path = self.settings.dedup.path
             metrics.DEDUP_STORE_BYTES.set(
@@ -198,6 +248,12 @@ class BridgeApp:
         for source in self.sources:
             if source.health.last_event_at is not None:
                 metrics.SOURCE_LAST_EVENT_AGE.labels(source.name).set(max(0.0, now - source.health.last_event_at))
+        if self.cluster is not None:  # the held slots' gates (the shell's own pipeline only appends to ingress)
+            self.cluster.refresh_metrics(self.settings.supervisor.readiness_grace_seconds)
+            held = [runner.pipeline.gate.open_transfers for runner in self.cluster.held.values() if runner.pipeline is not None]
+            publish_open_transfers(held, self.settings.stuck, now)
+        elif self.pipeline is not None:
+            publish_open_transfers(self.pipeline.gate.open_transfers, self.settings.stuck, now)
 
     # -- run -----------------------------------------------------------------------------------
 
@@ -223,9 +279,13 @@ class BridgeApp:
                 return code
             stopper = asyncio.create_task(self._stop.wait())
             fenced = asyncio.create_task(self._watch_fencing())
+            if self.reloader is not None:
+                self.reloader.start()
             await asyncio.wait({stopper, fenced}, return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
             fenced.cancel()
+            if self.reloader is not None:  # a reload in progress finishes first: no half-applied change
+                await self.reloader.stop()
             return await self._shutdown()
         except BaseException:
             await self._abort()
@@ -242,9 +302,7 @@ class BridgeApp:
             settings.dedup.store,
         )
         try:
-            self.pipeline = build_pipeline(
-                settings.kafka, settings.topics, settings.dedup, settings.pipeline, settings.schema_registry
-            )
+            self.pipeline = self._build_pipeline()
         except DedupStoreError as exc:  # a directory, a corrupt or read-only file: one line, exit 2
             return self._config_failure(f"dedup.path {exc}")
         except (OSError, ValueError) as exc:
@@ -277,12 +335,43 @@ class BridgeApp:
             return self._config_failure(f"server.port {settings.server.port}: cannot listen ({exc.strerror})")
         self.supervisor = Supervisor(self.sources, settings.supervisor)
         self.supervisor.start()
+        if self.cluster is not None:
+            code = await self._start_cluster(self.cluster)
+            if code is not None:
+                return code
         self.started.set()
         names = ", ".join(source.name for source in self.sources) or "none"
         log.info("running; sources: %s", names, extra={"sources": [s.name for s in self.sources]})
         if not self.sources:
             names = ", ".join(plugin.name for plugin in registered())
             log.warning("no source is enabled: nothing will be published (enable one of %s in the config)", names)
+        return None
+
+    def _build_pipeline(self) -> Pipeline:
+        settings = self.settings
+        if self.cluster is not None:
+            from bridge.delivery.ingress import build_ingress_pipeline
+
+            cluster = settings.cluster
+            return build_ingress_pipeline(
+                settings.kafka, settings.topics, settings.pipeline, ingress_topic=cluster.ingress_topic, slots=cluster.slots
+            )
+        return build_pipeline(settings.kafka, settings.topics, settings.dedup, settings.pipeline, settings.schema_registry)
+
+    async def _start_cluster(self, cluster: ClusterRuntime) -> ExitCode | None:
+        """Topics checked (exit 2 if they cannot hold the slots), then a seat in the group."""
+        from bridge.service.cluster.runtime import ClusterConfigError
+
+        try:
+            await cluster.prepare()
+            await cluster.start()
+        except ClusterConfigError as exc:
+            await self._abort()
+            return self._config_failure(str(exc))
+        except Exception as exc:  # noqa: BLE001 - Kafka went away between the pipeline's start and here
+            await self._abort()
+            log.error("cannot start: cluster membership: %s", exc.__class__.__name__, extra={"exit_code": 3})
+            return ExitCode.KAFKA_UNREACHABLE
         return None
 
     async def _start_failure(self, error: BaseException) -> ExitCode:
@@ -325,6 +414,8 @@ class BridgeApp:
         def left() -> float:
             return max(0.0, deadline - time.monotonic())
 
+        if self.cluster is not None:  # held slots drain, then the group hands them over at once
+            await self.cluster.stop(timeout=max(1.0, left() - 3.0))
         if self.supervisor is not None:
             await self.supervisor.stop(timeout=min(self.settings.supervisor.cancel_timeout_seconds + 1, left()))
         for source in self.sources:  # deliveries still awaiting Kafka settle before the pipeline closes
@@ -379,6 +470,10 @@ class BridgeApp:
 
     async def _abort(self) -> None:
         """On an unexpected error or cancellation: stop sources and close what we can, fast."""
+        if self.reloader is not None:
+            await self.reloader.stop(finish_current=False)
+        if self.cluster is not None:
+            await self.cluster.stop(timeout=5.0)
         if self.supervisor is not None:
             await self.supervisor.stop(timeout=2.0)
         await self._close_pipeline(5.0)

@@ -110,6 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     from bridge.service.schemas_cli import add_schema_commands
 
     add_schema_commands(commands)
+
+    from bridge.service.reconcile_cli import add_reconcile_command
+
+    add_reconcile_command(commands)
+
+    from bridge.service.dlq.cli import add_dlq_commands
+
+    add_dlq_commands(commands)
     return parser
 
 
@@ -158,10 +166,14 @@ def _summary(args: argparse.Namespace, settings: BridgeSettings) -> str:
         f"  environment: {', '.join(variables) or '(none)'}",
         f"  sources: {', '.join(enabled) or 'none enabled'}",
     ]
+    if settings.cluster.enabled:
+        from bridge.service.cluster.layout import describe_layout
+
+        lines.extend(describe_layout(settings))
     return "\n".join(lines)
 
 
-def _run(settings: BridgeSettings) -> int:
+def _run(settings: BridgeSettings, args: argparse.Namespace | None = None) -> int:
     from bridge.observability.logs import configure_logging, register_secrets
     from bridge.service.app import BridgeApp
     from bridge.service.settings import secret_values
@@ -171,7 +183,11 @@ def _run(settings: BridgeSettings) -> int:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        return int(loop.run_until_complete(BridgeApp(settings).run()))
+        reload = (lambda: _load(args)) if args is not None else None
+        config = getattr(args, "config", None) or os.environ.get("BRIDGE_CONFIG")
+        watch = [Path(config)] if config else []
+        app = BridgeApp(settings, reload_settings=reload, watch_paths=watch)
+        return int(loop.run_until_complete(app.run()))
     except Exception:  # a bug: say so in the log format operators collect, with exit code 1
         logging.getLogger("bridge.service.cli").exception("unexpected error; exiting", extra={"exit_code": 1})
         return 1
@@ -242,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_config(args, settings)
     if args.command == "run":
         assert settings is not None
-        return _run(settings)
+        return _run(settings, args)
     args.settings = settings  # schemas: read by bridge.service.schemas_cli
     return int(args.func(args))
 

@@ -68,6 +68,21 @@ _BUSY = (
 """What a connection past ``max_connections`` gets, written before anything is read from it."""
 
 
+async def _gone(request: web.Request) -> web.Response:
+    return _json({"error": "no such webhook (removed from the configuration)"}, status=404)
+
+
+def _routes_of(app: web.Application) -> list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]]:
+    """(method, path, handler) of each plain route of ``app``."""
+    found = []
+    for route in app.router.routes():
+        info = route.resource.get_info() if route.resource is not None else {}
+        path = info.get("path") or info.get("formatter")
+        if path:
+            found.append((route.method, str(path), route.handler))
+    return found
+
+
 class BodyTimeout(TimeoutError):
     """A request body did not arrive within ``request_body_timeout_seconds`` (read by a handler)."""
 
@@ -200,8 +215,11 @@ class HttpServer:
         self._shutdown_timeout = shutdown_timeout
         self._started = time.monotonic()
         self.draining = False
+        self._forwarded: dict[tuple[str, str], Callable[[web.Request], Awaitable[web.StreamResponse]]] = {}
+        """(method, path) → handler of a webhook route changed by a configuration reload."""
         self.public = web.Application(
-            middlewares=[self._drain_middleware, self._body_deadline], client_max_size=64 * 1024 * 1024
+            middlewares=[self._drain_middleware, self._body_deadline, self._reloaded_routes],
+            client_max_size=64 * 1024 * 1024,
         )
         admin_port = settings.admin_port
         self.separate_admin = admin_port is not None and (admin_port == 0 or admin_port != settings.port)
@@ -219,6 +237,23 @@ class HttpServer:
 
     def mount(self, component: WebhookComponent) -> None:
         component.add_routes(self.public)
+
+    async def forward(self, routes: web.Application) -> None:
+        """Serve ``routes`` (an application a reloaded webhook added its routes to) on the running
+        webhook listener, in place of what its paths answered: aiohttp's router is frozen once it
+        serves, so the reload's routes are looked up first. Runs ``routes``' startup hooks (the
+        receiver starts serving)."""
+        routes.freeze()
+        await routes.on_startup.send(routes)
+        for method, path, handler in _routes_of(routes):
+            self._forwarded[(method, path)] = handler
+
+    def unroute(self, component: WebhookComponent) -> None:
+        """The routes of a component a reload removed answer 404 from now on."""
+        scratch = web.Application()
+        component.add_routes(scratch)
+        for method, path, _ in _routes_of(scratch):
+            self._forwarded[(method, path)] = _gone
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -266,6 +301,16 @@ class HttpServer:
     ) -> web.StreamResponse:
         if self.draining and request.path not in ADMIN_PATHS:
             return _json({"error": "shutting down, retry later"}, status=503)
+        return await handler(request)
+
+    @web.middleware
+    async def _reloaded_routes(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if self._forwarded:
+            forwarded = self._forwarded.get((request.method, request.path))
+            if forwarded is not None:
+                return await forwarded(request)
         return await handler(request)
 
     @web.middleware

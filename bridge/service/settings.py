@@ -40,6 +40,7 @@ from bridge.delivery.settings import DedupSettings, PipelineSettings, TopicSetti
 from bridge.ingest.settings import WebhookSettings
 from bridge.kafka.settings import KafkaSettings, SchemaRegistrySettings
 from bridge.observability.logs import LogSettings
+from bridge.service.cluster.settings import ClusterSettings
 from bridge.service.walk import ConfigError, Loc, assign, dotted, read_value, resolve_file_refs
 
 __all__ = [
@@ -53,6 +54,9 @@ __all__ = [
     "SupervisorSettings",
     "StartupSettings",
     "ShutdownSettings",
+    "StuckSettings",
+    "ReloadSettings",
+    "ClusterSettings",
     "BridgeSettings",
     "ConfigError",
     "load_settings",
@@ -128,6 +132,43 @@ class ShutdownSettings(_Section):
     )
 
 
+class StuckSettings(_Section):
+    """When an open (non-final) transfer counts as stuck (``bridge_stuck_transfers``); live-reloadable."""
+
+    withdrawal_hours: float = Field(default=2.0, gt=0, description="a withdrawal open longer than this is stuck")
+    deposit_hours: float = Field(default=6.0, gt=0, description="a deposit open longer than this is stuck")
+    overrides: dict[str, float] = Field(
+        default_factory=dict,
+        description="per provider and direction, in hours: {'binance.withdrawal': 1, 'okx.deposit': 12}",
+    )
+
+    @model_validator(mode="after")
+    def _override_names(self) -> StuckSettings:
+        from bridge.contract.events import Direction, Provider
+
+        known = {f"{p.value}.{d.value}" for p in Provider for d in Direction}
+        wrong = sorted(name for name in self.overrides if name not in known)
+        if wrong:
+            raise ValueError(f"stuck.overrides: unknown {', '.join(wrong)} (use '<provider>.<deposit|withdrawal>')")
+        if any(hours <= 0 for hours in self.overrides.values()):
+            raise ValueError("stuck.overrides: hours must be positive")
+        return self
+
+    def threshold_seconds(self, provider: str, direction: str) -> float:
+        hours = self.overrides.get(f"{provider}.{direction}")
+        if hours is None:
+            hours = self.withdrawal_hours if direction == "withdrawal" else self.deposit_hours
+        return hours * 3600.0
+
+
+class ReloadSettings(_Section):
+    """Live reload (SIGHUP always works): also when the config file or secrets directory changes."""
+
+    watch_seconds: float = Field(
+        default=5.0, ge=0, description="check the config file and secrets_dir for changes this often (0 = SIGHUP only)"
+    )
+
+
 class BridgeSettings(BaseSettings):
     """Every section of the core; ``bridge.service.app.ServiceSettings`` adds one section per provider."""
 
@@ -143,9 +184,19 @@ class BridgeSettings(BaseSettings):
     supervisor: SupervisorSettings = SupervisorSettings()
     startup: StartupSettings = StartupSettings()
     shutdown: ShutdownSettings = ShutdownSettings()
+    stuck: StuckSettings = StuckSettings()
+    reload: ReloadSettings = ReloadSettings()
+    cluster: ClusterSettings = ClusterSettings()
     secrets_dir: Path | None = Field(
         default=None, description="directory of secret files (a mounted Kubernetes Secret), one setting per file"
     )
+
+    @model_validator(mode="after")
+    def _cluster_needs_exactly_once(self) -> BridgeSettings:
+        """Replicas hand slots over; only the transactional store fences the previous owner."""
+        if self.cluster.enabled and self.dedup.store != "kafka":
+            raise ValueError(f"cluster: cluster mode requires dedup.store: kafka (exactly-once), not {self.dedup.store!r}")
+        return self
 
     @model_validator(mode="after")
     def _webhook_bodies_fit_kafka_records(self) -> BridgeSettings:

@@ -55,6 +55,22 @@ class Supervisor:
         for kept in self.kept.values():
             kept.keeper = asyncio.create_task(self._keep(kept), name=f"keeper:{kept.source.name}")
 
+    def add(self, source: Source) -> None:
+        """Keep one more source (a configuration reload added or restarted it)."""
+        if source.name in self.kept:
+            raise ValueError(f"source {source.name} is already supervised")
+        kept = self.kept[source.name] = _Kept(source)
+        kept.keeper = asyncio.create_task(self._keep(kept), name=f"keeper:{source.name}")
+
+    async def remove(self, name: str) -> None:
+        """Stop keeping ``name``: cancel its run and wait for it (a reload removed or changed it)."""
+        kept = self.kept.pop(name, None)
+        if kept is None or kept.keeper is None:
+            return
+        kept.keeper.cancel()
+        await asyncio.gather(kept.keeper, return_exceptions=True)
+        kept.state = "stopped"
+
     async def stop(self, timeout: float) -> None:
         """Cancel every source (each keeper waits up to ``cancel_timeout_seconds`` for its run to end)."""
         keepers = [k.keeper for k in self.kept.values() if k.keeper is not None and not k.keeper.done()]

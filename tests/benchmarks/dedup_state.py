@@ -3,7 +3,7 @@ disk, lookups per second, and the cold restart of a service to a ready, deduplic
 
 The SQLite file is written through ``SQLiteStore.save`` (the bridge's own write path) with the
 state a transfer has after its lifecycle: 1 to 7 published states (the OKX scripts' mix), most
-of them final. A sample of transfers carries the ids of real events, rebuilt by every worker
+of them final; the open ones (10%) carry the stuck-transfer tracking block. A sample of transfers carries the ids of real events, rebuilt by every worker
 from the same seed, so lookups hit real duplicates and real new states.
 
 * memory: ``tracemalloc`` (allocated bytes still live after ``DedupGate.open``, per transfer) and
@@ -73,6 +73,7 @@ def _events(index: int) -> list[Any]:
 def _rows(total: int, sample: set[int]) -> Iterator[tuple[int, bytes, int | None]]:
     from bridge.contract.events import short_hash
     from bridge.delivery.dedup import FINAL_FLAG, state_id
+    from bridge.delivery.open_transfers import TRACKED_FLAG, kind_code, tracking_block
 
     rng = random.Random(7)
     now = int(time.time() * 1000)
@@ -84,7 +85,12 @@ def _rows(total: int, sample: set[int]) -> Iterator[tuple[int, bytes, int | None
             final = True
         else:
             ids = rng.randbytes(8 * states)
-        yield short_hash(_key(index)), bytes((FINAL_FLAG if final else 0,)) + ids, now if final else None
+        if final:
+            yield short_hash(_key(index)), bytes((FINAL_FLAG,)) + ids, now
+        else:  # open: the stuck-transfer tracking block the gate writes (kind, first seen, last change)
+            first = now // 1000 - rng.randrange(86_400)
+            block = tracking_block(kind_code("okx", "deposit" if index % 2 else "withdrawal"), first, now // 1000)
+            yield short_hash(_key(index)), bytes((TRACKED_FLAG,)) + block + ids, None
 
 
 def _uuid_text(hexdigits: str) -> str:

@@ -19,6 +19,7 @@ import pytest
 from bridge.ingest.plugins import plugin_for
 from bridge.observability.logs import JsonFormatter
 from bridge.service.app import ExitCode
+from bridge.service.dlq.cli import replay_dead_letters
 from bridge_testkit.conformance import ProviderHarness, eventually, leaked
 from tests.conformance.support import (
     Bridge,
@@ -223,6 +224,27 @@ async def test_an_exception_inside_the_parser_costs_one_payload_never_the_source
     assert b"RuntimeError" in letter.headers["dlq_reason"]
     [(key, states)] = harness.truth().items()
     assert published_states(harness, await kafka.events()) == {key: states[1:]}
+
+
+async def test_what_a_failing_parser_dead_lettered_is_published_by_dlq_replay_once_the_parser_works(
+    harness: ProviderHarness, bridge: Bridge, kafka: Topics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with bridge(harness.section(**stream_settings(harness, backfill_enabled=False))) as service:
+        await harness.ready(service.app)
+        broken = FailOnce.patch(monkeypatch, *harness.parse_target)
+        [transfer] = harness.create(1)
+        await harness.advance(transfer)  # the parser raises on this state: its payload is dead-lettered
+        await kafka.wait_for(dead_letters=1)
+        settings = service.app.settings
+        assert await service.stop() == ExitCode.OK
+    assert broken.raised == 1
+
+    report = await replay_dead_letters(settings)  # the parser works again (it failed once)
+
+    assert (report.read, report.normalized, report.failing) == (1, 1, 0), report.text()
+    assert sum(report.events.values()) >= 1 and set(report.events) <= {"published", "duplicate"}, report.text()
+    assert published_states(harness, await kafka.events()) == harness.truth()
+    assert (await replay_dead_letters(settings)).read == 0, "the progress was committed"
 
 
 @pytest.mark.requires("backfill")

@@ -9,8 +9,10 @@ from bridge.consumer.reader import ConsumedEvent, InvalidRecord, TransferEventCo
 from bridge.contract.events import SCHEMA_VERSION, TransferEvent, encode_event
 from bridge.contract.schema import example_events
 from bridge.delivery.pipeline import Outcome
+from bridge.delivery.publish import WIRE_CONTENT_TYPE
 from bridge.delivery.settings import TopicSettings
 from bridge.kafka import wire
+from bridge.kafka.headers import registry_schema_url
 from bridge.kafka.registry import RegistryClient
 from bridge.kafka.settings import KafkaSettings, SchemaRegistrySettings
 from bridge.service.schemas_cli import Registration, register_contract
@@ -65,7 +67,11 @@ async def test_with_a_registry_values_carry_the_registered_schema_id_in_the_wire
     assert sorted(r.value for r in withdrawals) == sorted(
         wire.encode(withdrawal_reg.schema_id, encode_event(e)) for e in WITHDRAWALS
     )
-    assert all(r.value[:1] == b"\x00" and r.headers["content-type"] == b"application/json" for r in deposits)
+    # The value is not JSON (five bytes of schema id first): content-type says so, dataschema names the registered schema.
+    assert all(r.value[:1] == b"\x00" and r.headers["content-type"] == WIRE_CONTENT_TYPE for r in deposits)
+    assert {r.headers["ce_dataschema"] for r in deposits} == {
+        registry_schema_url(str(pipeline.publisher.schema_registry.url), deposit_reg.schema_id).encode()  # type: ignore[union-attr]
+    }
 
 
 async def test_the_consumer_decodes_records_produced_in_both_formats_on_one_topic(

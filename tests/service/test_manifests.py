@@ -179,15 +179,34 @@ def test_embedded_store_runs_as_a_statefulset_on_a_volume_and_kafka_store_as_a_d
     name, resources = overlay
     settings, _, _ = app_settings(resources, tmp_path)
     runs = workload(resources)
-    assert runs["spec"]["replicas"] == 1  # a singleton: each replica would publish every push again
+    if not settings.cluster.enabled:
+        assert runs["spec"]["replicas"] == 1  # a singleton: each replica would publish every push again
     if settings.dedup.store == "sqlite":
         assert runs["kind"] == "StatefulSet"
         [claim] = runs["spec"]["volumeClaimTemplates"]
         assert {m["name"] for m in container(resources)["volumeMounts"]} >= {claim["metadata"]["name"]}
-    else:
+    elif not settings.cluster.enabled:
         assert runs["kind"] == "Deployment" and runs["spec"]["strategy"]["type"] == "Recreate"
         assert settings.dedup.store == "kafka" and settings.dedup.transactional_id
     assert (name, settings.dedup.store) in {("dev", "sqlite"), ("prod", "kafka")}
+
+
+def test_prod_runs_three_cluster_replicas_that_roll_and_drain_without_dropping_below_two(overlay: tuple[str, list[dict[str, Any]]], tmp_path: Path) -> None:
+    name, resources = overlay
+    settings, _, _ = app_settings(resources, tmp_path)
+    if name != "prod":
+        assert not settings.cluster.enabled
+        return
+    runs = workload(resources)
+    assert settings.cluster.enabled and settings.dedup.store == "kafka"
+    assert runs["kind"] == "Deployment" and runs["spec"]["replicas"] == 3
+    assert runs["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    [budget] = of_kind(resources, "PodDisruptionBudget")
+    assert budget["spec"] == {"minAvailable": 2, "selector": budget["spec"]["selector"]}
+    assert budget["spec"]["selector"]["matchLabels"].items() <= runs["spec"]["template"]["metadata"]["labels"].items()
+    [term] = runs["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"].items() <= runs["spec"]["template"]["metadata"]["labels"].items()
 
 
 def test_service_monitor_scrapes_the_admin_port_of_exactly_one_service(overlay: tuple[str, list[dict[str, Any]]]) -> None:

@@ -11,4 +11,6 @@ PLUGIN = ProviderPlugin(
     config=BinanceConfig,
     build="bridge.sources.binance.service:build_binance_sources",
     summary="signed REST polling of capital deposit / withdrawal history (hot window + open-transfer re-query)",
+    history="bridge.sources.binance.history:histories",
+    reparse="bridge.sources.binance.replay:reparse",
 )

@@ -25,6 +25,7 @@ from bridge.ingest.backfill import Page
 from bridge.ingest.frames import utc_now
 from bridge.ingest.poll import PollSource
 from bridge.ingest.rest import RestClient, TransientError
+from bridge.ingest.shared import ProviderContext
 from bridge.observability import metrics
 from bridge.sources.binance import messages as m
 from bridge.sources.binance.auth import signer_for
@@ -309,8 +310,9 @@ def _by_transaction(entries: Iterable[OpenTransfer]) -> dict[tuple[str | None, i
     return groups
 
 
-def build_binance_sources(config: BinanceConfig, pipeline: Pipeline) -> list[BinanceAccountSource]:
+def build_binance_sources(config: BinanceConfig, pipeline: Pipeline, shared: ProviderContext | None = None) -> list[BinanceAccountSource]:
     """One source per enabled key; empty when the Binance source is disabled. They share one
-    ``Limits``: the IP budgets (deposit history, /api) are the process's, not a key's."""
-    limits = limits_for(config)
+    ``Limits``, kept in the provider's context so that keys added by a reload join it: the IP
+    budgets (deposit history, /api) are the process's, not a key's."""
+    limits = (shared or ProviderContext("binance")).get("limits", lambda: limits_for(config))
     return [BinanceAccountSource(config, account, pipeline, limits=limits) for account in config.enabled_accounts()]

@@ -22,6 +22,7 @@ from bridge.delivery.pipeline import Pipeline
 from bridge.ingest.backfill import BackfillCoordinator
 from bridge.ingest.frames import Frame, utc_now
 from bridge.ingest.rest import RestClient, TransientError
+from bridge.ingest.shared import ProviderContext
 from bridge.ingest.stream import Page, StreamConnection, StreamSource
 from bridge.ingest.tls import websocket_ssl
 from bridge.sources.okx import messages as m
@@ -127,8 +128,9 @@ class OkxAccountSource(StreamSource):
                     yield Page(items, len(rows), sent_at)
 
 
-def build_okx_sources(config: OkxConfig, pipeline: Pipeline) -> list[OkxAccountSource]:
+def build_okx_sources(config: OkxConfig, pipeline: Pipeline, shared: ProviderContext | None = None) -> list[OkxAccountSource]:
     """One source per enabled account; empty when the OKX source is disabled. The accounts share
-    one coordinator: a master's connection holds a sub-account's pushes during its pass."""
-    coordinator = BackfillCoordinator()
+    one coordinator (kept in the provider's context, so accounts added by a reload join it): a
+    master's connection holds a sub-account's pushes during its pass."""
+    coordinator = (shared or ProviderContext("okx")).get("backfill_coordinator", BackfillCoordinator)
     return [OkxAccountSource(config, account, pipeline, coordinator=coordinator) for account in config.enabled_accounts()]

@@ -20,6 +20,7 @@ from bridge.contract.parsing import ParseResult
 from bridge.delivery.pipeline import Pipeline
 from bridge.ingest.frames import Frame, utc_now
 from bridge.ingest.rest import RestClient, TransientError
+from bridge.ingest.shared import ProviderContext
 from bridge.ingest.stream import Failure, Page, StreamConnection, StreamSource
 from bridge.ingest.tls import websocket_ssl
 from bridge.observability import metrics
@@ -173,6 +174,7 @@ class RipioAccountSource(StreamSource):
                     yield Page(items, len(rows), sent_at)
 
 
-def build_ripio_sources(config: RipioConfig, pipeline: Pipeline) -> list[RipioAccountSource]:
-    """One source per enabled account; empty when the Ripio source is disabled."""
+def build_ripio_sources(config: RipioConfig, pipeline: Pipeline, shared: ProviderContext | None = None) -> list[RipioAccountSource]:
+    """One source per enabled account; empty when the Ripio source is disabled. Nothing is shared
+    between Ripio accounts (each has its own REST pacing and tickets), so ``shared`` is unused."""
     return [RipioAccountSource(config, account, pipeline) for account in config.enabled_accounts()]

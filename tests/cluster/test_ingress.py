@@ -1,0 +1,46 @@
+"""The ingress record of a webhook delivery: what the receiving replica writes, the slot owner reads."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from bridge.contract.events import Account, DeadLetter, Direction, Provider, Source, Status, TransferEvent, build_event, encode_event
+from bridge.delivery.ingress import IngressPublisher, decode_ingress
+from bridge.delivery.settings import TopicSettings
+from bridge.delivery.slots import slot_of
+from bridge.kafka.settings import KafkaSettings
+
+
+def _event() -> TransferEvent:
+    return build_event(
+        provider=Provider.OPENXSWITCH,
+        direction=Direction.DEPOSIT,
+        transfer_id="fa36a1009aecac22ae386fb8",
+        status=Status.PENDING,
+        provider_status="pending",
+        amount="0.300000000000000000000000000001",
+        asset="BCH",
+        occurred_at="2026-11-29T05:00:00.000Z",
+        received_at="2026-11-29T05:00:01.000Z",
+        source=Source(channel="deposit.pending"),
+        account=Account(id="acct"),
+        raw={"params": {"amount": Decimal("0.300000000000000000000000000001"), "big": 123456789012345678901234567890}},
+    )
+
+
+def test_an_ingress_record_reads_back_as_the_same_event_with_every_raw_digit() -> None:
+    event = _event()
+    record = IngressPublisher(KafkaSettings(), TopicSettings(), ingress_topic="ingress", slots=4).event_record(event)
+    assert record.topic == "ingress" and record.key == event.key.encode()
+    assert record.partition == slot_of(event.key, 4)
+    back = decode_ingress(record.value, "openxswitch")
+    assert back == event
+    assert encode_event(back) == encode_event(event)
+    assert b"0.300000000000000000000000000001" in encode_event(back)
+
+
+def test_an_ingress_record_that_is_not_an_event_is_kept_whole_as_a_dead_letter() -> None:
+    letter = decode_ingress(b'{"not": "an event"}', "openxswitch")
+    assert isinstance(letter, DeadLetter)
+    assert letter.raw == b'{"not": "an event"}' and letter.channel == "ingress"
+    assert letter.reason.startswith("ingress record not a transfer event")
