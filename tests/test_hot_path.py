@@ -97,3 +97,33 @@ async def test_a_reopened_gate_has_every_saved_state(tmp_path) -> None:  # type:
     assert gate._index == {key: state for key, state, _ in rows}
     gate.mark(_event("after-load"), now_ms=1)  # the store's lock was given back once loading finished
     await gate.close()
+
+
+@given(st.from_regex(r"\A[0-9]{1,30}(\.[0-9]{0,30})?\Z"))
+def test_a_plain_decimal_string_is_canonicalized_as_the_decimal_path_does(text: str) -> None:
+    from decimal import Decimal
+
+    from bridge.contract.jsonutil import DecimalError, canonical_decimal
+
+    try:
+        expected: str | type[DecimalError] = canonical_decimal(Decimal(text))  # the general path
+    except DecimalError:
+        expected = DecimalError
+    try:
+        assert canonical_decimal(text) == expected
+    except DecimalError:
+        assert expected is DecimalError
+
+
+@given(st.floats(min_value=946_684_800, max_value=4_102_444_799, allow_nan=False))
+def test_receive_time_and_its_epoch_are_what_datetime_gives(clock: float) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from bridge.contract.timeutil import format_utc_ms, from_epoch_ms, to_epoch_ms
+    from bridge.ingest.frames import utc_now
+
+    text = utc_now(lambda: clock)
+    assert text == format_utc_ms(datetime.fromtimestamp(clock, tz=UTC))
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    assert to_epoch_ms(text) == (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)  # exact, no float
+    assert from_epoch_ms(to_epoch_ms(text), field="ts") == text

@@ -245,6 +245,8 @@ def build_event(
 
 def _fields(value: Any) -> Any:
     """orjson hook: a nested contract model (``account``, ``source``) is written as its fields."""
+    if type(value) is Account or type(value) is Source:  # exact types first: isinstance on a model class is slow
+        return value.__dict__
     if isinstance(value, BaseModel):
         return value.__dict__
     if isinstance(value, Decimal):  # as in ``bridge.contract.jsonutil.dumps``: the digits it came with

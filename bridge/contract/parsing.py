@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import reprlib
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from typing import Any
 
 from bridge.contract.events import DeadLetter, Provider, TransferEvent
@@ -136,6 +137,10 @@ MAX_DEPTH = 64
 """Deeper payloads cannot be carried in ``raw`` (the JSON encoder stops at 255 levels): DLQ them."""
 
 
+_LEAVES = frozenset({str, int, float, bool, type(None), Decimal})
+"""JSON scalars: skipped by exact type before the (slow, ABC) ``Mapping`` check."""
+
+
 def check_depth(value: Any, what: str = "item") -> None:
     # Only containers are pushed: a provider item is a flat object, so this is one pass over its values.
     if not isinstance(value, (Mapping, list)):
@@ -146,7 +151,7 @@ def check_depth(value: Any, what: str = "item") -> None:
         if depth > MAX_DEPTH:
             raise ParseError(f"{what}: nested deeper than {MAX_DEPTH} levels")
         for child in node.values() if isinstance(node, Mapping) else node:
-            if isinstance(child, (Mapping, list)):
+            if type(child) not in _LEAVES and isinstance(child, (Mapping, list)):
                 stack.append((child, depth + 1))
 
 

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
+import weakref
 from collections import deque
-from collections.abc import Callable, Iterable
-from enum import StrEnum
-from functools import cache, partial
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from typing import Any
 
 from aiokafka.errors import (
@@ -39,9 +38,11 @@ from aiokafka.errors import (
 
 from bridge.contract.events import DeadLetter, Status, TransferEvent
 from bridge.contract.timeutil import to_epoch_ms
+from bridge.delivery.batch import BatchFate, Outcome, Settle, Slot, Window
 from bridge.delivery.dedup import Decision, DedupGate, DedupStoreError
 from bridge.delivery.publish import Publisher, Record
 from bridge.delivery.publish_tx import FencedError
+from bridge.delivery.recovery import Recovery
 from bridge.observability import metrics
 
 __all__ = ["Outcome", "Pipeline", "Item"]
@@ -49,13 +50,6 @@ __all__ = ["Outcome", "Pipeline", "Item"]
 log = logging.getLogger(__name__)
 
 Item = TransferEvent | DeadLetter
-
-
-class Outcome(StrEnum):
-    PUBLISHED = "published"
-    DUPLICATE = "duplicate"
-    STALE = "stale_after_final"
-    DEAD_LETTERED = "dead_lettered"
 
 
 _DECISION_OUTCOME = {Decision.DUPLICATE: Outcome.DUPLICATE, Decision.STALE: Outcome.STALE}
@@ -69,14 +63,14 @@ longer matches the broker's): retrying on it is futile, a new producer (a new id
 reports ``InvalidProducerEpoch`` of a non-transactional producer as ``ProducerFenced``."""
 
 
-@cache
-def _labelled(metric: Any, *labels: str) -> Any:
-    """The metric's child for these labels. ``labels()`` returns the same child every time but pays
-    a lock and a dict lookup per call; the label sets here are few (providers × directions)."""
-    return metric.labels(*labels)
+_labelled = metrics.labelled
+
+_LIVE: weakref.WeakSet[Pipeline] = weakref.WeakSet()
+# Read at scrape time, summed over every pipeline (cluster mode runs one per slot), not counted per item.
+metrics.IN_FLIGHT.set_function(lambda: sum(pipeline.in_flight for pipeline in list(_LIVE)))
 
 
-class Pipeline:
+class Pipeline(Recovery):
     def __init__(
         self,
         publisher: Publisher,
@@ -89,9 +83,12 @@ class Pipeline:
     ):
         self.publisher = publisher
         self.gate = gate
+        _LIVE.add(self)
         self._max_in_flight = max_in_flight
-        self._window = asyncio.Semaphore(max_in_flight)
-        self._chains: dict[str, deque[tuple[TransferEvent, asyncio.Future[Outcome]]]] = {}
+        self._window = Window(max_in_flight)
+        self._chains: dict[str, deque[tuple[TransferEvent, Settle]]] = {}
+        self._next: deque[tuple[TransferEvent, Settle]] = deque()  # chained states whose turn came
+        self._next_running = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._in_flight = 0
         self._last_progress = time.monotonic()
@@ -193,13 +190,92 @@ class Pipeline:
         futures = [await self.offer(item) for item in items]
         return list(await asyncio.gather(*futures))
 
+    async def submit_batch(self, items: Sequence[Item]) -> list[Outcome | BaseException | None]:
+        """Offer a batch and wait until every item is acked or decided (each outcome or its error)."""
+        return await (await self.offer_batch(items))
+
+    async def offer_batch(self, items: Sequence[Item]) -> asyncio.Future[list[Outcome | BaseException | None]]:
+        """Accept a frame's, page's or request's items together, in order; one future for all.
+
+        The same guarantees as ``offer`` item by item (order per key, window, ack before mark), without
+        a future, a callback and two coroutines per item: the gate decides each item on the spot and
+        the records go to the producer in one pass. Waits only for room (window, dedup store)."""
+        if self._closing:
+            raise RuntimeError("pipeline is shutting down")
+        fate = BatchFate(len(items), asyncio.get_running_loop())
+        if self.state_records is not None or self.publisher.transactional:  # state record built at send time
+            for index, item in enumerate(items):
+                (await self.offer(item)).add_done_callback(partial(fate.settle_from, index))
+            return fate.future
+        sends: list[tuple[Item, Settle, Record]] = []
+        accepted = 0
+        try:
+            for index, item in enumerate(items):
+                if not self._window.take_now():
+                    sends = await self._send_all(sends)  # what holds the window goes out before we wait
+                    await self._window.take()
+                accepted = index + 1
+                self._in_flight += 1
+                slot = Slot(fate, index)
+                if not self._accept(item, slot, sends):  # dedup store behind, or not encodable: the long way
+                    assert isinstance(item, TransferEvent)
+                    sends = await self._send_all(sends)
+                    await self._guarded(self._start_event(item, slot), item, slot)
+            await self._send_all(sends)
+        except asyncio.CancelledError:
+            fate.abandon(accepted)  # what was accepted still goes out (see _guarded, _send_all)
+            raise
+        return fate.future
+
+    def _accept(self, item: Item, slot: Slot, sends: list[tuple[Item, Settle, Record]]) -> bool:
+        """``offer`` and ``_start_event`` without awaiting; False when the item needs to wait."""
+        if isinstance(item, DeadLetter):
+            sends.append((item, slot, self.publisher.dead_letter_record(item)))
+            return True
+        _labelled(metrics.EVENTS_RECEIVED, item.provider.value, item.direction.value).inc()
+        chain = self._chains.get(item.key)
+        if chain is not None:
+            chain.append((item, slot))
+            return True
+        self._chains[item.key] = deque()
+        return self._decide(item, slot, sends)
+
+    def _decide(self, event: TransferEvent, slot: Settle, sends: list[tuple[Item, Settle, Record]]) -> bool:
+        """``_start_event`` without awaiting: decided, or its record added to ``sends``; False when it
+        has to take the long way (the dedup store is behind, or it is not encodable)."""
+        decision = self.gate.check(event)
+        if decision is not Decision.PUBLISH:
+            _labelled(metrics.EVENTS_DEDUPLICATED, event.provider.value, event.direction.value, decision.value).inc()
+            self._finish(slot, _DECISION_OUTCOME[decision])
+            self._advance(event.key)
+            return True
+        if not self.gate.has_room:
+            return False
+        try:
+            record = self.publisher.event_record(event)
+        except (TypeError, ValueError):
+            return False  # _start_event turns it into a dead letter
+        self.gate.claim()
+        sends.append((event, slot, record))
+        return True
+
+    async def _send_all(self, sends: list[tuple[Item, Settle, Record]]) -> list[tuple[Item, Settle, Record]]:
+        """Hand accepted records to the producer in order; cancelled half way, the rest still goes
+        (cancellation lands only before a record entered the producer, as in ``_guarded``)."""
+        for position, (item, slot, record) in enumerate(sends):
+            try:
+                await self._send(item, slot, record)
+            except asyncio.CancelledError:
+                self._spawn(self._send_all(sends[position:]))
+                raise
+        return []
+
     async def offer(self, item: Item) -> asyncio.Future[Outcome]:
         """Accept an item (waiting for room when the window is full); the future tells its fate."""
         if self._closing:
             raise RuntimeError("pipeline is shutting down")
-        await self._window.acquire()
+        await self._window.take()
         self._in_flight += 1
-        metrics.IN_FLIGHT.inc()
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         if isinstance(item, DeadLetter):
             await self._guarded(self._send(item, future, self.publisher.dead_letter_record(item)), item, future)
@@ -213,7 +289,7 @@ class Pipeline:
         await self._guarded(self._start_event(item, future), item, future)
         return future
 
-    async def _guarded(self, sending: Any, item: Item, future: asyncio.Future[Outcome]) -> None:
+    async def _guarded(self, sending: Any, item: Item, future: Settle) -> None:
         """Run the first send of an accepted item; if the caller is cancelled meanwhile, finish it anyway.
 
         The send waits while aiokafka's buffer is full; a source cancelled there (supervisor restart,
@@ -233,7 +309,7 @@ class Pipeline:
 
     # -- internals -----------------------------------------------------------------------------
 
-    async def _start_event(self, event: TransferEvent, future: asyncio.Future[Outcome]) -> None:
+    async def _start_event(self, event: TransferEvent, future: Settle) -> None:
         decision = self.gate.check(event)
         if decision is not Decision.PUBLISH:
             _labelled(metrics.EVENTS_DEDUPLICATED, event.provider.value, event.direction.value, decision.value).inc()
@@ -267,7 +343,7 @@ class Pipeline:
             raise
 
     async def _send(
-        self, item: Item, future: asyncio.Future[Outcome], record: Record, state: Record | None = None, attempt: int = 0
+        self, item: Item, future: Settle, record: Record, state: Record | None = None, attempt: int = 0
     ) -> None:
         backoff = min(0.1 * 2**attempt, RETRY_MAX)
         while True:
@@ -296,7 +372,7 @@ class Pipeline:
     def _on_ack(
         self,
         item: Item,
-        future: asyncio.Future[Outcome],
+        future: Settle,
         record: Record,
         state: Record | None,
         sent_at: float,
@@ -340,7 +416,7 @@ class Pipeline:
         self._advance(item.key)
 
     async def _retry(
-        self, item: Item, future: asyncio.Future[Outcome], record: Record, state: Record | None, attempt: int
+        self, item: Item, future: Settle, record: Record, state: Record | None, attempt: int
     ) -> None:
         await self._pause(min(0.5 * 2 ** (attempt - 1), RETRY_MAX))
         if isinstance(item, TransferEvent) and self.state_records is not None:
@@ -348,24 +424,7 @@ class Pipeline:
             state = self.state_records(item, *self.gate.state_after(item))
         await self._send(item, future, record, state, attempt)
 
-    async def _pause(self, delay: float) -> None:
-        """Back off before a retry: ``delay`` with jitter (retries of thousands of held items do not
-        fire together), cut short as soon as Kafka acknowledges anything or the producer was replaced
-        (backoffs grown during a long outage do not delay the recovery)."""
-        self._pausing += 1
-        try:  # asyncio.timeout, not wait_for: no extra task per paused record
-            async with asyncio.timeout(delay * random.uniform(0.5, 1.0)):
-                await self._progress.wait()
-        except TimeoutError:
-            pass
-        finally:
-            self._pausing -= 1
-
-    def _wake_retries(self) -> None:
-        self._progress.set()
-        self._progress = asyncio.Event()
-
-    def _reject_oversized(self, item: Item, future: asyncio.Future[Outcome], error: Exception) -> None:
+    def _reject_oversized(self, item: Item, future: Settle, error: Exception) -> None:
         """Too large for the topic: an event goes to the DLQ instead; a dead letter fails loudly."""
         if isinstance(item, TransferEvent):
             self.gate.release()
@@ -393,9 +452,8 @@ class Pipeline:
         if isinstance(item, TransferEvent):
             self.gate.release()
 
-    def _finish(self, future: asyncio.Future[Outcome], outcome: Outcome | None, error: Exception | None = None) -> None:
+    def _finish(self, future: Settle, outcome: Outcome | None, error: BaseException | None = None) -> None:
         self._in_flight -= 1
-        metrics.IN_FLIGHT.dec()
         self._window.release()
         if not future.done():
             if error is not None:
@@ -407,76 +465,34 @@ class Pipeline:
         chain = self._chains.get(key)
         if chain is None:
             return
-        if chain:
-            event, future = chain.popleft()
-            self._spawn(self._start_event(event, future))
-        else:
+        if not chain:
             del self._chains[key]
+            return
+        event, future = chain.popleft()
+        if self.state_records is not None or self.publisher.transactional:  # state record built when sent
+            self._spawn(self._start_event(event, future))
+            return
+        self._next.append((event, future))  # started with the others this round of acks freed
+        if not self._next_running:
+            self._next_running = True
+            self._spawn(self._start_next())
+
+    async def _start_next(self) -> None:
+        """Next states of transfers whose previous state was just acknowledged: decided and sent
+        together by one task, not a task each."""
+        try:
+            while self._next:
+                sends: list[tuple[Item, Settle, Record]] = []
+                while self._next:
+                    event, future = self._next.popleft()
+                    if not self._decide(event, future, sends):
+                        sends = await self._send_all(sends)
+                        await self._start_event(event, future)
+                await self._send_all(sends)
+        finally:
+            self._next_running = False
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    def _note_failure(self, error: BaseException) -> None:
-        if self._failing_since is None:
-            self._failing_since = time.monotonic()
-            log.warning("kafka produce failing (%s); holding events and retrying", error.__class__.__name__)
-        metrics.PRODUCE_RETRIES.labels(error.__class__.__name__).inc()
-
-    def _replace_producer(self, error: BaseException, generation: int) -> None:
-        """The producer lost its idempotent session: replace it now, not after the watchdog's wait.
-
-        Only once per producer: the errors its other records still bring (``generation`` older than
-        the publisher's) are retried on the new one. The transactional publisher replaces its
-        producer after every failed transaction by itself."""
-        if self.publisher.transactional or self._closing or generation != self.publisher.generation:
-            return
-        if self._rebuilding is not None and not self._rebuilding.done():
-            return
-        log.warning(
-            "Kafka producer lost its idempotent session (%s); replacing it", error.__class__.__name__,
-            extra={"error": error.__class__.__name__},
-        )
-        self._rebuilding = asyncio.get_running_loop().create_task(self._rebuild(), name="producer-rebuild")
-
-    async def _rebuild(self) -> None:
-        """Replace the producer, retrying while the broker cannot take a new one yet."""
-        delay = 0.2
-        while not self._closing:
-            try:
-                await self.publisher.rebuild()
-            except (KafkaError, OSError) as exc:
-                if delay == 0.2:
-                    log.warning("producer rebuild failed (%s); retrying", exc.__class__.__name__)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            metrics.PRODUCER_REBUILDS.inc()
-            self._wake_retries()
-            if self._failing_since is not None:
-                self._failing_since = time.monotonic()  # the watchdog's patience starts over
-            return
-
-    async def _watch(self) -> None:
-        """Probe the broker for readiness; rebuild a producer that stopped making progress."""
-        while True:
-            await asyncio.sleep(1.0)
-            probe_started = time.monotonic()
-            reachable = await self.publisher.probe()
-            self._broker_ok = reachable or self._last_progress > probe_started  # a later ack outranks a failed probe
-            metrics.DEDUP_TRANSFERS.set(self.gate.size)
-            metrics.DEDUP_UNPERSISTED.set(self.gate.unpersisted)
-            if self._broker_ok and not self._in_flight:
-                self._failing_since = None
-            if (
-                self._broker_ok
-                and self._failing_since is not None
-                and self._in_flight
-                and time.monotonic() - max(self._failing_since, self._last_progress) > self._stuck_after
-            ):
-                # Broker answers metadata but our sends still fail: the producer may be wedged.
-                if self._rebuilding is not None and not self._rebuilding.done():
-                    continue
-                log.warning("producer made no progress for %.0fs with the broker up; rebuilding", self._stuck_after)
-                self._rebuilding = asyncio.get_running_loop().create_task(self._rebuild(), name="producer-rebuild")

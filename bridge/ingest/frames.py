@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from bridge.contract.timeutil import format_utc_ms
+from bridge.contract.timeutil import format_epoch_ms
 
-__all__ = ["Frame", "decode_frame", "utc_now", "Loads", "StreamConnection", "Failure", "HandshakeError", "KeepaliveTimeout"]
+__all__ = [
+    "Frame", "decode_frame", "utc_now", "Loads", "StreamConnection", "Failure", "HandshakeError", "KeepaliveTimeout", "IdleTimer", "Notice",
+]
 
+T = TypeVar("T")
 Loads = Callable[[bytes], Any]
 """A JSON reader: ``orjson.loads`` (fast, floats) or ``loads_exact`` (numbers as exact decimals)."""
 
@@ -27,8 +31,15 @@ class Frame:
 
 
 def utc_now(clock: Callable[[], float] = time.time) -> str:
-    """Receive time as the contract writes it (RFC 3339 UTC, milliseconds)."""
-    return format_utc_ms(datetime.fromtimestamp(clock(), tz=UTC))
+    """Receive time as the contract writes it (RFC 3339 UTC, milliseconds), once per frame: the
+    second's text is cached; rounded as ``datetime.fromtimestamp`` rounds (to the microsecond)."""
+    fraction, whole = math.modf(clock())
+    micros = round(fraction * 1e6)
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    elif micros < 0:
+        whole, micros = whole - 1, micros + 1_000_000
+    return format_epoch_ms(int(whole) * 1000 + micros // 1000)
 
 
 def decode_frame(data: bytes | str, received_at: str, loads: Loads) -> Frame:
@@ -38,6 +49,86 @@ def decode_frame(data: bytes | str, received_at: str, loads: Loads) -> Frame:
         return Frame(raw, received_at, loads(raw))
     except ValueError as exc:  # orjson.JSONDecodeError and JSONError are ValueErrors
         return Frame(raw, received_at, None, f"frame is not JSON: {exc}")
+
+
+class IdleTimer:
+    """``async with asyncio.timeout(seconds): await receive()`` for a read loop, without a timer per
+    frame: ``asyncio.timeout`` schedules and cancels a loop timer on every receive, which a flood
+    pays per event. Here one timer stays armed and, when it fires early (frames came meanwhile),
+    moves itself to the latest deadline; between receives it does nothing. The expiry cancels the
+    reading task and is turned into ``TimeoutError`` exactly as ``asyncio.timeout`` does (a cancel
+    from anyone else stays a cancel). ``receive`` must be safe to cancel (websockets' ``recv`` is)."""
+
+    __slots__ = ("_loop", "_task", "_handle", "_deadline", "_waiting", "_fired")
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self._handle: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
+        self._waiting = False
+        self._fired = False
+
+    async def wait(self, receive: Callable[[], Awaitable[T]], seconds: float) -> T:
+        self._deadline = deadline = self._loop.time() + seconds
+        if self._handle is None or self._handle.when() > deadline:
+            if self._handle is not None:
+                self._handle.cancel()
+            self._handle = self._loop.call_at(deadline, self._expire)
+        cancelling = self._task.cancelling()
+        self._waiting = True
+        try:
+            return await receive()
+        except asyncio.CancelledError:
+            if self._fired:
+                self._fired = False
+                if self._task.uncancel() <= cancelling:
+                    raise TimeoutError from None
+            raise
+        finally:
+            self._waiting = False
+
+    def _expire(self) -> None:
+        self._handle = None
+        if not self._waiting:
+            return  # between receives: the next one arms it again
+        if self._loop.time() < self._deadline:
+            self._handle = self._loop.call_at(self._deadline, self._expire)
+            return
+        self._fired = True
+        self._task.cancel()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
+class Notice(asyncio.Event):
+    """An ``asyncio.Event`` that can also hand out a plain future for its setting: the stream engine
+    waits on it beside the reader with ``asyncio.wait``, without a task per connection for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._futures: list[asyncio.Future[None]] = []
+
+    def set(self) -> None:
+        super().set()
+        for future in self._futures:
+            if not future.done():
+                future.set_result(None)
+        self._futures.clear()
+
+    def future(self) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.is_set():
+            future.set_result(None)
+        else:
+            self._futures = [f for f in self._futures if not f.done()]  # drop those of closed reads
+            self._futures.append(future)
+        return future
 
 
 class HandshakeError(ConnectionError):

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from functools import partial
+from typing import Any
 
 from bridge.contract.events import Via
 from bridge.contract.parsing import ParseResult
@@ -25,12 +27,29 @@ class Intake:
         self.stats = stats
         self._log = log
         self._who = who
-        self.pending: set[asyncio.Future[Outcome]] = set()
+        self.pending: set[asyncio.Future[Any]] = set()
 
     async def offer(self, item: ParseResult, via: Via) -> None:
         future = await self.pipeline.offer(item)
         self.pending.add(future)
         future.add_done_callback(partial(self._on_outcome, via))
+
+    async def offer_batch(self, items: Sequence[ParseResult], via: Via) -> None:
+        """A frame's or page's items in one hand-over: one future and one callback for all of them."""
+        future = await self.pipeline.offer_batch(items)
+        self.pending.add(future)
+        future.add_done_callback(partial(self._on_outcomes, via))
+
+    def _on_outcomes(self, via: Via, future: asyncio.Future[list[Outcome | BaseException | None]]) -> None:
+        self.pending.discard(future)
+        if future.cancelled():
+            return
+        for outcome in future.result():
+            if isinstance(outcome, Outcome):
+                self.stats[f"{via.value}.{outcome.value}"] += 1
+            elif outcome is not None and not isinstance(outcome, asyncio.CancelledError):
+                self.stats["failed"] += 1
+                self._log.error("%s: item not delivered: %s", self._who, outcome.__class__.__name__)
 
     def _on_outcome(self, via: Via, future: asyncio.Future[Outcome]) -> None:
         self.pending.discard(future)

@@ -33,14 +33,14 @@ import aiohttp
 from pydantic import Field
 
 from bridge.contract.events import Provider, TransferEvent
+from bridge.contract.parsing import ParseResult
 from bridge.delivery.pipeline import Outcome, Pipeline
 from bridge.ingest.backfill import Page
 from bridge.ingest.backoff import Backoff
 from bridge.ingest.frames import utc_now
-from bridge.ingest.rest import RestClient, TransientError
+from bridge.ingest.rest import RestClient, TransientError, shared_session
 from bridge.ingest.settings import AccountsSection
 from bridge.ingest.source import SourceBase
-from bridge.ingest.tls import client_context
 from bridge.observability import metrics
 
 __all__ = ["PollSettings", "PollSource", "CursorFile"]
@@ -131,11 +131,9 @@ class PollSource(SourceBase, ABC):
 
     async def run(self) -> None:
         cfg = self.config
-        timeout = aiohttp.ClientTimeout(total=cfg.rest_timeout)
-        connector = aiohttp.TCPConnector(ssl=client_context(cfg.ca_bundle))
         backoff = Backoff(initial=cfg.poll_retry, maximum=cfg.poll_retry_max, min_uptime=0)
         who = f"{self.display_name} account {self.account_name!r}"
-        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
+        async with shared_session(self.provider.value, timeout=cfg.rest_timeout, ca_bundle=cfg.ca_bundle) as http:
             rest = self.rest_client(http)
             while True:
                 started = time.monotonic()
@@ -176,20 +174,22 @@ class PollSource(SourceBase, ABC):
         since = now_ms - int(cfg.poll_initial_lookback * 1000) if cursor is None else cursor - int(cfg.poll_overlap * 1000)
         since = max(floor, since)
         metrics.BACKFILL_RUNS.labels(*self._labels, "poll").inc()
-        futures: list[asyncio.Future[Outcome]] = []
+        batches: list[asyncio.Future[list[Outcome | BaseException | None]]] = []
         seen: set[str] = set()
         async for page in self.poll(rest, since, now_ms):
             metrics.BACKFILL_ITEMS.labels(*self._labels).inc(page.rows)
             self.stats["rows"] += page.rows
+            items: list[ParseResult] = []
             for item in page.items:
                 if isinstance(item, TransferEvent):
                     if item.event_id in seen:
                         continue  # the same row on two pages of a moving list
                     seen.add(item.event_id)
                     self.health.mark_event()
-                futures.append(await self.pipeline.offer(item))
-        outcomes = await asyncio.gather(*futures, return_exceptions=True)
-        failed = [o for o in outcomes if isinstance(o, BaseException)]
+                items.append(item)
+            batches.append(await self.pipeline.offer_batch(items))  # one page, one hand-over
+        outcomes = [o for batch in await asyncio.gather(*batches) for o in batch]
+        failed = [o for o in outcomes if not isinstance(o, Outcome)]
         for outcome in outcomes:
             if isinstance(outcome, Outcome):
                 self.stats[f"poll.{outcome.value}"] += 1
@@ -198,8 +198,8 @@ class PollSource(SourceBase, ABC):
         self.cursor.save(now_ms)
         self.stats["polls"] += 1
         self.health.mark_connected()
-        self.health.detail.update(poll_error=None, cursor=utc_now(lambda: now_ms / 1000), last_poll_items=len(futures))
-        return len(futures)
+        self.health.detail.update(poll_error=None, cursor=utc_now(lambda: now_ms / 1000), last_poll_items=len(outcomes))
+        return len(outcomes)
 
     async def drain(self, timeout: float) -> bool:
         return True  # a cycle's items are awaited inside it; cancelling one loses nothing (cursor kept)

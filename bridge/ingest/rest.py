@@ -14,8 +14,10 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from enum import Enum
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
@@ -23,8 +25,9 @@ import aiohttp
 from yarl import URL
 
 from bridge.contract.jsonutil import JSONError, loads_exact
+from bridge.ingest.tls import client_context
 
-__all__ = ["RateSlot", "RestClient", "TransientError", "Verdict", "retry_after_seconds"]
+__all__ = ["RateSlot", "RestClient", "TransientError", "Verdict", "retry_after_seconds", "shared_session"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,34 @@ class RateSlot:
         self._next = max(now, self._next) + self.spacing
         if wait > 0:
             await asyncio.sleep(wait)
+
+
+_SESSIONS: dict[tuple[Any, ...], list[Any]] = {}  # key → [session, users]
+
+
+@asynccontextmanager
+async def shared_session(owner: str, *, timeout: float, ca_bundle: Path | None) -> AsyncIterator[aiohttp.ClientSession]:
+    """One HTTP session (connection pool) for all accounts of a provider with the same settings,
+    closed when its last account stops: a session per account costs each an idle pool, a
+    keep-alive socket and their buffers. Safe to share: every request is signed per account, no
+    cookie is kept (``DummyCookieJar``), rate limits live in each ``RestClient``, and the pool is
+    unbounded as each account's own pool was (a pool limit would eat into the request timeout)."""
+    key = (owner, timeout, ca_bundle, asyncio.get_running_loop())
+    entry = _SESSIONS.get(key)
+    if entry is None or entry[0].closed:
+        connector = aiohttp.TCPConnector(ssl=client_context(ca_bundle), limit=0)
+        session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=timeout), connector=connector, cookie_jar=aiohttp.DummyCookieJar()
+        )
+        entry = _SESSIONS[key] = [session, 0]
+    entry[1] += 1
+    try:
+        yield entry[0]
+    finally:
+        entry[1] -= 1
+        if not entry[1] and _SESSIONS.get(key) is entry:
+            del _SESSIONS[key]
+            await entry[0].close()
 
 
 class RestClient:

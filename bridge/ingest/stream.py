@@ -42,12 +42,11 @@ from bridge.contract.timeutil import format_utc_ms
 from bridge.delivery.pipeline import Pipeline
 from bridge.ingest.backfill import BackfillCoordinator, Held, Page, Window
 from bridge.ingest.backoff import Backoff
-from bridge.ingest.frames import Failure, Frame, HandshakeError, KeepaliveTimeout, StreamConnection, utc_now
+from bridge.ingest.frames import Failure, Frame, HandshakeError, KeepaliveTimeout, Notice, StreamConnection, utc_now
 from bridge.ingest.intake import Intake
-from bridge.ingest.rest import RestClient, TransientError
+from bridge.ingest.rest import RestClient, TransientError, shared_session
 from bridge.ingest.settings import StreamSettings
 from bridge.ingest.source import ConfigurationError, SourceBase
-from bridge.ingest.tls import client_context
 from bridge.observability import metrics
 
 __all__ = [
@@ -162,9 +161,8 @@ class StreamSource(SourceBase, ABC):
 
     async def run(self) -> None:
         self._trigger = asyncio.Event()
-        timeout = aiohttp.ClientTimeout(total=self.config.rest_timeout)
-        connector = aiohttp.TCPConnector(ssl=client_context(self.config.ca_bundle))
-        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
+        cfg = self.config
+        async with shared_session(self.provider.value, timeout=cfg.rest_timeout, ca_bundle=cfg.ca_bundle) as http:
             rest = self.rest_client(http)
             backfill = (
                 asyncio.create_task(self._backfill_loop(rest), name=f"{self.name}-backfill")
@@ -256,7 +254,7 @@ class StreamSource(SourceBase, ABC):
             await self._read(connection)
             return None
         reader = asyncio.create_task(self._read(connection), name=f"{self.name}-reader")
-        notice = asyncio.create_task(notice_event.wait())
+        notice = notice_event.future() if isinstance(notice_event, Notice) else asyncio.ensure_future(notice_event.wait())
         try:
             await asyncio.wait({reader, notice}, return_when=asyncio.FIRST_COMPLETED)
             if not reader.done():
@@ -324,12 +322,15 @@ class StreamSource(SourceBase, ABC):
             received = time.monotonic()
             self.stats["frames"] += 1
             self.observe(frame)
+            batch: list[ParseResult] = []
             for item in self.parse_frame(frame):
                 held = self._held_for(item)
                 if held is not None:
                     held.add(item, received)
                 else:
-                    await self._offer(item, Via.PUSH, own=self.is_own(item))
+                    batch.append(item)
+            if batch:
+                await self._offer(batch, Via.PUSH, own=None)
 
     def parse_frame(self, frame: Frame) -> list[ParseResult]:
         """Items of one frame; never raises — what cannot be read is a dead letter with its bytes."""
@@ -371,15 +372,19 @@ class StreamSource(SourceBase, ABC):
             return self._held
         return None
 
-    async def _offer(self, item: ParseResult, via: Via, *, own: bool = True) -> None:
-        """Hand over without waiting for Kafka: ``offer`` only waits for pipeline room
-        (backpressure); the outcome is counted when its future resolves."""
-        if isinstance(item, TransferEvent):
-            if own:
-                self.window.note(item)
+    async def _offer(self, items: list[ParseResult], via: Via, *, own: bool | None = True) -> None:
+        """Hand over as one batch without waiting for Kafka: ``offer_batch`` only waits for pipeline
+        room (backpressure); outcomes are counted when the batch resolves. ``own=None``: ask ``is_own``."""
+        events = 0
+        for item in items:
+            if isinstance(item, TransferEvent):
+                events += 1
+                if own or (own is None and self.is_own(item)):
+                    self.window.note(item)
+        if events:
             self.health.mark_event()
-            metrics.LAST_EVENT_TIMESTAMP.labels(*self._labels).set(time.time())
-        await self._intake.offer(item, via)
+            metrics.labelled(metrics.LAST_EVENT_TIMESTAMP, *self._labels).set(time.time())
+        await self._intake.offer_batch(items, via)
 
     # -- backfill ------------------------------------------------------------------------------
 
@@ -447,19 +452,21 @@ class StreamSource(SourceBase, ABC):
                     )
                 metrics.BACKFILL_ITEMS.labels(*self._labels).inc(page.rows)
                 while held.items and held.items[0][0] < page.sent_at:  # older than this snapshot
-                    await self._offer(held.items.popleft()[1], Via.PUSH)
+                    await self._offer([held.items.popleft()[1]], Via.PUSH)
+                rows: list[ParseResult] = []
                 for item in page.items:
                     if isinstance(item, TransferEvent):
                         if item.event_id in seen:
                             continue  # a row read twice (overlapping pages of a moving list)
                         seen.add(item.event_id)
-                    await self._offer(item, Via.BACKFILL)
-                    offered += 1
+                    rows.append(item)
+                await self._offer(rows, Via.BACKFILL)
+                offered += len(rows)
             complete = True
         finally:
             if not _cancelling():
                 while held.items:  # the reader keeps adding while we wait for pipeline room
-                    await self._offer(held.items.popleft()[1], Via.PUSH)
+                    await self._offer([held.items.popleft()[1]], Via.PUSH)
             self._held = None
             if owner is not None:
                 self._coordinator.end(owner, held)

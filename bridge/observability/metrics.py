@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from functools import cache
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
+    "labelled",
     "CLUSTER_MEMBER",
     "CLUSTER_SLOTS_HELD",
     "CLUSTER_REBALANCES",
@@ -227,3 +231,10 @@ CLUSTER_HANDOVER = Histogram(
 CLUSTER_FENCED = Counter(
     "bridge_cluster_fenced_producers", "A slot's transactional producer found itself fenced by a newer owner"
 )
+
+@cache
+def labelled(metric: Any, *labels: str) -> Any:
+    """The metric's child for these labels, looked up once: ``labels()`` returns the same child every
+    time but takes a lock and a dict lookup per call, per event on the hot path. Label sets are few
+    (providers, directions, accounts) and children are never removed."""
+    return metric.labels(*labels)

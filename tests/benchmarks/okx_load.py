@@ -139,6 +139,25 @@ class _Decisions:
 
         return probed
 
+    def wrap_batch(self, offer_batch: Callable[[Any], Awaitable[asyncio.Future[Any]]]) -> Callable[[Any], Awaitable[asyncio.Future[Any]]]:
+        """A batch resolves once its last item is decided: each of its events is timed then (for
+        one-item frames, the usual case at a steady rate, that is its own decision)."""
+        from bridge.contract.events import TransferEvent
+
+        async def probed(items: Any) -> asyncio.Future[Any]:
+            future = await offer_batch(items)
+            for index, item in enumerate(items):
+                if isinstance(item, TransferEvent):
+                    future.add_done_callback(partial(self._decided_in_batch, item, index))
+            return future
+
+        return probed
+
+    def _decided_in_batch(self, event: Any, index: int, future: asyncio.Future[Any]) -> None:
+        outcome = future.result()[index] if not future.cancelled() else None
+        name = outcome.value if hasattr(outcome, "value") else "failed"
+        self.rows.append((event.key, event.provider_status, event.confirmations, event.tx_hash, name, time.monotonic()))
+
     def _decided(self, event: Any, future: asyncio.Future[Any]) -> None:
         outcome = "failed" if future.cancelled() or future.exception() else future.result().value
         self.rows.append((event.key, event.provider_status, event.confirmations, event.tx_hash, outcome, time.monotonic()))
@@ -175,6 +194,7 @@ async def bridge_worker(params: dict[str, Any]) -> None:
     if params.get("latency_file"):
         decisions = _Decisions()
         pipeline.offer = decisions.wrap(pipeline.offer)  # type: ignore[method-assign]
+        pipeline.offer_batch = decisions.wrap_batch(pipeline.offer_batch)  # type: ignore[method-assign]
     gc.collect()
     rss_base = rss_bytes()
     accounts = bench_accounts(params["accounts"])

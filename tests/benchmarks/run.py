@@ -3,7 +3,7 @@
     python -m tests.benchmarks [--quick] [--only throughput,latency,...] [--bootstrap HOST:PORT] [--profile]
 
 Starts its own single-node Kafka broker (``deploy/local/kafka.sh``, free port, temporary data)
-unless ``--bootstrap`` names one. Scenarios: throughput, latency, webhooks, connections, dedup.
+unless ``--bootstrap`` names one. Scenarios: throughput, latency, webhooks, connections, poll, dedup.
 Prints one table and writes every figure, the machine, versions and message sizes to
 ``bench-results/bench-<UTC time>[-quick].json`` (plus the table as ``.md``). ``--quick`` runs every
 scenario smaller (under two minutes): a smoke check, no thresholds. The exit code is non-zero only
@@ -48,6 +48,7 @@ SCENARIOS: dict[str, Scenario] = {
     "latency": _scenario("latency"),
     "webhooks": _scenario("webhooks"),
     "connections": _scenario("connections"),
+    "poll": _scenario("poll"),
     "dedup": _scenario("dedup_state"),
 }
 

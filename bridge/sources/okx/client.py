@@ -18,14 +18,15 @@ import logging
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from functools import partial
+from typing import Any, cast
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from bridge.ingest.frames import Frame, decode_frame, utc_now
+from bridge.ingest.frames import Frame, IdleTimer, Notice, decode_frame, utc_now
 from bridge.ingest.source import ConfigurationError
 from bridge.ingest.stream import HandshakeError, KeepaliveTimeout
 from bridge.sources.okx import messages as m
@@ -94,7 +95,7 @@ class OkxConnection:
         self._clock = clock
         self._early: deque[Frame] = deque()
         self.pings_sent = 0
-        self.upgrade_notice = asyncio.Event()
+        self.upgrade_notice = Notice()
         """Set on notice 64008: OKX will close this connection soon."""
         self._sent_secrets: tuple[str, ...] = ()
 
@@ -214,31 +215,35 @@ class OkxConnection:
             yield self._early.popleft()
         awaiting_pong = False
         pong = m.PONG.encode()
-        while True:
-            try:
-                async with asyncio.timeout(self._pong_timeout if awaiting_pong else self._ping_interval):
-                    data = await self.ws.recv(decode=False)
-            except TimeoutError:
-                if awaiting_pong:
-                    raise KeepaliveTimeout(
-                        f"OKX account {self.account!r}: no pong within {self._pong_timeout:g}s"
-                    ) from None
-                await self.ws.send(m.PING)
-                self.pings_sent += 1
-                awaiting_pong = True
-                continue
-            except ConnectionClosed as exc:
-                self._raise_for_close(exc)
-                raise
-            awaiting_pong = False  # any message proves the connection alive
-            if data == pong:
-                continue
-            frame = _decode(data, utc_now(self._clock))
-            message = frame.message
-            if isinstance(message, dict) and "event" in message:
-                self._on_control(m.classify(message))
-                continue
-            yield frame
+        receive = cast(Callable[[], Awaitable[bytes]], partial(self.ws.recv, decode=False))
+        idle = IdleTimer()
+        try:
+            while True:
+                try:
+                    data = await idle.wait(receive, self._pong_timeout if awaiting_pong else self._ping_interval)
+                except TimeoutError:
+                    if awaiting_pong:
+                        raise KeepaliveTimeout(
+                            f"OKX account {self.account!r}: no pong within {self._pong_timeout:g}s"
+                        ) from None
+                    await self.ws.send(m.PING)
+                    self.pings_sent += 1
+                    awaiting_pong = True
+                    continue
+                except ConnectionClosed as exc:
+                    self._raise_for_close(exc)
+                    raise
+                awaiting_pong = False  # any message proves the connection alive
+                if data == pong:
+                    continue
+                frame = _decode(data, utc_now(self._clock))
+                message = frame.message
+                if isinstance(message, dict) and "event" in message:
+                    self._on_control(m.classify(message))
+                    continue
+                yield frame
+        finally:
+            idle.close()
 
     def _on_control(self, control: m.Control | None) -> None:
         if isinstance(control, m.Notice):

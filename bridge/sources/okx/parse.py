@@ -7,6 +7,7 @@ history endpoints return the same fields (minus ``pTime``).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from bridge.contract.events import (
@@ -51,7 +52,19 @@ def _times(item: Mapping[str, Any]) -> tuple[str | None, str]:
 
 
 def _account(item: Mapping[str, Any], uid: str | None) -> Account:
-    return Account(id=optional_str(item, "uid") or uid, sub_account=optional_str(item, "subAcct"))
+    return _account_of(optional_str(item, "uid") or uid, optional_str(item, "subAcct"))
+
+
+@lru_cache(maxsize=1024)
+def _account_of(uid: str | None, sub_account: str | None) -> Account:
+    """Frozen, so one instance per account serves every event (a model built per event costs more
+    than the rest of the account handling)."""
+    return Account(id=uid, sub_account=sub_account)
+
+
+@lru_cache(maxsize=16)
+def _source(channel: str, via: Via) -> Source:
+    return Source(channel=channel, via=via)
 
 
 def parse_deposit(
@@ -81,7 +94,7 @@ def parse_deposit(
         occurred_at=occurred,
         received_at=received_at,
         account=_account(item, uid),
-        source=Source(channel=DEPOSIT_CHANNEL, via=via),
+        source=_source(DEPOSIT_CHANNEL, via),
         raw=dict(item),
     )
 
@@ -131,7 +144,7 @@ def parse_withdrawal(
         occurred_at=occurred,
         received_at=received_at,
         account=_account(item, uid),
-        source=Source(channel=WITHDRAWAL_CHANNEL, via=via),
+        source=_source(WITHDRAWAL_CHANNEL, via),
         raw=dict(item),
     )
 
