@@ -23,11 +23,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,17 +35,17 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
-from aiokafka import AIOKafkaConsumer
-from pydantic import SecretStr
 
-from bridge.sources.openxswitch.signature import HEADER
 from bridge_testkit.kafka_broker import LocalKafka
 from bridge_testkit.kafka_io import read_topic
 from bridge_testkit.okx.scenario import scenario_config
 from bridge_testkit.okx.simulator import OkxSimulator
 from bridge_testkit.openxswitch.simulator import OpenXSwitchSimulator, SimTransfer
 from bridge_testkit.ripio.simulator import RipioSimulator
+from tests.chaos.binance import BinanceDriver
+from tests.chaos.cluster_procs import Balancer, Replica, Tail, holder, new_holder, reveal
+from tests.chaos.fireblocks import FireblocksDriver
+from tests.chaos.report import ProviderFigures
 from tests.chaos.webhooks import WebhookDriver
 
 __all__ = ["ClusterReport", "run_cluster", "main"]
@@ -57,194 +54,10 @@ REPO = Path(__file__).resolve().parents[2]
 FAULTS = ("kill", "stop", "roll", "broker")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _reveal(value: Any) -> Any:
-    """Config for a child process: secrets in clear (the file lives in a private temp dir)."""
-    if isinstance(value, SecretStr):
-        return value.get_secret_value()
-    if isinstance(value, dict):
-        return {k: _reveal(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_reveal(v) for v in value]
-    return value
-
-
-class Replica:
-    """One replica process: the real service shell, its own webhook and admin ports."""
-
-    def __init__(self, name: str, config: dict[str, Any], work: Path):
-        self.name = name
-        self.port = _free_port()
-        self.admin_port = _free_port()
-        config = {**config, "server": {"host": "127.0.0.1", "port": self.port, "admin_port": self.admin_port}}
-        self.config_path = work / f"{name}.json"
-        self.config_path.write_text(json.dumps(config, default=str))
-        os.chmod(self.config_path, 0o600)
-        self.log_path = work / f"{name}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.url = f"http://127.0.0.1:{self.port}/webhooks/openxswitch"
-
-    async def start(self, timeout: float = 120.0) -> None:
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "tests.chaos.bridge_process", str(self.config_path)],
-                cwd=REPO,
-                stdout=subprocess.PIPE,
-                stderr=log,
-            )
-        assert self.process.stdout is not None
-        line = await asyncio.wait_for(asyncio.to_thread(self.process.stdout.readline), timeout)
-        if line.strip() != b"READY":
-            raise RuntimeError(f"replica {self.name} did not start: {line!r}; see {self.log_path}")
-
-    @property
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def signal(self, signum: int) -> None:
-        if self.alive:
-            assert self.process is not None
-            self.process.send_signal(signum)
-
-    def kill9(self) -> None:
-        if self.alive:
-            assert self.process is not None
-            self.process.kill()
-            self.process.wait()
-
-    async def terminate(self) -> int:
-        if not self.alive:
-            return self.process.returncode if self.process else 0
-        assert self.process is not None
-        self.process.send_signal(signal.SIGCONT)
-        self.process.terminate()
-        return await asyncio.to_thread(self.process.wait, 60)
-
-    async def cluster(self, session: aiohttp.ClientSession) -> dict[str, Any] | None:
-        """The ``cluster`` detail of ``/readyz`` (None if the replica does not answer)."""
-        try:
-            timeout = aiohttp.ClientTimeout(total=1.0)
-            async with session.get(f"http://127.0.0.1:{self.admin_port}/readyz", timeout=timeout) as answer:
-                detail: dict[str, Any] = (await answer.json()).get("cluster") or {}
-                return detail
-        except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
-            return None
-
-    async def metric(self, session: aiohttp.ClientSession, name: str) -> float:
-        try:
-            timeout = aiohttp.ClientTimeout(total=1.0)
-            async with session.get(f"http://127.0.0.1:{self.admin_port}/metrics", timeout=timeout) as answer:
-                text = await answer.text()
-        except (TimeoutError, aiohttp.ClientError, OSError):
-            return 0.0
-        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
-
-
-class Balancer:
-    """Spreads webhook posts over the replicas (round robin); a refused connection goes to the next
-    one, as an ingress proxy does; when none answers, 502. Every answer is logged with its time."""
-
-    def __init__(self, replicas: list[Replica]):
-        self.replicas = replicas
-        self.answers: list[tuple[float, int]] = []
-        self._next = 0
-        self._runner: web.AppRunner | None = None
-        self._session: aiohttp.ClientSession | None = None
-        self.url = ""
-
-    async def start(self) -> str:
-        app = web.Application()
-        app.router.add_post("/{tail:.*}", self._forward)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=128))
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/webhooks/openxswitch"
-        return self.url
-
-    async def stop(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _forward(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        headers = {"Content-Type": "application/json", HEADER: request.headers.get(HEADER, "")}
-        assert self._session is not None
-        status, payload = 502, b'{"result":"bad_gateway"}'
-        first, self._next = self._next, self._next + 1
-        for n in range(len(self.replicas)):
-            replica = self.replicas[(first + n) % len(self.replicas)]
-            try:
-                timeout = aiohttp.ClientTimeout(total=30, sock_connect=1.0)
-                async with self._session.post(replica.url, data=body, headers=headers, timeout=timeout) as answer:
-                    status, payload = answer.status, await answer.read()
-                break
-            except aiohttp.ClientConnectorError:
-                continue  # nothing listens (killed, restarting): the next replica
-            except (TimeoutError, aiohttp.ClientError, OSError):
-                status = 504  # accepted the connection, never answered (SIGSTOPped)
-                break
-        self.answers.append((time.monotonic(), status))
-        return web.Response(body=payload, status=status, content_type="application/json")
-
-    def errors_between(self, start: float, end: float) -> Counter[int]:
-        return Counter(status for at, status in self.answers if start <= at <= end and status >= 500)
-
-
-class Tail:
-    """Reads the event topics as they fill (``read_committed``): when each record was created."""
-
-    def __init__(self, bootstrap: str, topics: list[str]):
-        self.bootstrap = bootstrap
-        self.topics = topics
-        self.created: list[float] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            consumer = AIOKafkaConsumer(
-                *self.topics,
-                bootstrap_servers=self.bootstrap,
-                isolation_level="read_committed",
-                auto_offset_reset="earliest",
-                enable_auto_commit=False,
-                group_id=f"tail-{uuid.uuid4().hex[:8]}",
-            )
-            try:
-                await consumer.start()
-                while True:
-                    for records in (await consumer.getmany(timeout_ms=200)).values():
-                        self.created.extend(r.timestamp / 1000 for r in records)
-            except Exception:  # noqa: BLE001 - the broker is being killed: read again from the start
-                self.created.clear()
-                await asyncio.sleep(1.0)
-            finally:
-                await consumer.stop()
-
-    def first_after(self, wall: float) -> float | None:
-        later = [t for t in self.created if t > wall]
-        return min(later) - wall if later else None
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-
 @dataclass
 class FaultFigures:
     injected: int = 0
-    webhook_5xx: list[dict[int, int]] = field(default_factory=list)
+    webhook_5xx: list[dict[str, int]] = field(default_factory=list)
     handover_seconds: list[float] = field(default_factory=list)
     fenced_producers: float = 0.0
 
@@ -266,6 +79,8 @@ class ClusterReport:
     duplicates: int = 0
     records: int = 0
     faults: dict[str, FaultFigures] = field(default_factory=dict)
+    drivers: dict[str, ProviderFigures] = field(default_factory=dict)
+    """Fireblocks and Binance, checked by their single-process chaos drivers."""
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -274,7 +89,7 @@ class ClusterReport:
 
     @property
     def lost_final(self) -> int:
-        return sum(f.lost_final for f in self.streams.values())
+        return sum(f.lost_final for f in self.streams.values()) + sum(f.lost_final for f in self.drivers.values())
 
     @property
     def handovers(self) -> list[float]:
@@ -286,6 +101,12 @@ class ClusterReport:
             f"cluster chaos: {self.replicas} replicas, {self.seconds:.0f}s, {self.records} records read (read_committed)",
             *(f"  {name}: {f.states} states, lost {f.lost}, lost_final {f.lost_final}" for name, f in self.streams.items()),
             f"  openxswitch: {self.webhook_acked} deliveries answered 2xx, missing in Kafka {self.webhook_acked_missing}",
+            *(
+                f"  {name}: {f.states} states, lost {f.lost} (at kill {f.lost_at_bridge_kill}, superseded {f.lost_superseded}, "
+                f"unexplained {f.lost_unexplained}), lost_final {f.lost_final}, older_after_newer {f.older_after_newer}, "
+                f"acked missing {f.detail.get('acked_but_missing_in_kafka', 0)}"
+                for name, f in self.drivers.items()
+            ),
             f"  duplicates by event_id: {self.duplicates}",
         ]
         if handovers:
@@ -300,25 +121,6 @@ class ClusterReport:
             )
         lines.append("result: " + ("PASS" if not self.failures else "FAIL: " + "; ".join(self.failures)))
         return "\n".join(lines)
-
-
-async def _owner(replicas: list[Replica], session: aiohttp.ClientSession, slot: int = 0, timeout: float = 60.0) -> Replica:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for replica in replicas:
-            if replica.alive:
-                detail = await replica.cluster(session)
-                if detail and slot in detail.get("slots", []):
-                    return replica
-        await asyncio.sleep(0.1)
-    raise TimeoutError(f"no replica holds slot {slot} after {timeout}s")
-
-
-async def _new_owner(
-    replicas: list[Replica], old: Replica, session: aiohttp.ClientSession, timeout: float = 60.0
-) -> Replica:
-    others = [r for r in replicas if r is not old]
-    return await _owner(others, session, timeout=timeout)
 
 
 async def run_cluster(
@@ -356,7 +158,15 @@ async def run_cluster(
             deposit, withdrawal = f"cl.{suffix}.dep", f"cl.{suffix}.wd"
             topics = {"deposit": deposit, "withdrawal": withdrawal, "dead_letter": f"cl.{suffix}.dlq", "partitions": 3}
             secret = uuid.uuid4().hex
-            async with OkxSimulator(seed=seed) as okx, RipioSimulator(seed=seed) as ripio:
+            balancer = Balancer(members)  # fills as the replicas are made: Fireblocks needs its address first
+            await balancer.start()
+            port = int(balancer.base.rsplit(":", 1)[1])
+            async with (
+                OkxSimulator(seed=seed) as okx,
+                RipioSimulator(seed=seed) as ripio,
+                FireblocksDriver(port, work, seed) as fireblocks,
+                BinanceDriver(work, seed) as binance,
+            ):
                 config = {
                     "kafka": {"bootstrap_servers": boot, "linger_ms": 5, "request_timeout_ms": 10_000},
                     "topics": topics,
@@ -370,23 +180,24 @@ async def run_cluster(
                     "log": {"level": "INFO", "format": "text", "levels": {"aiokafka": "ERROR"}},
                     "supervisor": {"restart_initial_seconds": 0.2, "restart_max_seconds": 2.0, "min_uptime_seconds": 5.0},
                     "shutdown": {"deadline_seconds": 15.0},
-                    "okx": _reveal(scenario_config(okx, backfill_interval=3.0, backfill_initial_lookback=3600.0).model_dump()),
-                    "ripio": _reveal(ripio.config(backfill_interval=3.0, backfill_initial_lookback=3600.0).model_dump()),
+                    "okx": reveal(scenario_config(okx, backfill_interval=3.0, backfill_initial_lookback=3600.0).model_dump()),
+                    "ripio": reveal(ripio.config(backfill_interval=3.0, backfill_initial_lookback=3600.0).model_dump()),
                     "openxswitch": {"enabled": True, "secrets": [secret], "ack_timeout_seconds": 5.0},
+                    "fireblocks": fireblocks.section(),
+                    "binance": binance.section(),  # one cursor folder shared by the replicas (a shared volume)
                 }
-                members = [Replica(f"replica-{n}", config, work) for n in range(replicas)]
+                members.extend(Replica(f"replica-{n}", config, work) for n in range(replicas))
                 await asyncio.gather(*(member.start() for member in members))
-                balancer = Balancer(members)
-                await balancer.start()
                 tail = Tail(boot, [deposit, withdrawal])
                 await tail.start()
                 async with aiohttp.ClientSession() as session:
                     try:
-                        await _owner(members, session)
+                        await holder(members, session)
                         await okx.wait_subscribed(timeout=60)
                         await ripio.wait_subscribed(timeout=60)
+                        extra = Extra(fireblocks, binance, okx_transfers)
                         await _drive(report, members, kafka, boot, okx, ripio, balancer, tail, session, secret, faults, okx_transfers,
-                                     webhook_transfers, duration, seed, timeout)  # fmt: skip
+                                     webhook_transfers, duration, seed, timeout, extra)  # fmt: skip
                     finally:
                         await tail.stop()
                         await balancer.stop()
@@ -403,6 +214,25 @@ async def run_cluster(
     report.seconds = time.monotonic() - began
     report.failures = _failures(report)
     return report
+
+
+@dataclass
+class Extra:
+    """The single-process chaos drivers of the providers added later: their own load and checks."""
+
+    fireblocks: FireblocksDriver
+    binance: BinanceDriver
+    okx_transfers: int
+    kills: list[float] = field(default_factory=list)
+    outages: list[tuple[float, float]] = field(default_factory=list)
+
+    @property
+    def drivers(self) -> list[FireblocksDriver | BinanceDriver]:
+        return [self.fireblocks, self.binance]
+
+
+async def _no_pace(fraction: float) -> None:
+    """Binance paces itself."""
 
 
 async def _drive(
@@ -422,6 +252,7 @@ async def _drive(
     duration: float,
     seed: int,
     timeout: float,
+    extra: Extra,
 ) -> None:
     oxs = OpenXSwitchSimulator(balancer.url, secret, request_timeout=40.0, seed=seed)
     oxs.lifecycles(withdrawals=webhook_transfers // 2, deposits=webhook_transfers - webhook_transfers // 2)
@@ -452,7 +283,10 @@ async def _drive(
             if posts:
                 await asyncio.gather(*posts)
 
+    for added in extra.drivers:
+        added.create(max(1, extra.okx_transfers // 3), spread)
     ticks = asyncio.create_task(ticker())
+    extra_runs = [asyncio.create_task(extra.fireblocks.run(pace, deadline)), asyncio.create_task(extra.binance.run(_no_pace, deadline))]
     okx_run = asyncio.create_task(okx.run_lifecycles(created, repeat_every=7, min_step_interval=spread / 8, timeout=timeout))
     ripio_run = asyncio.create_task(
         ripio.run_lifecycles(ripio_created, repeat_every=7, skip_every=60, min_step_interval=spread / 6, timeout=timeout)
@@ -466,13 +300,14 @@ async def _drive(
             figures.injected += 1
             start = time.monotonic()
             if fault in ("kill", "stop"):
-                owner = await _owner(members, session)
+                owner = await holder(members, session)
                 wall = time.time()
                 if fault == "kill":
                     owner.kill9()
+                    extra.kills.append(time.monotonic())
                 else:
                     owner.signal(signal.SIGSTOP)
-                await _new_owner(members, owner, session)
+                await new_holder(members, owner, session)
                 handover = await _first_event_after(tail, wall, 60.0)
                 if handover is not None:
                     figures.handover_seconds.append(handover)
@@ -492,15 +327,18 @@ async def _drive(
                 await asyncio.to_thread(kafka.kill9)
                 await asyncio.sleep(2.0)
                 await asyncio.to_thread(kafka.restart)
-                await _owner(members, session, timeout=120)
+                await holder(members, session, timeout=120)
+                extra.outages.append((start, time.monotonic()))
             figures.webhook_5xx.append(dict(balancer.errors_between(start, time.monotonic())))
         ticking.set()
-        await asyncio.wait_for(asyncio.gather(okx_run, ripio_run, webhook_run, ticks), max(1.0, deadline - time.monotonic()))
+        runs = [okx_run, ripio_run, webhook_run, ticks, *extra_runs]
+        await asyncio.wait_for(asyncio.gather(*runs), max(1.0, deadline - time.monotonic()))
     finally:
-        for task in (okx_run, ripio_run, webhook_run, ticks):
+        for task in (okx_run, ripio_run, webhook_run, ticks, *extra_runs):
             task.cancel()
-        await asyncio.gather(okx_run, ripio_run, webhook_run, ticks, return_exceptions=True)
-    await _tally(report, bootstrap, okx, ripio, oxs, tail)
+        await asyncio.gather(okx_run, ripio_run, webhook_run, ticks, *extra_runs, return_exceptions=True)
+    await _settle(extra, bootstrap, tail.topics, max(10.0, deadline - time.monotonic()))
+    await _tally(report, bootstrap, okx, ripio, oxs, tail, extra)
 
 
 async def _post_all(oxs: OpenXSwitchSimulator, session: aiohttp.ClientSession, transfer: SimTransfer, deadline: float) -> None:
@@ -522,11 +360,35 @@ async def _first_event_after(tail: Tail, wall: float, timeout: float) -> float |
     return None
 
 
+async def _read(bootstrap: str, topics: list[str]) -> list[dict[str, Any]]:
+    return [json.loads(r.value) for topic in topics for r in await read_topic(bootstrap, topic, idle=3.0, timeout=60)]
+
+
+async def _settle(extra: Extra, bootstrap: str, topics: list[str], timeout: float) -> None:
+    """Let Fireblocks' backfill close the deliveries never made and the last Binance polls land."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        by_provider = split_values(await _read(bootstrap, topics))
+        if all(driver.settled(by_provider.get(driver.name, []))[0] for driver in extra.drivers):
+            return
+        await asyncio.sleep(2.0)
+
+
+def split_values(values: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    by_provider: dict[str, list[dict[str, Any]]] = {}
+    for value in values:
+        by_provider.setdefault(value["provider"], []).append(value)
+    return by_provider
+
+
 async def _tally(
-    report: ClusterReport, bootstrap: str, okx: OkxSimulator, ripio: RipioSimulator, oxs: OpenXSwitchSimulator, tail: Tail
-) -> None:
-    topics = tail.topics
-    values = [json.loads(r.value) for topic in topics for r in await read_topic(bootstrap, topic, idle=3.0, timeout=60)]
+    report: ClusterReport, bootstrap: str, okx: OkxSimulator, ripio: RipioSimulator, oxs: OpenXSwitchSimulator, tail: Tail,
+    extra: Extra,
+) -> None:  # fmt: skip
+    values = await _read(bootstrap, tail.topics)
+    by_provider = split_values(values)
+    for driver in extra.drivers:
+        report.drivers[driver.name] = driver.figures(by_provider.get(driver.name, []), extra.kills, extra.outages)
     report.records = len(values)
     report.duplicates = sum(n - 1 for n in Counter(v["event_id"] for v in values).values() if n > 1)
     seen = {(v["key"], v["provider_status"], v["confirmations"], v["tx_hash"]) for v in values}
@@ -556,6 +418,13 @@ def _failures(report: ClusterReport) -> list[str]:
         failures.append(f"{report.lost_final} final WebSocket states lost")
     if report.webhook_acked_missing:
         failures.append(f"{report.webhook_acked_missing} acknowledged webhook deliveries missing")
+    for name, figures in report.drivers.items():
+        for what in ("lost_unexplained", "unknown_records", "same_state_different_event_ids", "older_after_newer"):
+            if getattr(figures, what):
+                failures.append(f"{name}: {what} {getattr(figures, what)}")
+        for what in ("acked_but_missing_in_kafka", "given_up"):
+            if figures.detail.get(what):
+                failures.append(f"{name}: {what} {figures.detail[what]}")
     return failures
 
 
