@@ -171,3 +171,32 @@ async def test_an_unsigned_delivery_during_the_ordering_warm_up_is_refused_at_on
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
         await webhook.keys.close()
+
+
+async def test_a_replica_that_does_not_lead_the_backfill_takes_signed_deliveries_without_waiting_for_a_warm_up(
+    sim: FireblocksSimulator, make_pipeline: Callable[..., Awaitable[Pipeline]], tmp_path: Path
+) -> None:
+    """Cluster mode: the REST backfill runs on the slot holder only, so another replica's ordering
+    memory is never refilled by a pass of its own; it must not hold deliveries for one (it answered
+    503 to each for ``ordering_warmup_seconds`` after every start)."""
+    (tmp_path / "legacy.pem").write_bytes(pem_public(sim.legacy_key))
+    (tmp_path / "api.key").write_bytes(pem_private(sim.api_user_key))
+    config = FireblocksConfig(
+        enabled=True, workspace_id=WORKSPACE, legacy_public_keys=[tmp_path / "legacy.pem"], jwks_url=sim.jwks_url,
+        api_key=sim.api_key, api_private_key_file=tmp_path / "api.key", base_url=sim.base_url, backfill_interval=300.0,
+        rest_rate_per_second=100.0, ordering_warmup_seconds=60.0, ack_timeout_seconds=2.0,
+    )  # fmt: skip
+    transaction = sim.create("withdrawal")
+    webhook = FireblocksWebhook(config, await make_pipeline())
+    webhook.leads_backfill = lambda: False
+    running = asyncio.create_task(webhook.run())
+    try:
+        async with webhook.serve() as url:
+            sim.url = url
+            assert await post(sim, sim.delivery(transaction, 0)) == 200
+            assert webhook.stats["warming_up"] == 0 and webhook.backfill_stats["passes"] == 0
+            assert not sim.rest_requests
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await webhook.keys.close()

@@ -287,6 +287,10 @@ class FireblocksWebhook(WebhookSource[FireblocksConfig]):
                 self._trigger.clear()
                 if not self.leads_backfill():  # cluster mode: another replica runs it
                     self._trigger.set()  # a pass is owed the moment this replica takes it over
+                    # No pass of this replica's will ever warm its ordering memory: waiting for one
+                    # only answered 503 to every delivery here for ordering_warmup_seconds.
+                    self._warm.set()
+                    self.health.detail["ordering_warm"] = True
                     await asyncio.sleep(1.0)
                     continue
                 try:
