@@ -2,9 +2,11 @@
 
 ``python -m tests.chaos.cluster [--replicas 3] [--faults kill,kill,stop,roll,broker] …`` (``make chaos
 CLUSTER=1``): N replica processes of the real service (``tests.chaos.bridge_process``) in one
-group, OKX and Ripio simulators (WebSocket + REST history, owned by a slot) and OpenXSwitch webhooks posted
-through a balancer to every replica (the way a Kubernetes Service spreads them; a refused connection
-is tried on the next replica, like an ingress proxy), with faults one after another:
+group, OKX and Ripio simulators (WebSocket + REST history) and Binance (polled; one cursor folder shared
+by the replicas), owned by a slot, and OpenXSwitch and Fireblocks webhooks posted through a balancer
+(``cluster_procs``) to every replica (the way a Kubernetes Service spreads them; a refused connection
+is tried on the next replica, like an ingress proxy; Fireblocks' backfill runs on the slot holder).
+Fireblocks and Binance reuse the single-process suite's drivers and checks. Faults, one after another:
 
 ``kill``   SIGKILL the replica holding the slots, then start it again;
 ``stop``   SIGSTOP it past its session timeout (its slots move), then SIGCONT: its late writes are
