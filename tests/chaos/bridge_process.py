@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from bridge.observability.logs import configure_logging
 from bridge.service.app import BridgeApp, ServiceSettings
 
@@ -48,6 +50,17 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def reveal(value: Any) -> Any:
+    """Config for a child process: secrets in clear (the file lives in a private temp dir)."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, dict):
+        return {k: reveal(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [reveal(v) for v in value]
+    return value
 
 
 class BridgeProcess:

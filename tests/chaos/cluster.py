@@ -45,7 +45,8 @@ from bridge_testkit.okx.simulator import OkxSimulator
 from bridge_testkit.openxswitch.simulator import OpenXSwitchSimulator, SimTransfer
 from bridge_testkit.ripio.simulator import RipioSimulator
 from tests.chaos.binance import BinanceDriver
-from tests.chaos.cluster_procs import Balancer, Replica, Tail, holder, new_holder, reveal
+from tests.chaos.bridge_process import reveal
+from tests.chaos.cluster_procs import Balancer, Replica, Tail, holder, new_holder
 from tests.chaos.fireblocks import FireblocksDriver
 from tests.chaos.report import ProviderFigures
 from tests.chaos.webhooks import WebhookDriver

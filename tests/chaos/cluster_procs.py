@@ -7,9 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -19,58 +16,27 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer
-from pydantic import SecretStr
 
-__all__ = ["Balancer", "Replica", "Tail", "holder", "new_holder", "reveal"]
+from tests.chaos.bridge_process import BridgeProcess, free_port
+
+__all__ = ["Balancer", "Replica", "Tail", "holder", "new_holder"]
 
 REPO = Path(__file__).resolve().parents[2]
 HOP_BY_HOP = {"host", "content-length", "transfer-encoding", "connection"}
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def reveal(value: Any) -> Any:
-    """Config for a child process: secrets in clear (the file lives in a private temp dir)."""
-    if isinstance(value, SecretStr):
-        return value.get_secret_value()
-    if isinstance(value, dict):
-        return {k: reveal(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [reveal(v) for v in value]
-    return value
-
-
-class Replica:
+class Replica(BridgeProcess):
     """One replica process: the real service shell, its own webhook and admin ports."""
 
     def __init__(self, name: str, config: dict[str, Any], work: Path):
         self.name = name
-        self.port = _free_port()
-        self.admin_port = _free_port()
+        self.port = free_port()
+        self.admin_port = free_port()
         config = {**config, "server": {"host": "127.0.0.1", "port": self.port, "admin_port": self.admin_port}}
-        self.config_path = work / f"{name}.json"
+        super().__init__(work / f"{name}.json", work / f"{name}.log")
         self.config_path.write_text(json.dumps(config, default=str))
         os.chmod(self.config_path, 0o600)
-        self.log_path = work / f"{name}.log"
-        self.process: subprocess.Popen[bytes] | None = None
         self.base = f"http://127.0.0.1:{self.port}"
-
-    async def start(self, timeout: float = 120.0) -> None:
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "tests.chaos.bridge_process", str(self.config_path)],
-                cwd=REPO,
-                stdout=subprocess.PIPE,
-                stderr=log,
-            )
-        assert self.process.stdout is not None
-        line = await asyncio.wait_for(asyncio.to_thread(self.process.stdout.readline), timeout)
-        if line.strip() != b"READY":
-            raise RuntimeError(f"replica {self.name} did not start: {line!r}; see {self.log_path}")
 
     @property
     def alive(self) -> bool:
@@ -80,12 +46,6 @@ class Replica:
         if self.alive:
             assert self.process is not None
             self.process.send_signal(signum)
-
-    def kill9(self) -> None:
-        if self.alive:
-            assert self.process is not None
-            self.process.kill()
-            self.process.wait()
 
     async def terminate(self) -> int:
         if not self.alive:

@@ -12,31 +12,20 @@ import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
-from pydantic import SecretStr
-
 from bridge_testkit.okx.scenario import scenario_config
 from bridge_testkit.okx.simulator import OkxSimulator
 from bridge_testkit.okx.simulator import SimTransfer as OkxTransfer
 from bridge_testkit.ripio.simulator import RipioSimulator
 from bridge_testkit.ripio.simulator import SimTransfer as RipioTransfer
+from tests.chaos.bridge_process import reveal
 from tests.chaos.checker import all_in, finals_in, fingerprint, stream_figures
 from tests.chaos.report import ProviderFigures
 
-__all__ = ["Driver", "Pace", "Throttle", "ChaosOkx", "ChaosRipio", "SocketDriver", "reveal"]
+__all__ = ["Driver", "Pace", "Throttle", "ChaosOkx", "ChaosRipio", "SocketDriver"]
 
 Pace = Callable[[float], Awaitable[None]]
 """``pace(fraction)`` returns once the WebSocket load is that far (webhooks follow it)."""
 
-
-def reveal(value: Any) -> Any:
-    """Config for the child process: secrets in clear (the file lives in a private temp dir)."""
-    if isinstance(value, SecretStr):
-        return value.get_secret_value()
-    if isinstance(value, dict):
-        return {k: reveal(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [reveal(v) for v in value]
-    return value
 
 
 class Driver:
