@@ -267,6 +267,12 @@ log_tail() {  # to stderr: the end of the broker log and of the JVM's own stdout
 
 # Waits until the broker logged "Kafka Server started" (after the KRaft controller elected itself
 # and unfenced the broker) in this run's part of the log, and the port accepts connections.
+# The start line is in this run's log, or in a file log4j rolled it into at an hour boundary.
+started_logged() {  # started_logged LOG_OFFSET
+  tail -c +"$(($1 + 1))" "$LOG" 2>/dev/null | grep -q "Kafka Server started" && return 0
+  find "$LOGDIR" -maxdepth 1 -name 'server.log.20*' -newer "$PIDFILE" -exec grep -q "Kafka Server started" {} \; -print 2>/dev/null | grep -q .
+}
+
 wait_ready() {  # wait_ready PID LOG_OFFSET
   local pid="$1" offset="$2" deadline=$((SECONDS + START_TIMEOUT)) size
   while :; do
@@ -276,7 +282,7 @@ wait_ready() {  # wait_ready PID LOG_OFFSET
     fi
     size="$(file_size "$LOG")"
     [ "$size" -ge "$offset" ] || offset=0   # the log rolled over meanwhile
-    if tail -c +"$((offset + 1))" "$LOG" 2>/dev/null | grep -q "Kafka Server started" && port_open "$PORT"; then
+    if started_logged "$offset" && port_open "$PORT"; then
       return 0
     fi
     if [ $SECONDS -ge "$deadline" ]; then
@@ -305,7 +311,10 @@ launch() {
   echo "$PORT" > "$PORTFILE"
   echo "$cport" > "$CPORTFILE"
   format_storage
-  offset="$(file_size "$LOG")"
+  # This run's log starts empty: log4j rolls server.log hourly, and an offset into an earlier run's
+  # file pointed past this run's start line once the new file outgrew it (start-up then timed out).
+  [ ! -s "$LOG" ] || mv -f "$LOG" "$LOG.previous"
+  offset=0
   jvm_opts
   # A session of its own (setsid via python3, which keeps the pid): Ctrl-C in the terminal or a
   # test runner's process group does not reach the broker; `stop` does. Nothing inherits our
