@@ -67,7 +67,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from bridge.contract.events import DeadLetter, Provider, TransferEvent
 from bridge.contract.timeutil import format_utc_ms
-from bridge.delivery.pipeline import Outcome, Pipeline
+from bridge.delivery.pipeline import Item, Outcome, Pipeline
 from bridge.delivery.publish import Record
 from bridge.ingest.requests import RecentDigests, client_address, describe_error, header_text, read_capped
 from bridge.ingest.settings import WebhookSettings
@@ -177,7 +177,7 @@ class WebhookSource(SourceBase, ABC, Generic[ConfigT]):
         """The provider's logger: operators filter by it."""
         self._label = self.provider.value
         self._clock = clock
-        self._pending: set[asyncio.Task[Outcome]] = set()
+        self._pending: set[asyncio.Task[list[Outcome | BaseException | None]]] = set()
         self._serving = False
         self._accepting = True
         self._dead_lettered: RecentDigests[Answer] = RecentDigests(dead_letter_memory)
@@ -405,51 +405,60 @@ class WebhookSource(SourceBase, ABC, Generic[ConfigT]):
                 self._label, size, self._max_record,
             )
             return Answer(413, "too_large", "body cannot be stored whole", close=True)
-        handed = await self._hand_over(letter, started)
+        outcomes = await self._hand_over([letter], started)
+        handed = outcomes if isinstance(outcomes, Answer) else self._answer_for(outcomes[0])
         if handed.result != "dead_lettered":
             return handed
         self._dead_lettered.add(digest, then)
         return then
 
     async def _publish(self, events: Sequence[TransferEvent], started: float) -> Answer:
-        """Each event in order, under the request's one deadline; the first refusal is the answer."""
-        answers: list[Answer] = []
-        for event in events:
-            answer = await self._hand_over(event, started)
-            if answer.status != 200:
-                return answer
-            answers.append(answer)
-        return next((a for a in answers if a.result == "published"), answers[-1])
+        """The delivery's events enter the pipeline together (one batch, one wait under the
+        request's deadline); the first refusal, in order, is the answer."""
+        outcomes = await self._hand_over(events, started)
+        if isinstance(outcomes, Answer):
+            return outcomes
+        answers = [self._answer_for(outcome) for outcome in outcomes]
+        refused = next((a for a in answers if a.status != 200), None)
+        return refused or next((a for a in answers if a.result == "published"), answers[-1])
 
-    async def _hand_over(self, item: TransferEvent | DeadLetter, started: float) -> Answer:
-        """Submit to the pipeline and wait, bounded, for the ack or the dedup decision.
+    async def _hand_over(self, items: Sequence[Item], started: float) -> list[Outcome | BaseException | None] | Answer:
+        """Submit to the pipeline and wait, bounded, for every ack or dedup decision.
 
         The submission runs in its own task, shielded: a timeout answers 503 but never cancels a
-        hand-off half way (the item stays in the pipeline and is published when Kafka returns).
+        hand-off half way (the items stay in the pipeline and are published when Kafka returns).
+        ``asyncio.timeout`` rather than ``wait_for``: no second task per request.
         """
         if len(self._pending) >= self.config.max_pending:
             return Answer(503, "overloaded", "too many deliveries awaiting Kafka, retry later")
-        task: asyncio.Task[Outcome] = asyncio.ensure_future(self.pipeline.submit(item))
+        task: asyncio.Task[list[Outcome | BaseException | None]] = asyncio.ensure_future(self.pipeline.submit_batch(items))
         self._pending.add(task)
         task.add_done_callback(self._settled)
         remaining = self.config.ack_timeout_seconds - (time.perf_counter() - started)
         try:
-            outcome = await asyncio.wait_for(asyncio.shield(task), timeout=max(remaining, 0.001))
+            async with asyncio.timeout(max(remaining, 0.001)):
+                return await asyncio.shield(task)
         except TimeoutError:
             wait = self.config.ack_timeout_seconds
             self.log.warning("%s webhook: Kafka did not acknowledge within %.1fs; answering 503", self._label, wait)
             return Answer(503, "timeout", "not yet stored, retry later")
-        except RuntimeError as exc:
-            if "shutting down" in str(exc):  # Pipeline.offer after close() began
-                return Answer(503, "shutting_down", "shutting down, retry later")
-            self.log.error("%s webhook: hand-off failed (%s); answering 503", self._label, exc)
-            return Answer(503, "unavailable", "not stored, retry later")
-        except Exception as exc:  # fenced producer, oversized dead letter, …
-            self.log.error("%s webhook: hand-off failed (%s); answering 503", self._label, exc.__class__.__name__)
-            return Answer(503, "unavailable", "not stored, retry later")
-        return Answer(200, _OUTCOME_RESULT[outcome])
+        except Exception as exc:  # noqa: BLE001 - the pipeline refused the whole batch
+            return self._answer_for(exc)
 
-    def _settled(self, task: asyncio.Task[Outcome]) -> None:
+    def _answer_for(self, outcome: Outcome | BaseException | None) -> Answer:
+        """One item's fate as the request's answer."""
+        if isinstance(outcome, Outcome):
+            return Answer(200, _OUTCOME_RESULT[outcome])
+        if isinstance(outcome, RuntimeError) and "shutting down" in str(outcome):  # offer after close() began
+            return Answer(503, "shutting_down", "shutting down, retry later")
+        if isinstance(outcome, RuntimeError):
+            self.log.error("%s webhook: hand-off failed (%s); answering 503", self._label, outcome)
+        else:  # fenced producer, oversized dead letter, an item abandoned by a cancelled hand-off …
+            name = "no outcome" if outcome is None else outcome.__class__.__name__
+            self.log.error("%s webhook: hand-off failed (%s); answering 503", self._label, name)
+        return Answer(503, "unavailable", "not stored, retry later")
+
+    def _settled(self, task: asyncio.Task[list[Outcome | BaseException | None]]) -> None:
         self._pending.discard(task)
         if not task.cancelled():
             task.exception()  # retrieved here; the request (if still waiting) got its answer already
