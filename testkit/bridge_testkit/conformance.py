@@ -61,12 +61,15 @@ __all__ = [
     "leaked",
 ]
 
-Capability = Literal["backfill", "reconnect", "hangup", "config_error_pacing", "webhook_auth", "sender_retries"]
+Capability = Literal["backfill", "poll", "reconnect", "hangup", "config_error_pacing", "webhook_auth", "sender_retries"]
 CAPABILITIES: frozenset[str] = frozenset(
-    {"backfill", "reconnect", "hangup", "config_error_pacing", "webhook_auth", "sender_retries"}
+    {"backfill", "poll", "reconnect", "hangup", "config_error_pacing", "webhook_auth", "sender_retries"}
 )
 """
 * ``backfill``: the source reads the provider's history after a reconnect and on an interval;
+* ``poll``: the source reads the provider's history every interval (no push channel); a cycle that
+  fails or raises leaves the cursor where it was, so a later cycle reads what it missed (``gap``:
+  the account's next requests fail);
 * ``reconnect``: the source keeps a connection and reconnects with backoff when it drops;
 * ``hangup``: the simulator can hang up right after every open and reports connection attempts;
 * ``config_error_pacing``: refused credentials are a configuration error retried at a slow pace;

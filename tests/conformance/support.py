@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
-from collections.abc import AsyncIterator, Callable, Hashable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ __all__ = [
     "Topics",
     "PipelineCounts",
     "FailOnce",
+    "FailAfterFirstPage",
     "published_states",
     "partitions_per_key",
     "state_count",
@@ -200,3 +201,29 @@ class FailOnce:
         broken = cls(getattr(target, attribute))
         monkeypatch.setattr(target, attribute, broken)
         return broken
+
+
+class FailAfterFirstPage:
+    """Wraps a poll (an async generator function of pages): its first call yields the first page,
+    then raises ``RuntimeError`` in the middle of the cycle; every later call is the original."""
+
+    def __init__(self, original: Callable[..., AsyncGenerator[Any]]):
+        self.original = original
+        self.calls = 0
+        self.raised = 0
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        self.calls += 1
+        if self.raised:
+            async for page in self.original(*args, **kwargs):
+                yield page
+            return
+        pages = self.original(*args, **kwargs)
+        try:
+            async for page in pages:
+                yield page
+                break
+        finally:
+            await pages.aclose()
+        self.raised += 1
+        raise RuntimeError("injected by the conformance suite")

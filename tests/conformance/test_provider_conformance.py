@@ -23,6 +23,7 @@ from bridge.service.dlq.cli import replay_dead_letters
 from bridge_testkit.conformance import ProviderHarness, eventually, leaked
 from tests.conformance.support import (
     Bridge,
+    FailAfterFirstPage,
     FailOnce,
     PipelineCounts,
     Topics,
@@ -104,6 +105,27 @@ async def test_states_that_changed_while_the_connection_was_down_arrive_through_
     assert sorted(v for (key, state), v in via.items() if all((key, state) != (g.key, g.state) for g in gap)) == ["push", "push"]
     for key in truth:  # a backfilled row names the same account as the pushes of its transfer
         assert len({json.dumps(r["account"], sort_keys=True) for r in records if r["key"] == key}) == 1
+
+
+@pytest.mark.requires("poll")
+async def test_states_that_changed_while_polls_failed_arrive_with_a_later_poll(harness: ProviderHarness, bridge: Bridge, kafka: Topics) -> None:
+    async with bridge(harness.section()) as service:
+        await harness.ready(service.app)
+        source = source_of(service.app, harness)
+        transfers = harness.create(2)
+        for transfer in transfers:
+            await harness.advance(transfer)
+        await kafka.wait_for(events=2)
+        failures = source.stats["poll_failures"]  # type: ignore[attr-defined]
+        gap = await harness.gap(transfers)
+        truth = harness.truth()
+        await kafka.wait_for(events=state_count(truth))
+        await eventually(lambda: source.health.detail["poll_error"] is None, what="a complete cycle after the failed ones")
+        assert await service.stop() == ExitCode.OK
+    assert source.stats["poll_failures"] > failures, "no poll failed: the gap was not one"  # type: ignore[attr-defined]
+    records = [json.loads(record.value) for record in await kafka.events()]
+    assert published_states(harness, await kafka.events()) == truth
+    assert {(g.key, g.state) for g in gap} <= {(r["key"], harness.state_of(r)) for r in records if r["source"]["via"] == "poll"}
 
 
 @pytest.mark.requires("sender_retries")
@@ -270,6 +292,35 @@ async def test_an_exception_inside_a_backfill_pass_never_ends_recovery(
     records = [json.loads(record.value) for record in await kafka.events()]
     assert published_states(harness, await kafka.events()) == truth
     assert {r["source"]["via"] for r in records if (r["key"], harness.state_of(r)) in {(g.key, g.state) for g in gap}} == {"backfill"}
+
+
+@pytest.mark.requires("poll")
+async def test_an_exception_inside_a_poll_never_ends_polling(
+    harness: ProviderHarness, bridge: Bridge, kafka: Topics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cycle breaks after its first page was handed over: the failure is counted, later cycles
+    read what the broken one did not, and the source is not restarted."""
+    async with bridge(harness.section()) as service:
+        await harness.ready(service.app)
+        source = source_of(service.app, harness)
+        transfers = harness.create(2)
+        await harness.advance(transfers[0])
+        await kafka.wait_for(events=1)
+        failures = source.stats["poll_failures"]  # type: ignore[attr-defined]
+        broken = FailAfterFirstPage(source.poll)  # type: ignore[attr-defined]
+        monkeypatch.setattr(source, "poll", broken)  # the next cycle raises midway
+        await eventually(lambda: broken.raised == 1, what="the broken poll cycle")
+        for transfer in transfers:
+            await harness.advance(transfer)
+        truth = harness.truth()
+        await kafka.wait_for(events=state_count(truth))
+        await eventually(lambda: source.health.detail["poll_error"] is None, what="a complete cycle after the broken one")
+        restarted = restarts(service.app)
+        assert await service.stop() == ExitCode.OK
+    assert (broken.raised, restarted) == (1, 0) and broken.calls >= 2  # later cycles polled again
+    assert source.stats["poll_failures"] == failures + 1  # type: ignore[attr-defined]  # counted, once
+    assert published_states(harness, await kafka.events()) == truth
+    assert await kafka.size("dead_letter") == 0
 
 
 # -- secrets -----------------------------------------------------------------------------------------

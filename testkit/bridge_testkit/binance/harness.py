@@ -9,8 +9,9 @@ Binance is a *poll* provider: nothing is pushed, so
 * a gap is a state the first poll after the change does not get (the account's next requests
   fail), closed by a later poll; faults are 5xx, -1021 (the clock relearnt), hang-ups and 429s;
 * refused credentials (-1022) are a configuration error paced by ``config_error_retry``: the
-  ``config_error_pacing`` capability. There is no connection to drop or hang up, no backfill
-  pass and no sender that retries: none of those capabilities.
+  ``config_error_pacing`` capability; a gap closed by a later poll is the ``poll`` capability.
+  There is no connection to drop or hang up, no backfill pass and no sender that retries: none of
+  those capabilities.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class HarnessTransfer:
 class BinanceHarness(ProviderHarness):
     name = "binance"
     kind = "poll"
-    capabilities = frozenset({"config_error_pacing"})
+    capabilities = frozenset({"config_error_pacing", "poll"})
     parse_target = ("bridge.sources.binance.service", "parse_page")
     account = "main"
     other_account = "other"
