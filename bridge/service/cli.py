@@ -32,8 +32,16 @@ EXIT_CODES = {
 }
 
 DESCRIPTION = """\
-Crypto deposit/withdrawal feeds (OKX, Ripio WebSockets; OpenXSwitch webhooks) normalized into one
-versioned transfer event on Kafka: at least once, deduplicated, in order per transfer."""
+Crypto deposit/withdrawal feeds of the installed providers normalized into one versioned transfer
+event on Kafka: at least once, deduplicated, in order per transfer."""
+
+
+def _providers_help() -> str:
+    """The installed providers as the registry knows them: section, source kind, summary."""
+    from bridge.ingest.plugins import registered
+
+    lines = [f"  {plugin.name:<12} {plugin.kind:<8} {plugin.summary}".rstrip() for plugin in registered()]
+    return "providers (configuration section, source kind, what it reads):\n" + ("\n".join(lines) or "  none installed")
 
 EPILOG = (
     """\
@@ -74,7 +82,7 @@ def _config_options(parser: argparse.ArgumentParser, *, top: bool = False) -> No
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="transfer-bridge",
-        description=DESCRIPTION,
+        description=f"{DESCRIPTION}\n\n{_providers_help()}",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

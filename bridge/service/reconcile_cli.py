@@ -72,11 +72,18 @@ def parse_moment(text: str, now: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def _with_history() -> str:
+    """The installed providers that can list an account's transfers (``ProviderPlugin.history``)."""
+    from bridge.ingest.plugins import registered
+
+    return ", ".join(plugin.name for plugin in registered() if plugin.history is not None) or "none installed"
+
+
 def add_reconcile_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     parser = commands.add_parser(
         "reconcile",
         help="compare each provider's history with the latest state per transfer in Kafka",
-        description="For each configured account with a history API (OKX, Ripio, Binance, Fireblocks), read the "
+        description=f"For each configured account with a history API ({_with_history()}), read the "
         "provider's current state of every transfer created in the window and the latest state per key on the "
         "event topics (read_committed), and report the differences. Exit 0 clean, 1 drift, 2 configuration or I/O error.",
     )

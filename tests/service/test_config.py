@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bridge.ingest.plugins import registered
 from bridge.service.app import ServiceSettings
 from bridge.service.cli import main
 from bridge.service.settings import ConfigError, load_settings, secret_values
@@ -221,6 +222,22 @@ def test_help_explains_commands_configuration_and_exit_codes() -> None:
         assert text in done.stdout
     for code in range(6):
         assert f"\n  {code}  " in done.stdout
+
+
+def test_help_lists_every_registered_provider_from_the_registry() -> None:
+    """No provider is named in the CLI's code: the help lists what is installed, and ``reconcile``
+    names exactly the providers that declare a history API."""
+    plugins = registered()
+    assert {plugin.kind for plugin in plugins} == {"stream", "webhook", "poll"}
+    done = subprocess.run([sys.executable, "-m", "bridge", "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    listed = done.stdout.split("providers (configuration section, source kind, what it reads):\n", 1)[1].split("\n\n", 1)[0]
+    assert [line.split()[:2] for line in listed.splitlines()] == [[plugin.name, plugin.kind] for plugin in plugins]
+    assert all(plugin.summary and plugin.summary in listed for plugin in plugins)
+    done = subprocess.run([sys.executable, "-m", "bridge", "reconcile", "--help"], capture_output=True, text=True, timeout=60)
+    named = " ".join(done.stdout.split()).split("with a history API (", 1)[1].split(")", 1)[0]
+    assert named.split(", ") == [plugin.name for plugin in plugins if plugin.history is not None]
+    assert any(plugin.history is None for plugin in plugins)  # openxswitch: webhooks only, not named
 
 
 def test_usage_error_exits_2() -> None:
