@@ -33,7 +33,13 @@ class DedupSettings(_Section):
         "topic written in the same transaction as each event; memory: tests only",
     )
     path: Path = Path("./.state/dedup.sqlite3")
-    retention_days: float = Field(default=30.0, gt=0)
+    retention_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="how long a transfer is remembered after its final state; a redelivery replayed later "
+        "(a console resend, a deeper backfill) is published again with its identical event_id, and an old "
+        "non-final state is no longer dropped as stale: keep it above the longest replay you expect",
+    )
     max_unpersisted: int = Field(
         default=5_000,
         ge=1,

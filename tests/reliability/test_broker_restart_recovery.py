@@ -6,6 +6,9 @@ batch of that producer is refused with ``OutOfOrderSequenceNumber``, however oft
 The adversarial run (30 s broker stop, default timeouts) saw the pipeline stuck on it for 45 s,
 until the watchdog replaced the producer: 75 s of 503s. Here the outage outlasts a short request
 timeout (the same mechanism, in seconds) while events keep coming.
+
+Both dedup modes: embedded (the idempotent producer, where the fault was) and exactly-once (the
+transactional producer, which the deployment's base configuration runs).
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from bridge.delivery.assemble import build_pipeline
 from bridge.delivery.dedup import DedupGate
 from bridge.delivery.pipeline import Outcome, Pipeline
 from bridge.delivery.publish import Publisher
-from bridge.delivery.settings import TopicSettings
+from bridge.delivery.settings import DedupSettings, PipelineSettings, TopicSettings
 from bridge.delivery.store_sqlite import SQLiteStore
 from bridge.kafka.settings import KafkaSettings
 from bridge.observability import metrics
@@ -45,12 +49,16 @@ def retries_by_error() -> dict[str, float]:
     }
 
 
-@pytest.fixture
-async def pipeline(own_broker: LocalKafka, tmp_path: Path) -> AsyncIterator[Pipeline]:
+@pytest.fixture(params=["sqlite", "kafka"])
+async def pipeline(own_broker: LocalKafka, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Pipeline]:
     suffix = uuid.uuid4().hex[:8]
     topics = TopicSettings(deposit=f"rr.{suffix}.deposit", withdrawal=f"rr.{suffix}.withdrawal", dead_letter=f"rr.{suffix}.dlq", partitions=3)
     kafka = KafkaSettings(bootstrap_servers=own_broker.bootstrap, linger_ms=2, request_timeout_ms=REQUEST_TIMEOUT_MS)
-    pipeline = Pipeline(Publisher(kafka, topics), DedupGate(SQLiteStore(tmp_path / "dedup.sqlite3")), max_in_flight=5000)
+    if request.param == "kafka":
+        dedup = DedupSettings(store="kafka", state_topic=f"rr.{suffix}.state", transactional_id=f"rr-{suffix}")
+        pipeline = build_pipeline(kafka, topics, dedup, PipelineSettings(max_in_flight=5000))
+    else:
+        pipeline = Pipeline(Publisher(kafka, topics), DedupGate(SQLiteStore(tmp_path / "dedup.sqlite3")), max_in_flight=5000)
     await pipeline.start()
     try:
         yield pipeline
