@@ -188,7 +188,7 @@ POLL_RATE_LIMIT_WAITS = Counter(
 )
 POLL_TRACKED_OPEN = Gauge(
     "bridge_poll_tracked_open",
-    "Non-final transfers older than the hot window, re-queried until final",
+    "Non-final transfers remembered per account, re-queried once older than the hot window until final",
     ["provider", "account"],
 )
 POLL_TRACKING_EXPIRED = Counter(

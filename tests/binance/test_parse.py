@@ -9,6 +9,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+from pydantic import ValidationError
 
 from bridge.contract.events import Account, DeadLetter, Status, TransferEvent, Via
 from bridge.contract.jsonutil import loads_exact
@@ -16,6 +17,7 @@ from bridge.contract.parsing import ParseError
 from bridge.contract.schema import committed_versions, example_events
 from bridge.contract.status_tables import BINANCE_DEPOSIT, BINANCE_WITHDRAWAL
 from bridge.sources.binance import messages as m
+from bridge.sources.binance.config import BinanceAccount
 from bridge.sources.binance.parse import Rules, confirmations_of, parse_deposit, parse_page, parse_withdrawal
 from tests.support import FIXTURES
 
@@ -234,3 +236,41 @@ def test_rows_that_are_not_objects_become_dead_letters_and_the_rest_is_parsed_ol
     results = parse_page(m.DEPOSIT_CHANNEL, [later, "oops", earlier], received_at=AT, account=MAIN)
     assert [r.transfer_id for r in results if isinstance(r, TransferEvent)] == ["1", "2"]
     assert [r.raw for r in results if isinstance(r, DeadLetter)] == [b'"oops"']
+
+
+def _local_withdrawal(**changes: Any) -> dict[str, Any]:
+    """A ``localentity/withdraw/history`` (v1) row: the capital row's fields, the code in
+    ``withdrawalStatus``, plus ``trId`` and ``travelRuleStatus``."""
+    row = _withdrawal()
+    row = {"trId": 1234456, "withdrawalStatus": row.pop("status"), "travelRuleStatus": 0, **row}
+    row.update(changes)
+    return row
+
+
+def test_a_travel_rule_withdrawal_row_is_keyed_by_id_its_code_read_from_withdrawal_status() -> None:
+    capital = parse_withdrawal(_withdrawal(), received_at=AT, account=MAIN)
+    local = parse_page(m.LOCALENTITY_WITHDRAWAL_CHANNEL, [_local_withdrawal()], received_at=AT, account=MAIN)[0]
+    assert isinstance(local, TransferEvent) and local.source.channel == "localentity/withdraw/history" and local.source.via is Via.POLL
+    assert (local.key, local.status, local.provider_status) == (capital.key, Status.PROCESSING, "4")
+    assert local.event_id == capital.event_id  # the same state read from either history is one event
+    assert local.raw is not None and local.raw["trId"] == 1234456
+    pending = parse_withdrawal(_local_withdrawal(withdrawalStatus=2, travelRuleStatus=1), received_at=AT, account=MAIN,
+                               channel=m.LOCALENTITY_WITHDRAWAL_CHANNEL)
+    assert pending.status is Status.PENDING and pending.provider_status_text == "awaiting approval; travel rule pending"
+    jsonschema.validators.validator_for(SCHEMA)(SCHEMA).validate(local.model_dump(mode="json"))
+
+
+def test_a_travel_rule_withdrawal_row_without_id_or_code_is_dead_lettered_not_keyed_by_a_guess() -> None:
+    no_id = {k: v for k, v in _local_withdrawal().items() if k != "id"}
+    no_code = {k: v for k, v in _local_withdrawal(id="ffff0000ffff0000ffff0000ffff0000").items() if k != "withdrawalStatus"}
+    results = parse_page(m.LOCALENTITY_WITHDRAWAL_CHANNEL, [no_id, no_code], received_at=AT, account=MAIN)
+    assert [type(r) for r in results] == [DeadLetter, DeadLetter]
+    assert {r.channel for r in results if isinstance(r, DeadLetter)} == {"localentity/withdraw/history"}
+
+
+def test_poll_localentity_is_a_per_account_setting_that_replaces_the_withdrawal_history() -> None:
+    entry = {"name": "main", "api_key": "api-key-value-123", "secret_key": "secret-value-456"}
+    assert BinanceAccount(**entry).poll_localentity is False  # the capital history unless asked
+    assert BinanceAccount(**entry, poll_localentity=True).poll_localentity is True
+    with pytest.raises(ValidationError, match="poll_localentity replaces the withdrawal history"):
+        BinanceAccount(**entry, poll_localentity=True, withdrawals=False)

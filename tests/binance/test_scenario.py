@@ -18,6 +18,7 @@ async def test_a_reduced_scenario_loses_no_final_state_and_publishes_no_state_tw
     assert report.bans_earned == 0
     # the run did what it claims: every hazard happened at least once
     assert report.restarts >= 3 and report.rate_limit_answers >= 2 and report.timestamp_rejections >= 1
+    assert report.answers_429 >= 1 and report.answers_418 >= 1
     assert report.held_past_window >= 1 and report.requeried >= report.held_past_window
     assert report.visible_states < report.states  # some states changed twice between two polls
     assert report.published == report.visible_states

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from bridge.delivery.settings import TopicSettings
 from bridge.sources.binance import messages as m
@@ -152,6 +153,69 @@ async def test_an_open_transfer_older_than_the_hot_window_is_requeried_by_id_unt
         created = str(deposit.created_ms)
         assert {"startTime": created, "endTime": created} in [{k: q.get(k) for k in ("startTime", "endTime")} for q in asked]
     assert json.loads((tmp_path / "binance-main.open.json").read_text()) == {"open": []}
+
+
+async def test_an_open_transfer_past_the_tracking_age_is_no_longer_requeried_and_is_counted(
+    make_pipeline: PipelineFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``tracker_max_age_days`` (90: Binance's window): a withdrawal still open after 91 days is
+    dropped from the re-query (counted in stats and ``bridge_poll_tracking_expired``, logged with
+    its key, gone from the file); one open for 10 days is still asked for by ``idList``."""
+    pipeline = await make_pipeline()
+    labels = {"provider": "binance", "account": "main", "reason": "age"}
+    expired_before = REGISTRY.get_sample_value("bridge_poll_tracking_expired_total", labels) or 0.0
+    async with fast_simulator() as sim:
+        now = sim.now_ms()
+        old = sim.create("withdrawal-memo", "main", created_ms=now - 91 * 86_400_000)
+        recent = sim.create("withdrawal-memo", "main", created_ms=now - 10 * 86_400_000)
+        entries = [{"key": t.key, "channel": m.WITHDRAWAL_CHANNEL, "transfer_id": t.transfer_id, "created_ms": t.created_ms,
+                    "tx_id": None, "email": None} for t in (old, recent)]
+        (tmp_path / "binance-main.open.json").write_text(json.dumps({"open": entries}))  # what an earlier process left
+        source = build_binance_sources(config(sim, [sim.accounts["main"].entry(lookup_uid=False)], cursor_dir=tmp_path), pipeline)[0]
+        assert len(source.open) == 2
+        async with running([source]):
+            await eventually(lambda: recent.observed and source.stats["polls"] >= 2, what="the re-query of the 10-day-old withdrawal")
+    asked = {i for _, path, q in sim.queries if path == m.WITHDRAWAL_PATH and "idList" in q for i in q["idList"].split(",")}
+    assert recent.transfer_id in asked and old.transfer_id not in asked
+    assert source.stats["tracking_expired"] == 1 and not old.observed
+    assert (REGISTRY.get_sample_value("bridge_poll_tracking_expired_total", labels) or 0.0) - expired_before == 1
+    assert old.key in caplog.text
+    kept = json.loads((tmp_path / "binance-main.open.json").read_text())["open"]
+    assert [entry["key"] for entry in kept] == [recent.key]  # still open: asked for again next time
+
+
+async def test_poll_localentity_reads_withdrawals_from_the_travel_rule_history_only_and_requeries_them_by_window(
+    make_pipeline: PipelineFactory, kafka_bootstrap: str, topics: TopicSettings, tmp_path: Path
+) -> None:
+    """``poll_localentity``: the key's withdrawals come from ``localentity/withdraw/history``
+    (``withdrawalStatus`` rows), never from the capital history; one that leaves the hot window
+    while open is found again by a window over its creation time (no ``idList`` there), across a
+    restart."""
+    pipeline = await make_pipeline()
+    async with fast_simulator() as sim:
+        cfg = config(sim, [sim.accounts["main"].entry(lookup_uid=False, poll_localentity=True)], cursor_dir=tmp_path,
+                     lookback_days=1.0 / DAY, poll_overlap=0)
+        held, moving = sim.create("withdrawal-memo", "main"), sim.create("withdrawal", "main")
+        source = build_binance_sources(cfg, pipeline)[0]
+        async with running([source]):
+            await eventually(lambda: held.observed, what="first sight")
+            await asyncio.sleep(1.2)  # older than the one-second hot window now
+            await sim.run_lifecycles([moving], timeout=20)
+        sim.advance(held)
+        restarted = build_binance_sources(cfg, pipeline)[0]
+        assert {(e.key, e.channel) for e in restarted.open.entries()} >= {(held.key, m.LOCALENTITY_WITHDRAWAL_CHANNEL)}
+        async with running([restarted]):
+            await sim.run_lifecycles([held, moving], timeout=20)
+            await settle([restarted], pipeline)
+            await eventually(lambda: len(restarted.open) == 0, what="forgotten once final")
+    records = await _records(kafka_bootstrap, topics, sum(len(t.history) for t in (held, moving)))
+    assert compare(sim.truth(), records) == {"lost": 0, "lost_finals": 0, "duplicated": 0, "out_of_order": 0, "unexpected": 0}
+    assert {json.loads(r.value)["source"]["channel"] for r in records} == {"localentity/withdraw/history"}
+    paths = {path for _, path, _ in sim.queries}
+    assert m.LOCALENTITY_WITHDRAWAL_PATH in paths and m.WITHDRAWAL_PATH not in paths
+    second = held.created_ms // 1000 * 1000  # applyTime has whole seconds
+    asked = [(q.get("startTime"), q.get("endTime")) for _, path, q in sim.queries if path == m.LOCALENTITY_WITHDRAWAL_PATH]
+    assert (str(second - 1000), str(second + 1000)) in asked  # the re-query: around its creation time, not the hot window
 
 
 async def test_offset_paging_reads_every_row_of_a_window_page_after_page(

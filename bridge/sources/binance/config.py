@@ -48,6 +48,11 @@ class BinanceAccount(_Section):
     sub_account_emails: tuple[str, ...] = Field(default=(), description="sub-accounts whose deposits the master reads (subHisrec)")
     deposits: bool = Field(default=True, description="poll capital/deposit/hisrec")
     withdrawals: bool = Field(default=True, description="poll capital/withdraw/history")
+    poll_localentity: bool = Field(
+        default=False,
+        description="read withdrawals from localentity/withdraw/history (v1) instead: travel-rule local entities, "
+        "in case their withdrawals are missing from the capital history (unconfirmed)",
+    )
     enabled: bool = True
 
     @field_validator("api_key", "secret_key")
@@ -71,6 +76,8 @@ class BinanceAccount(_Section):
             raise ValueError("mode master_subhisrec needs sub_account_emails (from GET /sapi/v1/sub-account/list)")
         if self.mode == "own" and self.sub_account_emails:
             raise ValueError("sub_account_emails are read only with mode master_subhisrec")
+        if self.poll_localentity and not self.withdrawals:
+            raise ValueError("poll_localentity replaces the withdrawal history: it needs withdrawals on")
         if not (self.deposits or self.withdrawals or self.sub_account_emails):
             raise ValueError("nothing to poll: deposits and withdrawals are both off")
         return self
@@ -110,7 +117,9 @@ class BinanceConfig(PollSettings):
     ip_weight_limit: int = Field(default=12_000, gt=0, description="per minute and IP, each IP-metered SAPI endpoint")
     uid_weight_limit: int = Field(default=180_000, gt=0, description="per minute and UID, each UID-metered SAPI endpoint")
     api_weight_limit: int = Field(default=6_000, gt=0, description="per minute and IP, /api/v3 (time, account)")
-    withdrawal_weight: int = Field(default=18_000, gt=0, description="price of one withdrawal-history request")
+    withdrawal_weight: int = Field(
+        default=18_000, gt=0, description="price of one withdrawal-history request (capital or localentity: pages say 18000 or 1)"
+    )
     withdrawal_weight_scope: Literal["uid", "ip"] = Field(
         default="uid", description="which budget withdrawals draw on (Binance's pages disagree: unconfirmed)"
     )

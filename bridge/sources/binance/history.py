@@ -48,7 +48,7 @@ class BinanceHistory:
                 sweeps.append((m.DEPOSIT_PATH, None))
             sweeps.extend((m.SUB_DEPOSIT_PATH, email) for email in source.account.sub_account_emails)
             if source.account.withdrawals:
-                sweeps.append((m.WITHDRAWAL_PATH, None))
+                sweeps.append((source.withdrawal_path, None))
             for path, email in sweeps:
                 async for page in source._sweep(rest, path, since_ms, until_ms, email=email):
                     for item in page.items:

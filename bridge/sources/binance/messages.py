@@ -18,11 +18,14 @@ __all__ = [
     "DEPOSIT_PATH",
     "WITHDRAWAL_PATH",
     "SUB_DEPOSIT_PATH",
+    "LOCALENTITY_WITHDRAWAL_PATH",
     "TIME_PATH",
     "ACCOUNT_PATH",
     "DEPOSIT_CHANNEL",
     "WITHDRAWAL_CHANNEL",
     "SUB_DEPOSIT_CHANNEL",
+    "LOCALENTITY_WITHDRAWAL_CHANNEL",
+    "WITHDRAWAL_CHANNELS",
     "CHANNEL_OF",
     "Endpoint",
     "ENDPOINTS",
@@ -44,14 +47,24 @@ __all__ = [
 DEPOSIT_PATH = "/sapi/v1/capital/deposit/hisrec"
 WITHDRAWAL_PATH = "/sapi/v1/capital/withdraw/history"
 SUB_DEPOSIT_PATH = "/sapi/v1/capital/deposit/subHisrec"
+LOCALENTITY_WITHDRAWAL_PATH = "/sapi/v1/localentity/withdraw/history"
+"""Travel-rule local entities' withdrawal history (v1: v2 may miss ``capital/withdraw/apply``
+withdrawals), read instead of the capital history by an account with ``poll_localentity``."""
 TIME_PATH = "/api/v3/time"
 ACCOUNT_PATH = "/api/v3/account"
 
 DEPOSIT_CHANNEL = "capital/deposit/hisrec"
 WITHDRAWAL_CHANNEL = "capital/withdraw/history"
 SUB_DEPOSIT_CHANNEL = "capital/deposit/subHisrec"
+LOCALENTITY_WITHDRAWAL_CHANNEL = "localentity/withdraw/history"
 """``source.channel`` of an event: the endpoint path it was read from (contract 1.1, Binance)."""
-CHANNEL_OF = {DEPOSIT_PATH: DEPOSIT_CHANNEL, WITHDRAWAL_PATH: WITHDRAWAL_CHANNEL, SUB_DEPOSIT_PATH: SUB_DEPOSIT_CHANNEL}
+WITHDRAWAL_CHANNELS = frozenset({WITHDRAWAL_CHANNEL, LOCALENTITY_WITHDRAWAL_CHANNEL})
+CHANNEL_OF = {
+    DEPOSIT_PATH: DEPOSIT_CHANNEL,
+    WITHDRAWAL_PATH: WITHDRAWAL_CHANNEL,
+    SUB_DEPOSIT_PATH: SUB_DEPOSIT_CHANNEL,
+    LOCALENTITY_WITHDRAWAL_PATH: LOCALENTITY_WITHDRAWAL_CHANNEL,
+}
 
 Scope = Literal["ip", "uid", "api"]
 """Which minute budget a request draws on: SAPI per IP, SAPI per UID, or the ``/api`` IP weight."""
@@ -72,6 +85,7 @@ ENDPOINTS: Mapping[str, Endpoint] = {
     DEPOSIT_PATH: Endpoint(DEPOSIT_PATH, 1, "ip"),
     SUB_DEPOSIT_PATH: Endpoint(SUB_DEPOSIT_PATH, 1, "ip"),
     WITHDRAWAL_PATH: Endpoint(WITHDRAWAL_PATH, 18_000, "uid"),
+    LOCALENTITY_WITHDRAWAL_PATH: Endpoint(LOCALENTITY_WITHDRAWAL_PATH, 18_000, "uid"),
     TIME_PATH: Endpoint(TIME_PATH, 1, "api", signed=False),
     ACCOUNT_PATH: Endpoint(ACCOUNT_PATH, 20, "api"),
 }

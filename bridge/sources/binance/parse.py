@@ -32,11 +32,18 @@ from bridge.contract.parsing import (
 )
 from bridge.contract.status_tables import BINANCE_DEPOSIT, BINANCE_WITHDRAWAL, lookup
 from bridge.contract.timeutil import TimestampError, format_utc_ms, from_epoch_ms
-from bridge.sources.binance.messages import DEPOSIT_CHANNEL, SUB_DEPOSIT_CHANNEL, WITHDRAWAL_CHANNEL
+from bridge.sources.binance.messages import DEPOSIT_CHANNEL, LOCALENTITY_WITHDRAWAL_CHANNEL, SUB_DEPOSIT_CHANNEL, WITHDRAWAL_CHANNEL
 
 __all__ = ["Rules", "DEFAULT_RULES", "parse_deposit", "parse_withdrawal", "parse_page", "utc_text", "confirmations_of", "DIRECTION_OF"]
 
-DIRECTION_OF = {DEPOSIT_CHANNEL: Direction.DEPOSIT, SUB_DEPOSIT_CHANNEL: Direction.DEPOSIT, WITHDRAWAL_CHANNEL: Direction.WITHDRAWAL}
+DIRECTION_OF = {
+    DEPOSIT_CHANNEL: Direction.DEPOSIT,
+    SUB_DEPOSIT_CHANNEL: Direction.DEPOSIT,
+    WITHDRAWAL_CHANNEL: Direction.WITHDRAWAL,
+    LOCALENTITY_WITHDRAWAL_CHANNEL: Direction.WITHDRAWAL,
+}
+_TRAVEL_RULE = {1: "travel rule pending", 2: "travel rule failed"}
+"""``travelRuleStatus`` of a localentity withdrawal (0: completed, the withdrawal proceeds)."""
 _UTC_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
 _CONFIRM_TIMES = re.compile(r"^\s*(\d{1,9})\s*/\s*(\d{1,9})\s*$")
 
@@ -159,10 +166,18 @@ def parse_deposit(
 
 
 def parse_withdrawal(
-    row: Mapping[str, Any], *, received_at: str, account: Account, rules: Rules = DEFAULT_RULES
+    row: Mapping[str, Any], *, received_at: str, account: Account, channel: str = WITHDRAWAL_CHANNEL, rules: Rules = DEFAULT_RULES
 ) -> TransferEvent:
-    code = require_str(row, "status")
+    """A ``capital/withdraw/history`` row, or a ``localentity/withdraw/history`` one: the same
+    fields with the code in ``withdrawalStatus`` and a ``travelRuleStatus`` (shown in the status
+    text, the code decides the status). Binance documents ``id`` and ``withdrawalStatus`` there
+    for API withdrawals only: a row without them is dead-lettered, never keyed by a guess."""
+    local = channel == LOCALENTITY_WITHDRAWAL_CHANNEL
+    code = require_str(row, "withdrawalStatus" if local else "status")
     status, text = _status(rules, Direction.WITHDRAWAL, code)
+    travel = _TRAVEL_RULE.get(optional_int(row, "travelRuleStatus") or 0) if local else None
+    if travel is not None:
+        text = f"{text or code}; {travel}"
     info = optional_str(row, "info")
     if info is not None:
         text = f"{text or code}: {info}"
@@ -198,7 +213,7 @@ def parse_withdrawal(
         occurred_at=occurred,
         received_at=received_at,
         account=account,
-        source=Source(channel=WITHDRAWAL_CHANNEL, via=Via.POLL),
+        source=Source(channel=channel, via=Via.POLL),
         raw=dict(row),
     )
 
@@ -225,7 +240,7 @@ def parse_page(
     if DIRECTION_OF[channel] is Direction.WITHDRAWAL:
         return parse_items(
             rows,
-            lambda row: parse_withdrawal(row, received_at=received_at, account=account, rules=rules),
+            lambda row: parse_withdrawal(row, received_at=received_at, account=account, channel=channel, rules=rules),
             provider=Provider.BINANCE,
             channel=channel,
             received_at=received_at,

@@ -77,6 +77,8 @@ class BinanceAccountSource(PollSource):
         self._withdrawals_at: float | None = None
         self._withdrawals_until: int | None = None
         self._tracker_at: float | None = None
+        self.withdrawal_path = m.LOCALENTITY_WITHDRAWAL_PATH if account.poll_localentity else m.WITHDRAWAL_PATH
+        """Where this key reads its withdrawals (``poll_localentity``: the travel-rule history)."""
         self.health.detail.update(key_type=account.key_type, mode=account.mode, uid=self.uid, tracked_open=len(self.open))
 
     def _server_clock(self) -> float:
@@ -91,7 +93,8 @@ class BinanceAccountSource(PollSource):
     def rest_client(self, session: aiohttp.ClientSession) -> BinanceRest:
         cfg = self.config
         endpoints = dict(m.ENDPOINTS)
-        endpoints[m.WITHDRAWAL_PATH] = m.Endpoint(m.WITHDRAWAL_PATH, cfg.withdrawal_weight, cfg.withdrawal_weight_scope)
+        for path in (m.WITHDRAWAL_PATH, m.LOCALENTITY_WITHDRAWAL_PATH):
+            endpoints[path] = m.Endpoint(path, cfg.withdrawal_weight, cfg.withdrawal_weight_scope)
         self._rest = BinanceRest(
             session,
             cfg.base_url,
@@ -137,12 +140,13 @@ class BinanceAccountSource(PollSource):
         for email in self.account.sub_account_emails:
             async for page in self._sweep(rest, m.SUB_DEPOSIT_PATH, start, until_ms, email=email):
                 yield page
-        if self.account.withdrawals and self._due(self._withdrawals_at, cfg.withdrawal_interval, now) and self._affordable(rest, m.WITHDRAWAL_PATH):
+        withdrawals = self.withdrawal_path
+        if self.account.withdrawals and self._due(self._withdrawals_at, cfg.withdrawal_interval, now) and self._affordable(rest, withdrawals):
             # the cursor also moves in cycles that defer withdrawals: reach back to their last read
             reach = since_ms - int(cfg.withdrawal_interval * 1000)
             if self._withdrawals_until is not None:
                 reach = min(reach, self._withdrawals_until - int(cfg.poll_overlap * 1000))
-            async for page in self._sweep(rest, m.WITHDRAWAL_PATH, min(start, reach), until_ms):
+            async for page in self._sweep(rest, withdrawals, min(start, reach), until_ms):
                 yield page
             self._withdrawals_at, self._withdrawals_until = now, until_ms
         if self._due(self._tracker_at, cfg.tracker_interval, now):
@@ -204,7 +208,7 @@ class BinanceAccountSource(PollSource):
         sub = path == m.SUB_DEPOSIT_PATH
         limit = cfg.subhisrec_page_limit if sub else cfg.page_limit
         base = {**({"email": email} if email else {}), **params}
-        if path != m.WITHDRAWAL_PATH and cfg.include_source and not sub:
+        if path == m.DEPOSIT_PATH and cfg.include_source:
             base["includeSource"] = "true"
         for index in range(MAX_PAGES):
             query = {**base, "offset": str(index * limit), "limit": str(limit)}
@@ -255,16 +259,22 @@ class BinanceAccountSource(PollSource):
                         self.account_name, len(expired), cfg.tracker_max_age_days, ", ".join(e.key for e in expired[:10]))
         stale = self.open.stale(hot_from_ms)
         withdrawals = [e for e in stale if e.channel == m.WITHDRAWAL_CHANNEL]
-        if withdrawals and not self._affordable(rest, m.WITHDRAWAL_PATH):
-            withdrawals = []
+        local = [e for e in stale if e.channel == m.LOCALENTITY_WITHDRAWAL_CHANNEL]
+        if (withdrawals or local) and not self._affordable(rest, self.withdrawal_path):
+            withdrawals = local = []
             yield None
         for chunk in range(0, len(withdrawals), ID_LIST_MAX):
             ids = ",".join(e.transfer_id for e in withdrawals[chunk : chunk + ID_LIST_MAX])
             async for page in self._pages(rest, m.WITHDRAWAL_PATH, {"idList": ids}):
                 yield page
+        if local:  # no idList there (its filters are trId/txId): one window over their creation times,
+            # widened by a second each way: applyTime, which they were remembered by, is to the second
+            first, last = min(e.created_ms for e in local) - 1_000, min(now_ms, max(e.created_ms for e in local) + 1_000)
+            async for page in self._sweep(rest, m.LOCALENTITY_WITHDRAWAL_PATH, first, last):
+                yield page
         deposits: dict[tuple[str, str | None], list[OpenTransfer]] = {}
         for entry in stale:
-            if entry.channel != m.WITHDRAWAL_CHANNEL:
+            if entry.channel not in m.WITHDRAWAL_CHANNELS:
                 deposits.setdefault((entry.channel, entry.email), []).append(entry)
         for (channel, email), entries in deposits.items():
             path = m.SUB_DEPOSIT_PATH if channel == m.SUB_DEPOSIT_CHANNEL else m.DEPOSIT_PATH

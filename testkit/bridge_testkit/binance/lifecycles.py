@@ -202,7 +202,8 @@ def snapshot_of(direction: Direction, row: Mapping[str, Any]) -> Snapshot:
     if direction == "deposit":
         # no travelRuleStatus (subHisrec rows) reads as Binance's 0: nothing required
         return Snapshot(str(row["status"]), str(row.get("confirmTimes")), row.get("txId") or None, row.get("travelRuleStatus", 0))
-    return Snapshot(str(row["status"]), str(row.get("confirmNo")), row.get("txId") or None, None)
+    code = row["status"] if "status" in row else row["withdrawalStatus"]  # a travel-rule (localentity) row
+    return Snapshot(str(code), str(row.get("confirmNo")), row.get("txId") or None, None)
 
 
 def _utc_text(ms: int) -> str:

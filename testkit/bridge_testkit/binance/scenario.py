@@ -73,7 +73,11 @@ class ScenarioReport:
     requests: int
     restarts: int
     rate_limit_answers: int
-    """429 and 418 answers Binance (the simulator) gave"""
+    """429 and 418 answers Binance (the simulator) gave: injected, and earned by asking too much"""
+    answers_429: int
+    """HTTP 429 answers among every request the simulator received"""
+    answers_418: int
+    """HTTP 418 answers: the injected ban, and requests already on the wire when it came back"""
     bans_earned: int
     timestamp_rejections: int
     withdrawal_reads_deferred: int
@@ -209,6 +213,7 @@ async def run_scenario(*, bootstrap: str, transfers: int = 1000, restart_every: 
                 truth = sim.truth()
                 visible = {t.key: [t.history[i] for i in sorted(t.seen)] for t in sim.transfers.values()}
                 stats, weights = Counter(sim.stats), _weights(sim)
+                statuses = Counter(status for _, _, _, status in sim.requests)
         finally:
             await pipeline.close(timeout=30)
     totals: Counter[str] = Counter()
@@ -235,6 +240,8 @@ async def run_scenario(*, bootstrap: str, transfers: int = 1000, restart_every: 
         requests=len(sim.requests),
         restarts=sources.restarts,
         rate_limit_answers=stats["fault 429"] + stats["fault 418"] + stats["rate_limited"] + stats["bans_earned"],
+        answers_429=statuses[429],
+        answers_418=statuses[418],
         bans_earned=stats["bans_earned"],
         timestamp_rejections=stats["timestamp_rejected"],
         withdrawal_reads_deferred=sum(n for name, n in totals.items() if name.startswith("deferred")),

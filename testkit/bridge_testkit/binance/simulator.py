@@ -3,7 +3,8 @@
 aiohttp on 127.0.0.1 (port 0 = any free port), following ``shared/providers/binance-capital-history.md``:
 
 * ``GET /api/v3/time``; signed ``/api/v3/account``, ``/sapi/v1/capital/deposit/hisrec``,
-  ``/sapi/v1/capital/withdraw/history`` and (master keys) ``/sapi/v1/capital/deposit/subHisrec``;
+  ``/sapi/v1/capital/withdraw/history``, (master keys) ``/sapi/v1/capital/deposit/subHisrec`` and
+  ``/sapi/v1/localentity/withdraw/history`` (the withdrawals in its shape: ``withdrawalStatus``, ``trId``);
 * requests checked in Binance's order, with its codes: a ban (418), the key (``X-MBX-APIKEY``:
   -2014 malformed, -2015 unknown or not allowed), mandatory ``timestamp``/``signature`` (-1102),
   ``recvWindow`` <= 60000 (-1131), ``timestamp`` within ``recvWindow`` and < 1 s ahead of the server
@@ -56,6 +57,7 @@ _PARAMS = {
     m.DEPOSIT_PATH: {"coin", "status", "startTime", "endTime", "offset", "limit", "includeSource", "txId"},
     m.WITHDRAWAL_PATH: {"coin", "withdrawOrderId", "status", "idList", "offset", "limit", "startTime", "endTime"},
     m.SUB_DEPOSIT_PATH: {"email", "coin", "status", "startTime", "endTime", "limit", "offset", "txId"},
+    m.LOCALENTITY_WITHDRAWAL_PATH: {"trId", "txId", "withdrawOrderId", "network", "coin", "travelRuleStatus", "offset", "limit", "startTime", "endTime"},
     m.ACCOUNT_PATH: {"omitZeroBalances"},
 }
 Fault = tuple[str, float | None]
@@ -86,7 +88,8 @@ class BinanceSimulator:
         self._by_key = {a.api_key: a for a in self.accounts.values()}
         self.skew_ms = skew_ms
         self.limits = {"ip": ip_limit, "uid": uid_limit, "api": api_limit}
-        self.weights = {path: e.weight for path, e in m.ENDPOINTS.items()} | {m.WITHDRAWAL_PATH: withdrawal_weight}
+        self.weights = {path: e.weight for path, e in m.ENDPOINTS.items()} | {m.WITHDRAWAL_PATH: withdrawal_weight,
+                                                                            m.LOCALENTITY_WITHDRAWAL_PATH: withdrawal_weight}
         self.ban_seconds = ban_seconds
         self._clock = clock
         self._rng = random.Random(seed)
@@ -112,7 +115,7 @@ class BinanceSimulator:
     async def start(self, port: int = 0) -> BinanceSimulator:
         app = web.Application()
         app.router.add_get(m.TIME_PATH, self._time)
-        for path in (m.ACCOUNT_PATH, m.DEPOSIT_PATH, m.WITHDRAWAL_PATH, m.SUB_DEPOSIT_PATH):
+        for path in (m.ACCOUNT_PATH, m.DEPOSIT_PATH, m.WITHDRAWAL_PATH, m.SUB_DEPOSIT_PATH, m.LOCALENTITY_WITHDRAWAL_PATH):
             app.router.add_get(path, self._signed)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -379,7 +382,7 @@ class BinanceSimulator:
             direction = "deposit"
         else:
             owners = {account.name}
-            direction = "withdrawal" if path == m.WITHDRAWAL_PATH else "deposit"
+            direction = "withdrawal" if path in (m.WITHDRAWAL_PATH, m.LOCALENTITY_WITHDRAWAL_PATH) else "deposit"
         start, end = int(params["_start"]), int(params["_end"])
         ids = set(params["idList"].split(",")) if params.get("idList") else None
         rows = [
@@ -401,6 +404,8 @@ class BinanceSimulator:
             if path == m.SUB_DEPOSIT_PATH:  # Binance's example omits these for subHisrec
                 row.pop("completeTime", None)
                 row.pop("travelRuleStatus", None)
+            elif path == m.LOCALENTITY_WITHDRAWAL_PATH:  # the travel-rule history's shape (v1)
+                row = {"trId": int(transfer.transfer_id[:12], 16), "withdrawalStatus": row.pop("status"), "travelRuleStatus": transfer.step.travel, **row}
             elif direction == "deposit" and params.get("includeSource") == "true":
                 row["sourceAddress"] = f"sim-sender-{transfer.transfer_id[-4:]}"
             out.append(row)
