@@ -24,7 +24,7 @@ from typing import Any
 
 from tests.benchmarks.common import Channel, kafka_settings, latency_summary, peak_rss_bytes
 
-__all__ = ["build_records", "write_records", "kcat_binary", "run_kcat", "aiokafka_worker", "naive_okx_worker"]
+__all__ = ["build_records", "write_records", "now_iso", "kcat_binary", "run_kcat", "aiokafka_worker", "naive_okx_worker"]
 
 
 # -- records (orchestrator side) -----------------------------------------------------------------
@@ -40,7 +40,7 @@ def build_records(frames: Iterable[str], limit: int) -> list[dict[str, Any]]:
     from bridge.sources.okx.parse import parse_push
 
     publisher = Publisher(KafkaSettings(), TopicSettings())  # only its record builder is used
-    received_at = _now_iso()
+    received_at = now_iso()
     seen: set[str] = set()
     records: list[dict[str, Any]] = []
     for text in frames:
@@ -72,7 +72,7 @@ def _read_records(path: str, topics: dict[str, str]) -> list[tuple[str, bytes, b
     return out
 
 
-def _now_iso() -> str:
+def now_iso() -> str:
     now = datetime.now(UTC)
     return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
 
@@ -230,7 +230,7 @@ async def naive_okx_worker(params: dict[str, Any]) -> None:
         began, cpu0 = time.monotonic(), time.process_time()
         for text in frames:
             message = json.loads(text)
-            for event in parse_push(message, received_at=_now_iso()):  # builds and validates the model
+            for event in parse_push(message, received_at=now_iso()):  # builds and validates the model
                 known = seen.setdefault(event.key, set())  # type: ignore[union-attr]
                 if event.event_id in known:  # type: ignore[union-attr]
                     continue

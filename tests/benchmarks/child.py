@@ -21,6 +21,7 @@ ROLES = {
     "webhook-http": "tests.benchmarks.webhooks:http_only_worker",
     "webhook-naive": "tests.benchmarks.webhooks:naive_worker",
     "ws-bare": "tests.benchmarks.connections:bare_ws_worker",
+    "committed-tail": "tests.benchmarks.cluster_bench:tail_worker",
     "binance-poll": "tests.benchmarks.poll:poll_worker",
     "dedup-fill": "tests.benchmarks.dedup_state:fill_worker",
     "dedup-memory": "tests.benchmarks.dedup_state:memory_worker",

@@ -39,6 +39,8 @@ __all__ = [
     "rss_bytes",
     "peak_rss_bytes",
     "process_cpu_seconds",
+    "machine_cpu_seconds",
+    "listener_pid",
     "bench_accounts",
     "bench_topics",
     "records_in_topics",
@@ -62,6 +64,8 @@ class Context:
     workdir: Path
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     broker_pid: int | None = None
+    shared_broker: bool = False
+    """The broker was given (``--bootstrap``): other clients' load may be in its CPU figures."""
     profile: bool = False
     topics_created: list[str] = field(default_factory=list)
 
@@ -115,6 +119,44 @@ def process_cpu_seconds(pid: int | None) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, all cores (``/proc/stat``): whatever
+    else runs on a shared machine shows up as busy time none of the measured processes spent."""
+    with open("/proc/stat") as handle:
+        ticks = [int(v) for v in handle.readline().split()[1:]]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    total = sum(ticks[:8])  # guest time is already inside user
+    hz = os.sysconf("SC_CLK_TCK")
+    return (total - idle) / hz, total / hz
+
+
+def listener_pid(port: int) -> int | None:
+    """The process listening on TCP ``port`` here (e.g. a given broker's, for its CPU); None when
+    it cannot be seen (another user's process without the rights to read its sockets)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as handle:
+                lines = handle.readlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A = LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return None
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) in inodes for fd in (entry / "fd").iterdir()):
+                return int(entry.name)
+        except OSError:
+            continue
+    return None
 
 
 def peak_rss_bytes() -> int:

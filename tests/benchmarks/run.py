@@ -3,10 +3,10 @@
     python -m tests.benchmarks [--quick] [--only throughput,latency,...] [--bootstrap HOST:PORT] [--profile]
 
 Starts its own single-node Kafka broker (``deploy/local/kafka.sh``, free port, temporary data)
-unless ``--bootstrap`` names one. Scenarios: throughput, latency, webhooks, connections, poll, dedup.
+unless ``--bootstrap`` names one. Scenarios: throughput, latency, webhooks, connections, poll, dedup, cluster.
 Prints one table and writes every figure, the machine, versions and message sizes to
 ``bench-results/bench-<UTC time>[-quick].json`` (plus the table as ``.md``). ``--quick`` runs every
-scenario smaller (under two minutes): a smoke check, no thresholds. The exit code is non-zero only
+scenario smaller (under two minutes; cluster only when named in ``--only``): a smoke check, no thresholds. The exit code is non-zero only
 when a scenario could not run, never because a target was missed.
 """
 
@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tests.benchmarks.common import KAFKA_OPTIONS_ENV, REPO, RESULTS_DIR, Context, delete_topics
+from tests.benchmarks.common import KAFKA_OPTIONS_ENV, REPO, RESULTS_DIR, Context, delete_topics, listener_pid
 from tests.benchmarks.report import Row, ScenarioResult, render_table
 
 __all__ = ["main", "SCENARIOS"]
@@ -50,18 +50,26 @@ SCENARIOS: dict[str, Scenario] = {
     "connections": _scenario("connections"),
     "poll": _scenario("poll"),
     "dedup": _scenario("dedup_state"),
+    "cluster": _scenario("cluster_bench"),
 }
+FULL_ONLY = {"cluster"}
+"""Left out of ``--quick`` unless named in ``--only``: replica processes' start and group joins
+alone take 20–35 s on a loaded 2-core machine, too much for a smoke run."""
 
 
 def _broker_pid_for(bootstrap: str) -> int | None:
-    """The pid of the repository's own dev broker when ``--bootstrap`` points at it (for its CPU)."""
+    """The broker's pid when ``--bootstrap`` points at this machine (for its CPU): the repository's
+    own dev broker, else whoever listens on that port."""
     directory = REPO / ".kafka"
     try:
         port = (directory / "kafka.port").read_text().strip()
         if bootstrap.endswith(f":{port}"):
             return int((directory / "kafka.pid").read_text().strip())
     except (OSError, ValueError):
-        return None
+        pass
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    if host in ("127.0.0.1", "localhost", "[::1]") and port.isdigit():
+        return listener_pid(int(port))  # a broker on this machine: its CPU is ours to report too
     return None
 
 
@@ -70,6 +78,9 @@ async def _run(args: argparse.Namespace) -> int:
     from tests.benchmarks.machine import load_average, machine_info
 
     names = list(SCENARIOS) if not args.only else [n.strip() for n in args.only.split(",") if n.strip()]
+    if args.quick and not args.only:
+        names = [n for n in names if n not in FULL_ONLY]
+        print(f"--quick leaves out {', '.join(sorted(FULL_ONLY))} (full runs, or --quick --only {','.join(sorted(FULL_ONLY))})")
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         print(f"unknown scenario(s): {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}", file=sys.stderr)
@@ -105,7 +116,9 @@ async def _run(args: argparse.Namespace) -> int:
     results: list[ScenarioResult] = []
     failed: list[str] = []
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
-    ctx = Context(bootstrap=bootstrap, quick=args.quick, workdir=workdir, broker_pid=broker_pid, profile=args.profile)
+    ctx = Context(
+        bootstrap=bootstrap, quick=args.quick, workdir=workdir, broker_pid=broker_pid, shared_broker=broker is None, profile=args.profile
+    )
     try:
         for name in names:
             print(f"\n== {name}", flush=True)

@@ -24,7 +24,7 @@ from tests.benchmarks.common import Child, Context, bench_accounts, create_topic
 from tests.benchmarks.okx_load import Flood, build_flood, okx_bridge_params
 from tests.benchmarks.report import ScenarioResult
 
-__all__ = ["run", "measure_bridge", "ACCOUNTS"]
+__all__ = ["run", "measure_bridge", "bare_aiokafka", "ACCOUNTS"]
 
 ACCOUNTS = 4
 
@@ -68,7 +68,7 @@ async def measure_bridge(
     return result
 
 
-async def _aiokafka(ctx: Context, records_file: Path) -> dict[str, Any]:
+async def bare_aiokafka(ctx: Context, records_file: Path) -> dict[str, Any]:
     topics = ctx.topics("aiokafka")
     await create_topics(ctx.bootstrap, topics)
     child = await Child.start("aiokafka", {"bootstrap": ctx.bootstrap, "topics": topics.model_dump(), "records_file": str(records_file)}, workdir=ctx.workdir)
@@ -124,7 +124,7 @@ async def run(ctx: Context) -> ScenarioResult:
         await create_topics(ctx.bootstrap, kcat_topics)
         kcat = await run_kcat(binary, ctx.bootstrap, records, {"deposit": kcat_topics.deposit, "withdrawal": kcat_topics.withdrawal}, ctx.workdir, options)
         ctx.say(f"kcat: {kcat['per_second']:,.0f} records/s")
-    bare = await _aiokafka(ctx, records_file)
+    bare = await bare_aiokafka(ctx, records_file)
     ctx.say(f"bare aiokafka: {bare['per_second']:,.0f} records/s")
     naive = await _naive(ctx, frames_file, 1_000 if ctx.quick else 5_000)
     ctx.say(f"naive bridge: {naive['per_second']:,.0f} events/s")
