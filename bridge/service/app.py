@@ -353,7 +353,7 @@ class BridgeApp:
         self.started.set()
         names = ", ".join(source.name for source in self.sources) or "none"
         log.info("running; sources: %s", names, extra={"sources": [s.name for s in self.sources]})
-        if not self.sources:
+        if not self.sources and (self.cluster is None or not self.cluster.factories):  # slot sources run in the cluster
             names = ", ".join(plugin.name for plugin in registered())
             log.warning("no source is enabled: nothing will be published (enable one of %s in the config)", names)
         return None
