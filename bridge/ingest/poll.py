@@ -1,7 +1,9 @@
 """The poll engine: for providers that offer only signed REST history (no push channel).
 
 A provider subclasses ``PollSource`` and supplies its signed client (``rest_client``) and how one
-window of history becomes pages of items (``poll``). The engine owns the rest, once:
+window of history becomes pages of items (``poll``), which it writes with the engine's paged reads
+(``bridge.ingest.paging``: ``sweep`` and ``pages`` over its ``fetch_page`` and ``parse_rows``
+hooks). The engine owns the rest, once:
 
 * **Incremental windows with overlap**: each cycle reads from ``cursor - poll_overlap`` (bounded
   by ``poll_max_lookback``) to now; the dedup gate drops what an overlap reads again.
@@ -11,8 +13,11 @@ window of history becomes pages of items (``poll``). The engine owns the rest, o
 * **Rate limits and backoff**: the REST client spaces and retries requests
   (``bridge.ingest.rest``); a failed cycle waits with jittered backoff up to ``poll_retry_max``; a
   refusal of the credentials is a configuration error retried at ``config_error_retry``.
-* **No exception ends polling**: a failing cycle, a parser bug or a bad page costs that cycle only;
-  health, a metric and a log line show it.
+* **Paging and window splitting** (``bridge.ingest.paging``): windows no longer than the
+  endpoint takes, pages until a short (or empty) one, a bound on the pages of one read.
+* **No exception ends polling**: a failing cycle costs that cycle only; a page the parser refuses
+  or fails on is dead-lettered with its bytes (so is an answer that was not JSON), never the
+  source; health, a metric and a log line show it.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from bridge.delivery.pipeline import Outcome, Pipeline
 from bridge.ingest.backfill import Page
 from bridge.ingest.backoff import Backoff
 from bridge.ingest.frames import utc_now
+from bridge.ingest.paging import PagedReads
 from bridge.ingest.rest import RestClient, TransientError, shared_session
 from bridge.ingest.settings import AccountsSection
 from bridge.ingest.source import SourceBase
@@ -87,7 +93,7 @@ class CursorFile:
         os.replace(partial, self.path)
 
 
-class PollSource(SourceBase, ABC):
+class PollSource(SourceBase, PagedReads, ABC):
     """Run loop and health of one account of a polled provider (``bridge.ingest.source.Source``)."""
 
     provider: ClassVar[Provider]

@@ -127,6 +127,10 @@ class RestClient:
         self.clock = clock
         self.requests = 0
         self.rate_limited = 0
+        self.not_json: list[tuple[str, bytes, str]] = []
+        """Answers that claimed success but were not JSON, as (path, body, reason), when the
+        provider's client records them (the request itself is retried): the poll engine
+        dead-letters them so they are seen, not silently dropped (``bridge.ingest.paging``)."""
 
     # -- provider hooks ------------------------------------------------------------------------
 

@@ -73,9 +73,6 @@ class BinanceRest(RestClient):
         """The last weight headers seen, by ``<scope>-<interval>``."""
         self._resync = False
         self._retried_timestamp = False
-        self.not_json: list[tuple[str, bytes, str]] = []
-        """Answers that claimed success but were not JSON: (path, body, reason). The engine retries
-        the request; the source dead-letters these bodies so they are seen, not silently dropped."""
 
     # -- time ----------------------------------------------------------------------------------
 

@@ -18,11 +18,12 @@ from typing import Any
 
 import aiohttp
 
-from bridge.contract.events import Account, DeadLetter, Provider, TransferEvent
-from bridge.contract.parsing import ParseError, item_bytes, provider_text
+from bridge.contract.events import Account, Provider, TransferEvent
+from bridge.contract.parsing import ParseResult
 from bridge.delivery.pipeline import Pipeline
 from bridge.ingest.backfill import Page
 from bridge.ingest.frames import utc_now
+from bridge.ingest.paging import PageQuery
 from bridge.ingest.poll import PollSource
 from bridge.ingest.rest import RestClient, TransientError
 from bridge.ingest.shared import ProviderContext
@@ -35,12 +36,10 @@ from bridge.sources.binance.parse import parse_page
 from bridge.sources.binance.rest import BinanceRest
 from bridge.sources.binance.tracker import OpenTransfer, OpenTransfers
 
-__all__ = ["BinanceAccountSource", "build_binance_sources", "limits_for", "MAX_PAGES", "ID_LIST_MAX"]
+__all__ = ["BinanceAccountSource", "build_binance_sources", "limits_for", "ID_LIST_MAX"]
 
 log = logging.getLogger(__name__)
 
-MAX_PAGES = 10_000
-"""Guard against a server that keeps answering full pages: a sweep never loops forever."""
 ID_LIST_MAX = 45
 """Ids per ``idList`` (the newest docs; older pages said 50)."""
 
@@ -188,64 +187,38 @@ class BinanceAccountSource(PollSource):
     def _owner(self, email: str | None) -> Account:
         return Account(id=self.uid or self.account_name, sub_account=email or self.account.sub_account)
 
-    async def _sweep(self, rest: BinanceRest, path: str, start_ms: int, end_ms: int, *, email: str | None = None) -> AsyncIterator[Page]:
-        """Every row created in ``[start_ms, end_ms]``, window by window (< 90 days each)."""
-        span = int(self.config.window_days * DAY * 1000)
-        window_end = end_ms
-        while True:
-            window_start = max(start_ms, window_end - span)
-            params = {"startTime": str(window_start), "endTime": str(window_end)}
-            async for page in self._pages(rest, path, params, email=email):
-                yield page
-            if window_start <= start_ms:
-                return
-            window_end = window_start - 1
+    # -- the engine's paging hooks -------------------------------------------------------------
 
-    async def _pages(self, rest: BinanceRest, path: str, params: Mapping[str, str], *, email: str | None = None) -> AsyncIterator[Page]:
-        """Offset paging of one request's rows: the same filters, ``offset += limit``, until a
-        short page (``subHisrec``, whose limits are unconfirmed: until an empty page)."""
-        cfg = self.config
-        sub = path == m.SUB_DEPOSIT_PATH
-        limit = cfg.subhisrec_page_limit if sub else cfg.page_limit
+    channels = m.CHANNEL_OF
+
+    def window_span_ms(self) -> int:
+        return int(self.config.window_days * DAY * 1000)  # each window under Binance's 90 days
+
+    def dead_letter_account(self) -> str:
+        return self.uid or self.account_name
+
+    async def fetch_page(self, rest: RestClient, query: PageQuery, params: Mapping[str, str]) -> tuple[Any, float]:
+        assert isinstance(rest, BinanceRest)
+        return await rest.get(query.path, params)
+
+    def parse_rows(self, query: PageQuery, channel: str, body: Any, received_at: str) -> list[ParseResult]:
+        items = parse_page(channel, body, received_at=received_at, account=self._owner(query.scope), rules=self.rules)
+        for item in items:
+            if isinstance(item, TransferEvent):
+                self.open.observe(item, channel, query.scope)
+        return items
+
+    def _query(self, path: str, params: Mapping[str, str], email: str | None = None) -> PageQuery:
+        """One read by offset paging (``subHisrec``, whose limits are unconfirmed: until an empty page)."""
+        cfg, sub = self.config, path == m.SUB_DEPOSIT_PATH
         base = {**({"email": email} if email else {}), **params}
         if path == m.DEPOSIT_PATH and cfg.include_source:
             base["includeSource"] = "true"
-        for index in range(MAX_PAGES):
-            query = {**base, "offset": str(index * limit), "limit": str(limit)}
-            body, sent_at = await rest.get(path, query)
-            if rest.not_json:
-                yield self._not_json(rest, sent_at)
-            page = self._parse(path, body, sent_at, email)
-            yield page
-            if page.rows == 0 or (page.rows < limit and not sub):
-                return
-        raise TransientError(f"Binance account {self.account_name!r}: {path}: more than {MAX_PAGES} pages")
+        return PageQuery(path, base, cfg.subhisrec_page_limit if sub else cfg.page_limit, until_empty=sub, scope=email)
 
-    def _not_json(self, rest: BinanceRest, sent_at: float) -> Page:
-        """Bodies that claimed success but were not JSON (the request was retried): to the DLQ."""
-        received_at, owner = utc_now(self.clock), self._owner(None)
-        dead = [DeadLetter(Provider.BINANCE, m.CHANNEL_OF.get(path, path), reason, body, received_at, owner.id) for path, body, reason in rest.not_json]
-        rest.not_json.clear()
-        return Page(list(dead), 0, sent_at)
-
-    def _parse(self, path: str, body: Any, sent_at: float, email: str | None) -> Page:
-        channel = m.CHANNEL_OF[path]
-        received_at = utc_now(self.clock)
-        owner = self._owner(email)
-        try:
-            items = parse_page(channel, body, received_at=received_at, account=owner, rules=self.rules)
-        except ParseError as exc:  # not Binance's page: dead-letter it whole, end this sweep
-            dead = DeadLetter(Provider.BINANCE, channel, str(exc), item_bytes(body), received_at, owner.id)
-            return Page([dead], 0, sent_at)
-        except Exception as exc:  # a parser bug costs this page (dead-lettered), never the source
-            metrics.PARSER_ERRORS.labels(Provider.BINANCE.value).inc()
-            log.exception("binance account %r: the parser failed on a %s page; dead-lettered", self.account_name, channel)
-            reason = f"parser failed: {type(exc).__name__}: {provider_text(str(exc), 300)}"
-            return Page([DeadLetter(Provider.BINANCE, channel, reason, item_bytes(body), received_at, owner.id)], len(body) if isinstance(body, list) else 0, sent_at)
-        for item in items:
-            if isinstance(item, TransferEvent):
-                self.open.observe(item, channel, email)
-        return Page(items, len(body), sent_at)
+    def _sweep(self, rest: BinanceRest, path: str, start_ms: int, end_ms: int, *, email: str | None = None) -> AsyncIterator[Page]:
+        """Every row created in ``[start_ms, end_ms]``, window by window, ``startTime``/``endTime`` pinned."""
+        return self.sweep(rest, start_ms, end_ms, lambda first, last: self._query(path, {"startTime": str(first), "endTime": str(last)}, email))
 
     async def _requery(self, rest: BinanceRest, hot_from_ms: int, now_ms: int) -> AsyncIterator[Page | None]:
         """Ask for the open transfers the hot window no longer reads, until final or too old
@@ -265,7 +238,7 @@ class BinanceAccountSource(PollSource):
             yield None
         for chunk in range(0, len(withdrawals), ID_LIST_MAX):
             ids = ",".join(e.transfer_id for e in withdrawals[chunk : chunk + ID_LIST_MAX])
-            async for page in self._pages(rest, m.WITHDRAWAL_PATH, {"idList": ids}):
+            async for page in self.pages(rest, self._query(m.WITHDRAWAL_PATH, {"idList": ids})):
                 yield page
         if local:  # no idList there (its filters are trId/txId): one window over their creation times,
             # widened by a second each way: applyTime, which they were remembered by, is to the second
@@ -288,7 +261,7 @@ class BinanceAccountSource(PollSource):
                 params = {"startTime": str(first - pad), "endTime": str(min(now_ms, last + pad))}
                 if tx_id:
                     params["txId"] = tx_id
-                async for page in self._pages(rest, path, params, email=email):
+                async for page in self.pages(rest, self._query(path, params, email)):
                     yield page
         self.stats["requeried"] += len(stale)
 
