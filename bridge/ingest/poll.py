@@ -49,7 +49,7 @@ from bridge.ingest.settings import AccountsSection
 from bridge.ingest.source import SourceBase
 from bridge.observability import metrics
 
-__all__ = ["PollSettings", "PollSource", "CursorFile"]
+__all__ = ["PollSettings", "PollSource", "CursorFile", "due"]
 
 
 class PollSettings(AccountsSection):
@@ -66,6 +66,12 @@ class PollSettings(AccountsSection):
     cursor_dir: Path = Field(default=Path("./.state/cursors"), description="where each source keeps its cursor file")
     rest_timeout: float = Field(default=10.0, gt=0)
     rest_max_retries: int = Field(default=6, ge=0, description="per request, on HTTP 429 / 5xx / network errors")
+
+
+def due(last: float | None, interval: float, now: float) -> bool:
+    """Whether a read done every ``interval`` seconds (last at ``last``, monotonic) is due in this
+    cycle: half a second early counts, so a cycle that starts a little early does not skip it."""
+    return last is None or now - last >= interval - 0.5
 
 
 class CursorFile:

@@ -24,9 +24,10 @@ from typing import Literal
 
 from bridge.ingest.rest import TransientError
 from bridge.observability import metrics
+from bridge.sources.binance.config import BinanceConfig
 from bridge.sources.binance.messages import Endpoint, Scope, weight_headers
 
-__all__ = ["Budget", "Limits", "RateLimited", "MINUTE_MS"]
+__all__ = ["Budget", "Limits", "RateLimited", "MINUTE_MS", "limits_for"]
 
 MINUTE_MS = 60_000
 MARGIN_MS = 250
@@ -171,3 +172,14 @@ class Limits:
         """One request held back (``budget``, ``retry_after``, ``ban``) or deferred (``deferred``)."""
         self.waits[account] = self.waits.get(account, 0) + 1
         metrics.POLL_RATE_LIMIT_WAITS.labels("binance", account, reason).inc()
+
+
+def limits_for(config: BinanceConfig) -> Limits:
+    """The budgets of the ``binance:`` section."""
+    return Limits(
+        ip_limit=config.ip_weight_limit,
+        uid_limit=config.uid_weight_limit,
+        api_limit=config.api_weight_limit,
+        headroom=config.weight_headroom,
+        max_wait=config.max_rate_limit_wait,
+    )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -24,34 +24,22 @@ from bridge.delivery.pipeline import Pipeline
 from bridge.ingest.backfill import Page
 from bridge.ingest.frames import utc_now
 from bridge.ingest.paging import PageQuery
-from bridge.ingest.poll import PollSource
+from bridge.ingest.poll import PollSource, due
 from bridge.ingest.rest import RestClient, TransientError
 from bridge.ingest.shared import ProviderContext
 from bridge.observability import metrics
 from bridge.sources.binance import messages as m
 from bridge.sources.binance.auth import signer_for
 from bridge.sources.binance.config import DAY, BinanceAccount, BinanceConfig
-from bridge.sources.binance.limits import Limits
+from bridge.sources.binance.limits import Limits, limits_for
 from bridge.sources.binance.parse import parse_page
 from bridge.sources.binance.rest import BinanceRest
-from bridge.sources.binance.tracker import OpenTransfer, OpenTransfers
+from bridge.sources.binance.tracker import OpenTransfers, requeries
 
-__all__ = ["BinanceAccountSource", "build_binance_sources", "limits_for", "ID_LIST_MAX"]
+__all__ = ["BinanceAccountSource", "build_binance_sources"]
 
 log = logging.getLogger(__name__)
 
-ID_LIST_MAX = 45
-"""Ids per ``idList`` (the newest docs; older pages said 50)."""
-
-
-def limits_for(config: BinanceConfig) -> Limits:
-    return Limits(
-        ip_limit=config.ip_weight_limit,
-        uid_limit=config.uid_weight_limit,
-        api_limit=config.api_weight_limit,
-        headroom=config.weight_headroom,
-        max_wait=config.max_rate_limit_wait,
-    )
 
 
 class BinanceAccountSource(PollSource):
@@ -140,7 +128,7 @@ class BinanceAccountSource(PollSource):
             async for page in self._sweep(rest, m.SUB_DEPOSIT_PATH, start, until_ms, email=email):
                 yield page
         withdrawals = self.withdrawal_path
-        if self.account.withdrawals and self._due(self._withdrawals_at, cfg.withdrawal_interval, now) and self._affordable(rest, withdrawals):
+        if self.account.withdrawals and due(self._withdrawals_at, cfg.withdrawal_interval, now) and self._affordable(rest, withdrawals):
             # the cursor also moves in cycles that defer withdrawals: reach back to their last read
             reach = since_ms - int(cfg.withdrawal_interval * 1000)
             if self._withdrawals_until is not None:
@@ -148,7 +136,7 @@ class BinanceAccountSource(PollSource):
             async for page in self._sweep(rest, withdrawals, min(start, reach), until_ms):
                 yield page
             self._withdrawals_at, self._withdrawals_until = now, until_ms
-        if self._due(self._tracker_at, cfg.tracker_interval, now):
+        if due(self._tracker_at, cfg.tracker_interval, now):
             complete = True
             async for found in self._requery(rest, hot_from, until_ms):
                 if found is None:
@@ -169,10 +157,6 @@ class BinanceAccountSource(PollSource):
             return False
         self.health.detail["withdrawals_deferred_until"] = None
         return True
-
-    @staticmethod
-    def _due(last: float | None, interval: float, now: float) -> bool:
-        return last is None or now - last >= interval - 0.5
 
     async def _ask_uid(self, rest: BinanceRest) -> None:
         if self._uid_asked:
@@ -231,38 +215,16 @@ class BinanceAccountSource(PollSource):
             log.warning("binance account %r: %d transfers still open after %g days are no longer re-queried: %s",
                         self.account_name, len(expired), cfg.tracker_max_age_days, ", ".join(e.key for e in expired[:10]))
         stale = self.open.stale(hot_from_ms)
-        withdrawals = [e for e in stale if e.channel == m.WITHDRAWAL_CHANNEL]
-        local = [e for e in stale if e.channel == m.LOCALENTITY_WITHDRAWAL_CHANNEL]
-        if (withdrawals or local) and not self._affordable(rest, self.withdrawal_path):
-            withdrawals = local = []
+        affordable = not any(e.channel in m.WITHDRAWAL_CHANNELS for e in stale) or self._affordable(rest, self.withdrawal_path)
+        if not affordable:
             yield None
-        for chunk in range(0, len(withdrawals), ID_LIST_MAX):
-            ids = ",".join(e.transfer_id for e in withdrawals[chunk : chunk + ID_LIST_MAX])
-            async for page in self.pages(rest, self._query(m.WITHDRAWAL_PATH, {"idList": ids})):
+        for ask in requeries(stale, now_ms, withdrawals=affordable, txid_max=cfg.requery_txid_max):
+            if ask.window is not None:
+                reads = self._sweep(rest, ask.path, *ask.window, email=ask.email)
+            else:
+                reads = self.pages(rest, self._query(ask.path, ask.params, ask.email))
+            async for page in reads:
                 yield page
-        if local:  # no idList there (its filters are trId/txId): one window over their creation times,
-            # widened by a second each way: applyTime, which they were remembered by, is to the second
-            first, last = min(e.created_ms for e in local) - 1_000, min(now_ms, max(e.created_ms for e in local) + 1_000)
-            async for page in self._sweep(rest, m.LOCALENTITY_WITHDRAWAL_PATH, first, last):
-                yield page
-        deposits: dict[tuple[str, str | None], list[OpenTransfer]] = {}
-        for entry in stale:
-            if entry.channel not in m.WITHDRAWAL_CHANNELS:
-                deposits.setdefault((entry.channel, entry.email), []).append(entry)
-        for (channel, email), entries in deposits.items():
-            path = m.SUB_DEPOSIT_PATH if channel == m.SUB_DEPOSIT_CHANNEL else m.DEPOSIT_PATH
-            if len(entries) > cfg.requery_txid_max:  # many: one window over their creation times (paged) costs less
-                async for page in self._sweep(rest, path, min(e.created_ms for e in entries), max(e.created_ms for e in entries), email=email):
-                    yield page
-                continue
-            for (tx_id, _), group in _by_transaction(entries).items():
-                first, last = min(e.created_ms for e in group), max(e.created_ms for e in group)
-                pad = 86_400_000 if tx_id else 1_000  # no hash: a narrow window around its creation
-                params = {"startTime": str(first - pad), "endTime": str(min(now_ms, last + pad))}
-                if tx_id:
-                    params["txId"] = tx_id
-                async for page in self.pages(rest, self._query(path, params, email)):
-                    yield page
         self.stats["requeried"] += len(stale)
 
     def _health(self, rest: RestClient) -> None:
@@ -282,15 +244,6 @@ class BinanceAccountSource(PollSource):
             tracked_open=len(self.open),
             requests=rest.requests,
         )
-
-
-def _by_transaction(entries: Iterable[OpenTransfer]) -> dict[tuple[str | None, int | None], list[OpenTransfer]]:
-    """Open deposits of one endpoint grouped by what one request asks for: one txId can fund
-    several deposits; a deposit without a hash is asked for by its creation time alone."""
-    groups: dict[tuple[str | None, int | None], list[OpenTransfer]] = {}
-    for entry in entries:
-        groups.setdefault((entry.tx_id, None if entry.tx_id else entry.created_ms), []).append(entry)
-    return groups
 
 
 def build_binance_sources(config: BinanceConfig, pipeline: Pipeline, shared: ProviderContext | None = None) -> list[BinanceAccountSource]:

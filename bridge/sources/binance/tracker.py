@@ -17,14 +17,18 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bridge.contract.events import TransferEvent
 from bridge.contract.timeutil import to_epoch_ms
+from bridge.sources.binance import messages as m
 
-__all__ = ["OpenTransfer", "OpenTransfers"]
+__all__ = ["ID_LIST_MAX", "OpenTransfer", "OpenTransfers", "Requery", "requeries"]
+
+ID_LIST_MAX = 45
+"""Ids per ``idList`` (the newest docs; older pages said 50)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,3 +123,54 @@ class OpenTransfers:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(partial, self.path)
+
+
+@dataclass(frozen=True, slots=True)
+class Requery:
+    """One read that asks for open transfers again: ``params`` paged, or a sweep of ``window``."""
+
+    path: str
+    params: dict[str, str]
+    email: str | None = None
+    window: tuple[int, int] | None = None
+
+
+def requeries(stale: Iterable[OpenTransfer], now_ms: int, *, withdrawals: bool, txid_max: int) -> Iterator[Requery]:
+    """The reads that ask for ``stale`` transfers: withdrawals by ``idList``, the travel-rule
+    history's by one window (neither when ``withdrawals`` is false: deferred for their budget);
+    deposits of one endpoint by ``txId`` — or, when more than ``txid_max``, by one window over
+    their creation times, which costs less."""
+    stale = list(stale)
+    if withdrawals:
+        ids = [e.transfer_id for e in stale if e.channel == m.WITHDRAWAL_CHANNEL]
+        for chunk in range(0, len(ids), ID_LIST_MAX):
+            yield Requery(m.WITHDRAWAL_PATH, {"idList": ",".join(ids[chunk : chunk + ID_LIST_MAX])})
+        local = [e.created_ms for e in stale if e.channel == m.LOCALENTITY_WITHDRAWAL_CHANNEL]
+        if local:  # no idList there (its filters are trId/txId): one window over their creation times,
+            # widened by a second each way: applyTime, which they were remembered by, is to the second
+            yield Requery(m.LOCALENTITY_WITHDRAWAL_PATH, {}, None, (min(local) - 1_000, min(now_ms, max(local) + 1_000)))
+    deposits: dict[tuple[str, str | None], list[OpenTransfer]] = {}
+    for entry in stale:
+        if entry.channel not in m.WITHDRAWAL_CHANNELS:
+            deposits.setdefault((entry.channel, entry.email), []).append(entry)
+    for (channel, email), entries in deposits.items():
+        path = m.SUB_DEPOSIT_PATH if channel == m.SUB_DEPOSIT_CHANNEL else m.DEPOSIT_PATH
+        if len(entries) > txid_max:
+            yield Requery(path, {}, email, (min(e.created_ms for e in entries), max(e.created_ms for e in entries)))
+            continue
+        for (tx_id, _), group in _by_transaction(entries).items():
+            first, last = min(e.created_ms for e in group), max(e.created_ms for e in group)
+            pad = 86_400_000 if tx_id else 1_000  # no hash: a narrow window around its creation
+            params = {"startTime": str(first - pad), "endTime": str(min(now_ms, last + pad))}
+            if tx_id:
+                params["txId"] = tx_id
+            yield Requery(path, params, email)
+
+
+def _by_transaction(entries: Iterable[OpenTransfer]) -> dict[tuple[str | None, int | None], list[OpenTransfer]]:
+    """Open deposits of one endpoint grouped by what one request asks for: one txId can fund
+    several deposits; a deposit without a hash is asked for by its creation time alone."""
+    groups: dict[tuple[str | None, int | None], list[OpenTransfer]] = {}
+    for entry in entries:
+        groups.setdefault((entry.tx_id, None if entry.tx_id else entry.created_ms), []).append(entry)
+    return groups
