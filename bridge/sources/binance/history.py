@@ -1,6 +1,6 @@
 """Binance's history for ``transfer-bridge reconcile``: one key's capital history in a window.
 
-The poll source's own sweeps (``startTime``/``endTime`` windows under 90 days, offset paging, the
+The poll source's own sweeps (the engine's paged reads: windows under 90 days, offset paging, the
 same signing, weights and parser) over exactly the window asked for: deposits, each
 ``sub_account_emails`` deposits (``subHisrec``) and withdrawals, as the key is configured to read
 them. Nothing here advances a cursor or the open-transfer tracker's file.

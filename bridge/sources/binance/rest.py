@@ -29,6 +29,7 @@ from bridge.ingest.rest import RestClient, Verdict, retry_after_seconds
 from bridge.observability import metrics
 from bridge.sources.binance import messages as m
 from bridge.sources.binance.auth import Signer, signed_query
+from bridge.sources.binance.config import BinanceConfig
 from bridge.sources.binance.limits import Limits, RateLimited
 
 __all__ = ["BinanceRest"]
@@ -73,6 +74,28 @@ class BinanceRest(RestClient):
         """The last weight headers seen, by ``<scope>-<interval>``."""
         self._resync = False
         self._retried_timestamp = False
+
+    @classmethod
+    def for_key(
+        cls, session: aiohttp.ClientSession, cfg: BinanceConfig, account: str, signer: Signer, limits: Limits, *, clock: Callable[[], float]
+    ) -> BinanceRest:
+        """The client of one key as the ``binance:`` section configures it."""
+        endpoints = dict(m.ENDPOINTS)
+        for path in (m.WITHDRAWAL_PATH, m.LOCALENTITY_WITHDRAWAL_PATH):
+            endpoints[path] = m.Endpoint(path, cfg.withdrawal_weight, cfg.withdrawal_weight_scope)
+        return cls(
+            session,
+            cfg.base_url,
+            account,
+            signer,
+            limits,
+            endpoints=endpoints,
+            recv_window_ms=cfg.recv_window_ms,
+            time_sync_interval=cfg.time_sync_interval,
+            rate_per_second=cfg.rest_rate_per_second,
+            max_retries=cfg.rest_max_retries,
+            clock=clock,
+        )
 
     # -- time ----------------------------------------------------------------------------------
 

@@ -3,8 +3,9 @@
 Each cycle (``poll_interval``, 30 s) re-reads the hot window — ``lookback_days`` back from now on
 Binance's clock, further back after an outage (the engine's cursor) — of the deposit history, the
 withdrawal history when due (``withdrawal_interval``) and, for a master key, each sub-account's
-deposits (``subHisrec``). Paging is by offset with ``startTime``/``endTime`` pinned for the sweep,
-until a short page (``subHisrec``: an empty one). Every ``tracker_interval`` the transfers older
+deposits (``subHisrec``). The engine's paged reads (``bridge.ingest.paging``) split each sweep into
+windows under ``window_days`` and page by offset with ``startTime``/``endTime`` pinned, until a
+short page (``subHisrec``: an empty one); a page the parser refuses is dead-lettered. Every ``tracker_interval`` the transfers older
 than the hot window that are still open are asked for directly (``tracker``). Every row is
 normalized every time; the dedup gate drops what did not change.
 """
@@ -39,7 +40,6 @@ from bridge.sources.binance.tracker import OpenTransfers, requeries
 __all__ = ["BinanceAccountSource", "build_binance_sources"]
 
 log = logging.getLogger(__name__)
-
 
 
 class BinanceAccountSource(PollSource):
@@ -78,23 +78,7 @@ class BinanceAccountSource(PollSource):
         return text
 
     def rest_client(self, session: aiohttp.ClientSession) -> BinanceRest:
-        cfg = self.config
-        endpoints = dict(m.ENDPOINTS)
-        for path in (m.WITHDRAWAL_PATH, m.LOCALENTITY_WITHDRAWAL_PATH):
-            endpoints[path] = m.Endpoint(path, cfg.withdrawal_weight, cfg.withdrawal_weight_scope)
-        self._rest = BinanceRest(
-            session,
-            cfg.base_url,
-            self.account.name,
-            self.signer,
-            self.limits,
-            endpoints=endpoints,
-            recv_window_ms=cfg.recv_window_ms,
-            time_sync_interval=cfg.time_sync_interval,
-            rate_per_second=cfg.rest_rate_per_second,
-            max_retries=cfg.rest_max_retries,
-            clock=self._local_clock,
-        )
+        self._rest = BinanceRest.for_key(session, self.config, self.account.name, self.signer, self.limits, clock=self._local_clock)
         return self._rest
 
     # -- one cycle -----------------------------------------------------------------------------
