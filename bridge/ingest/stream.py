@@ -40,7 +40,7 @@ from bridge.contract.events import DeadLetter, Provider, TransferEvent, Via
 from bridge.contract.parsing import ParseError, ParseResult
 from bridge.contract.timeutil import format_utc_ms
 from bridge.delivery.pipeline import Pipeline
-from bridge.ingest.backfill import BackfillCoordinator, Held, Page, Window
+from bridge.ingest.backfill import BackfillCoordinator, BackfillLoop, Held, Page, Window
 from bridge.ingest.backoff import Backoff
 from bridge.ingest.frames import Failure, Frame, HandshakeError, KeepaliveTimeout, Notice, StreamConnection, utc_now
 from bridge.ingest.intake import Intake
@@ -60,8 +60,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_TRIGGER_PRIORITY = ("gap", "reconnect", "manual")
-"""One label per pass for the metric, however many reasons asked for it."""
+_TRIGGER_PRIORITY = ("gap", "reconnect")
+"""One label per pass for the metric, however many reasons asked for it (else ``manual``)."""
 
 
 class StreamSource(SourceBase, ABC):
@@ -101,8 +101,7 @@ class StreamSource(SourceBase, ABC):
         )
         self._held: Held | None = None
         self._coordinator = coordinator or BackfillCoordinator()
-        self._trigger: asyncio.Event | None = None
-        self._reasons: set[str] = set()
+        self._passes = BackfillLoop(config.backfill_interval, priority=_TRIGGER_PRIORITY, requested="manual")
         self._labels = (self.provider.value, account)
         self.log = logging.getLogger(type(self).__module__)
         """The provider's logger: operators filter by it."""
@@ -160,15 +159,14 @@ class StreamSource(SourceBase, ABC):
     # -- run loop ------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        self._trigger = asyncio.Event()
         cfg = self.config
         async with shared_session(self.provider.value, timeout=cfg.rest_timeout, ca_bundle=cfg.ca_bundle) as http:
             rest = self.rest_client(http)
-            backfill = (
-                asyncio.create_task(self._backfill_loop(rest), name=f"{self.name}-backfill")
-                if self.config.backfill_enabled and rest is not None
-                else None
-            )
+            backfill = None
+            if self.config.backfill_enabled and rest is not None:
+                history = rest
+                passes = self._passes.run(lambda trigger: self.backfill_pass(history, trigger), self._backfill_error)
+                backfill = asyncio.create_task(passes, name=f"{self.name}-backfill")
             try:
                 await self._connect_loop(rest)
             finally:
@@ -390,44 +388,24 @@ class StreamSource(SourceBase, ABC):
 
     def request_backfill(self, reason: str = "manual") -> None:
         """Ask for a pass as soon as the running one (if any) is done."""
-        self._reasons.add(reason)
-        if self._trigger is not None:
-            self._trigger.set()
+        self._passes.request(reason)
 
-    async def _backfill_loop(self, rest: RestClient | None) -> None:
-        assert self._trigger is not None and rest is not None
-        if self._reasons:
-            self._trigger.set()
-        wait = self.config.backfill_interval
+    def _backfill_error(self, exc: Exception) -> float:
+        """Record a failed pass (health, metric, log); returns the wait before the next one."""
         who = f"{self.display_name} account {self.account_name!r}"
-        while True:
-            try:
-                async with asyncio.timeout(wait):  # not wait_for: no task per wait
-                    await self._trigger.wait()
-                trigger = next((r for r in _TRIGGER_PRIORITY if r in self._reasons), "manual")
-            except TimeoutError:
-                trigger = "interval"
-            self._trigger.clear()
-            self._reasons.clear()
-            try:
-                await self.backfill_pass(rest, trigger)
-                wait = self.config.backfill_interval
-            except self.rest_refusals as exc:  # credentials refused on REST
-                self._backfill_failed(f"{who}: backfill refused: {self.scrub(str(exc))}", logging.ERROR)
-                wait = self.config.config_error_retry
-            except TransientError as exc:
-                self._backfill_failed(self.scrub(str(exc)), logging.WARNING)
-                wait = self.config.backfill_retry
-            except Exception as exc:  # this loop must outlive any single pass
-                detail = self.scrub(str(exc))[:300]
-                self._backfill_failed(f"{who}: backfill failed: {exc.__class__.__name__}: {detail}", logging.ERROR)
-                wait = self.config.backfill_retry
-
-    def _backfill_failed(self, message: str, level: int) -> None:
+        if isinstance(exc, self.rest_refusals):  # credentials refused on REST
+            message, level, wait = f"{who}: backfill refused: {self.scrub(str(exc))}", logging.ERROR, self.config.config_error_retry
+        elif isinstance(exc, TransientError):
+            message, level, wait = self.scrub(str(exc)), logging.WARNING, self.config.backfill_retry
+        else:
+            detail = self.scrub(str(exc))[:300]
+            message, level = f"{who}: backfill failed: {exc.__class__.__name__}: {detail}", logging.ERROR
+            wait = self.config.backfill_retry
         self.health.detail["backfill_error"] = message
         self.stats["backfill_failures"] += 1
         metrics.BACKFILL_FAILURES.labels(*self._labels).inc()
         self.log.log(level, "%s; next pass later", message)
+        return wait
 
     async def backfill_pass(self, rest: RestClient, trigger: str = "manual") -> int:
         """Read the window's history into the pipeline; returns the number of items offered."""
