@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from typing import ClassVar
 
 import aiohttp
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.exceptions import ConnectionClosed
 
 from bridge.contract.events import DeadLetter, Provider, TransferEvent, Via
 from bridge.contract.parsing import ParseError, ParseResult
@@ -42,11 +42,12 @@ from bridge.contract.timeutil import format_utc_ms
 from bridge.delivery.pipeline import Pipeline
 from bridge.ingest.backfill import BackfillCoordinator, BackfillLoop, Held, Page, Window
 from bridge.ingest.backoff import Backoff
+from bridge.ingest.failures import common_failure
 from bridge.ingest.frames import Failure, Frame, HandshakeError, KeepaliveTimeout, Notice, StreamConnection, utc_now
 from bridge.ingest.intake import Intake
 from bridge.ingest.rest import RestClient, TransientError, shared_session
 from bridge.ingest.settings import StreamSettings
-from bridge.ingest.source import ConfigurationError, SourceBase
+from bridge.ingest.source import SourceBase
 from bridge.observability import metrics
 
 __all__ = [
@@ -215,29 +216,9 @@ class StreamSource(SourceBase, ABC):
         return failure
 
     def default_failure(self, error: BaseException, phase: str) -> Failure | None:
+        """What the engine makes of an exception ``classify`` left (``bridge.ingest.failures``)."""
         who = f"{self.display_name} account {self.account_name!r}"
-        if isinstance(error, ConfigurationError):
-            return Failure("config_error", self.scrub(str(error)), config=True)
-        if isinstance(error, InvalidURI):
-            return Failure("config_error", f"{who}: invalid ws_url: {error}", config=True)
-        if isinstance(error, InvalidStatus):
-            status = error.response.status_code
-            if 400 <= status < 500 and status != 429:
-                return Failure("config_error", f"{who}: WebSocket upgrade refused with HTTP {status} (check ws_url)", config=True)
-            return Failure("handshake", f"HTTP {status} on upgrade")
-        if isinstance(error, KeepaliveTimeout):
-            return Failure("keepalive", str(error))
-        if phase == "connect" and isinstance(error, (OSError, TimeoutError, InvalidHandshake, ConnectionClosed)):
-            return Failure("connect_failed", self.describe(error))
-        if isinstance(error, (ConnectionClosed, OSError)):
-            return Failure("closed", self.describe(error))
-        return None
-
-    def describe(self, error: BaseException) -> str:
-        if isinstance(error, ConnectionClosed) and error.rcvd is not None:
-            return f"closed by {self.display_name} with {error.rcvd.code} {error.rcvd.reason}".strip()
-        text = self.scrub(str(error))
-        return f"{error.__class__.__name__}: {text}" if text else error.__class__.__name__
+        return common_failure(error, phase, who=who, peer=self.display_name, scrub=self.scrub)
 
     async def _serve(
         self, connection: StreamConnection, backoff: Backoff, rest: RestClient | None
