@@ -16,7 +16,8 @@ read (``rest_client``, ``history``), and, optionally, how its own failures are c
 * **Backfill**: after every (re)connect, on request (a sequence gap) and on an interval, the
   account's history is read into the pipeline with ``via = backfill``. While a pass runs, live
   items of the account are held and merged with the pages by receive time: items received before
-  a page's request go first, then the page, then later items. No exception ends the loop.
+  a page's request go first, then the page, then later items. No exception ends the loop. A
+  provider that numbers its messages (``numbered``) gets each gap counted, shown and backfilled.
 * **Parsing never raises** out of the engine: a frame that is not JSON, not an object, or that
   makes the parser fail becomes a dead letter with its raw bytes, and the stream goes on.
 """
@@ -46,6 +47,7 @@ from bridge.ingest.failures import common_failure
 from bridge.ingest.frames import Failure, Frame, HandshakeError, KeepaliveTimeout, Notice, StreamConnection, utc_now
 from bridge.ingest.intake import Intake
 from bridge.ingest.rest import RestClient, TransientError, shared_session
+from bridge.ingest.sequence import Gap, SequenceTracker
 from bridge.ingest.settings import StreamSettings
 from bridge.ingest.source import SourceBase
 from bridge.observability import metrics
@@ -106,6 +108,10 @@ class StreamSource(SourceBase, ABC):
         self._labels = (self.provider.value, account)
         self.log = logging.getLogger(type(self).__module__)
         """The provider's logger: operators filter by it."""
+        self.sequence_start: int | None = 1
+        self._sequence = SequenceTracker()
+        self.secrets: tuple[str, ...] = ()
+        """What provider messages may echo of what we sent (tokens, keys): ``scrub`` blanks it out."""
         self._intake = Intake(pipeline, self.stats, self.log, self._who)
 
     # -- provider hooks ------------------------------------------------------------------------
@@ -135,7 +141,12 @@ class StreamSource(SourceBase, ABC):
         """A connection is up (after login and subscription)."""
 
     def observe(self, frame: Frame) -> None:
-        """Sees every frame before parsing (sequence gaps, learning the account id)."""
+        """Sees every frame before parsing (e.g. learning the account id)."""
+
+    def numbered(self, frame: Frame) -> tuple[str, object] | None:
+        """(topic, message id) of a frame whose provider numbers its messages per topic and
+        connection, counting up from ``sequence_start`` (None: as they come); a jump is a gap."""
+        return None
 
     async def before_backfill(self, rest: RestClient) -> None:
         """Runs at the start of each pass (e.g. look up the account id once)."""
@@ -154,7 +165,9 @@ class StreamSource(SourceBase, ABC):
         return True
 
     def scrub(self, text: str) -> str:
-        """Provider messages may echo what we sent: blank out anything secret."""
+        """Provider messages may echo what we sent: blank out anything secret (``secrets``)."""
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
         return text
 
     # -- run loop ------------------------------------------------------------------------------
@@ -274,6 +287,7 @@ class StreamSource(SourceBase, ABC):
         self.stats["connections"] += 1
         metrics.SOURCE_CONNECTIONS.labels(*self._labels).inc()
         metrics.SOURCE_CONNECTED.labels(*self._labels).set(1)
+        self._sequence = SequenceTracker(self.sequence_start)  # ids restart per connection
         self.on_connected(connection)
         self.request_backfill("reconnect")  # a reconnect means a possible gap: backfill now
 
@@ -296,10 +310,23 @@ class StreamSource(SourceBase, ABC):
 
     # -- live items ----------------------------------------------------------------------------
 
+    def _gap(self, gap: Gap) -> None:
+        """Messages lost on this connection: counted, shown, logged, and closed by a backfill pass."""
+        self.stats["gaps"] += 1
+        self.stats["gap_ids"] += gap.missing
+        metrics.SOURCE_GAPS.labels(*self._labels).inc()
+        self.health.detail["last_gap"] = gap.detail
+        self.log.warning("%s: %s; backfilling", self._who, gap.describe())
+        self.request_backfill("gap")
+
     async def _read(self, connection: StreamConnection) -> None:
         async for frame in connection.frames():
             received = time.monotonic()
             self.stats["frames"] += 1
+            numbered = self.numbered(frame)
+            gap = self._sequence.gap(*numbered) if numbered is not None else None
+            if gap is not None:
+                self._gap(gap)
             self.observe(frame)
             batch: list[ParseResult] = []
             for item in self.parse_frame(frame):
