@@ -12,7 +12,8 @@ read (``rest_client``, ``history``), and, optionally, how its own failures are c
   provider's) and then ``default_failure``; the answer is a ``Failure`` — a reason label for the
   metric and a message — or the exception is a bug and ends ``run`` (the supervisor restarts it).
 * **Make-before-break** as a capability: a connection with an ``upgrade_notice`` event (OKX notice
-  64008) is replaced by a successor opened *before* it is closed; what it still delivers is read.
+  64008) is replaced by a successor opened *before* it is closed; what it still delivers is read
+  (``bridge.ingest.handover``).
 * **Backfill**: after every (re)connect, on request (a sequence gap) and on an interval, the
   account's history is read into the pipeline with ``via = backfill``. While a pass runs, live
   items of the account are held and merged with the pages by receive time: items received before
@@ -35,7 +36,6 @@ from datetime import UTC, datetime
 from typing import ClassVar
 
 import aiohttp
-from websockets.exceptions import ConnectionClosed
 
 from bridge.contract.events import DeadLetter, Provider, TransferEvent, Via
 from bridge.contract.parsing import ParseError, ParseResult
@@ -44,7 +44,8 @@ from bridge.delivery.pipeline import Pipeline
 from bridge.ingest.backfill import BackfillCoordinator, BackfillLoop, Held, Page, Window
 from bridge.ingest.backoff import Backoff
 from bridge.ingest.failures import common_failure
-from bridge.ingest.frames import Failure, Frame, HandshakeError, KeepaliveTimeout, Notice, StreamConnection, utc_now
+from bridge.ingest.frames import Failure, Frame, HandshakeError, KeepaliveTimeout, StreamConnection, utc_now
+from bridge.ingest.handover import serve
 from bridge.ingest.intake import Intake
 from bridge.ingest.rest import RestClient, TransientError, shared_session
 from bridge.ingest.sequence import Gap, SequenceTracker
@@ -236,46 +237,18 @@ class StreamSource(SourceBase, ABC):
     async def _serve(
         self, connection: StreamConnection, backoff: Backoff, rest: RestClient | None
     ) -> StreamConnection | None:
-        """Read until the connection ends (raises, or returns None when the stream ended), or hand
-        over after an upgrade notice: open a successor, then close this one and read what it still
-        delivers before the successor's first frame (nothing pushed in between is lost, order is
-        kept). The successor waits for the backoff, so notices right after every open are no
-        tight loop."""
-        notice_event: asyncio.Event | None = getattr(connection, "upgrade_notice", None)
-        if notice_event is None:
-            await self._read(connection)
-            return None
-        reader = asyncio.create_task(self._read(connection), name=f"{self.name}-reader")
-        notice = notice_event.future() if isinstance(notice_event, Notice) else asyncio.ensure_future(notice_event.wait())
-        try:
-            await asyncio.wait({reader, notice}, return_when=asyncio.FIRST_COMPLETED)
-            if not reader.done():
-                await asyncio.wait({reader}, timeout=backoff.next_delay())  # reading goes on meanwhile
-            if reader.done():
-                reader.result()
-                return None
-            try:
-                successor = await self._open(rest)
-            except Exception as exc:
-                failure = self._failure(exc, "connect")
-                self.log.warning("%s: successor after notice failed (%s); keeping the old connection", self._who, failure.message)
-                await reader
-                return None
-            await connection.close()
-            try:
-                await reader  # drains what arrived before the close
-            except (ConnectionClosed, OSError):
-                pass
-            except BaseException:
-                await successor.close()
-                raise
-            self.log.info("%s: handed over to a new connection after notice", self._who)
-            return successor
-        finally:
-            notice.cancel()
-            if not reader.done():
-                reader.cancel()
-            await asyncio.gather(reader, notice, return_exceptions=True)
+        """Read until the connection ends, or hand over to a successor after an upgrade notice
+        (``bridge.ingest.handover``); the successor waits for the backoff."""
+        return await serve(
+            connection,
+            self._read,
+            lambda: self._open(rest),
+            delay=backoff.next_delay,
+            failed=lambda exc: self._failure(exc, "connect").message,
+            log=self.log,
+            who=self._who,
+            name=self.name,
+        )
 
     @property
     def _who(self) -> str:
