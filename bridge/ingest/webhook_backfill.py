@@ -28,17 +28,19 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import ClassVar, TypeVar
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import Any, ClassVar, TypeVar
 
 import aiohttp
 from aiohttp import web
 
-from bridge.contract.events import TransferEvent, Via
+from bridge.contract.events import DeadLetter, TransferEvent, Via
+from bridge.contract.parsing import ParseResult, item_bytes
 from bridge.delivery.pipeline import Pipeline
 from bridge.ingest.backfill import BackfillLoop, Page, Window
 from bridge.ingest.frames import utc_now
 from bridge.ingest.intake import Intake
+from bridge.ingest.requests import describe_error
 from bridge.ingest.rest import RestClient, TransientError
 from bridge.ingest.settings import WebhookBackfillSettings
 from bridge.ingest.webhook import WebhookSource
@@ -92,7 +94,7 @@ class BackfillingWebhookSource(WebhookSource[BackfillConfigT], ABC):
 
     @abstractmethod
     def history(self, rest: RestClient, since_ms: int) -> AsyncIterator[Page]:
-        """Pages of transfers created at or after ``since_ms``, parsed (a row that cannot be is a dead letter)."""
+        """Pages of transfers created at or after ``since_ms``, parsed (``page`` builds one)."""
 
     def admit_backfilled(self, event: TransferEvent) -> bool:
         """May a row's event be offered (False drops it, e.g. older than a state already accepted)?"""
@@ -107,6 +109,22 @@ class BackfillingWebhookSource(WebhookSource[BackfillConfigT], ABC):
 
     def backfill_standby(self) -> None:
         """Cluster mode: another replica runs the passes (called about once a second)."""
+
+    def page(
+        self, rows: Sequence[Any], sent_at: float, parse: Callable[[Any, str], Iterable[ParseResult]], *, channel: str,
+        account_id: str | None = None,
+    ) -> Page:  # fmt: skip
+        """One history page for ``history`` to yield: each row parsed on its own (``parse(row,
+        received_at)``); a row that cannot be — whatever the exception — is a dead letter on
+        ``channel`` with its bytes, never the end of the pass."""
+        received_at = utc_now(self._clock)
+        items: list[ParseResult] = []
+        for row in rows:
+            try:
+                items.extend(parse(row, received_at))
+            except Exception as exc:  # noqa: BLE001 - one row, never the pass
+                items.append(DeadLetter(self.provider, channel, describe_error(exc)[:2000], item_bytes(row), received_at, account_id))
+        return Page(items, len(rows), sent_at)
 
     # -- the route's part ----------------------------------------------------------------------
 

@@ -35,7 +35,6 @@ ordering warm-up.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar
@@ -43,13 +42,11 @@ from typing import Any, ClassVar
 import aiohttp
 from aiohttp import web
 
-from bridge.contract.events import DeadLetter, Provider, TransferEvent
+from bridge.contract.events import Provider, TransferEvent
 from bridge.contract.jsonutil import loads_exact
-from bridge.contract.parsing import ParseError, ParseResult, item_bytes
 from bridge.contract.timeutil import to_epoch_ms
 from bridge.delivery.pipeline import Pipeline
 from bridge.ingest.backfill import Page
-from bridge.ingest.frames import utc_now
 from bridge.ingest.rest import RestClient
 from bridge.ingest.webhook import Answer, Ignore, Interpretation, Letterhead, Publish, Quarantine, describe_error
 from bridge.ingest.webhook_backfill import BackfillingWebhookSource
@@ -58,7 +55,7 @@ from bridge.sources.fireblocks import messages as m
 from bridge.sources.fireblocks.auth import RequestSigner
 from bridge.sources.fireblocks.config import FireblocksConfig
 from bridge.sources.fireblocks.jwks import KeySet
-from bridge.sources.fireblocks.ordering import Newest
+from bridge.sources.fireblocks.ordering import Newest, WarmUp
 from bridge.sources.fireblocks.parse import Rules, last_updated_ms, parse_delivery, parse_row, skip_reason
 from bridge.sources.fireblocks.rest import FireblocksApiError, FireblocksRest
 from bridge.sources.fireblocks.signature import (
@@ -99,12 +96,11 @@ class FireblocksWebhook(BackfillingWebhookSource[FireblocksConfig]):
         )
         self.rules = Rules.of(config)
         self.newest = Newest(config.reorder_memory)
-        self._started = time.monotonic()
-        self._warm = asyncio.Event()
-        """Set once the ordering memory reflects what Fireblocks shows (see ``_warm_up``)."""
-        if not config.backfills or config.ordering_warmup_seconds <= 0 or config.reorder_memory <= 0:
-            self._warm.set()
-        self.health.detail.update({"jwks_error": None, "ordering_warm": self._warm.is_set()})
+        needed = config.backfills and config.ordering_warmup_seconds > 0 and config.reorder_memory > 0
+        self.warm_up = WarmUp(
+            needed=needed, limit=config.ordering_warmup_seconds, per_request=config.ack_timeout_seconds, on_give_up=self._gave_up
+        )
+        self.health.detail.update({"jwks_error": None, "ordering_warm": self.warm_up.open})
 
     def __repr__(self) -> str:  # never a key or credential
         return f"FireblocksWebhook(path={self.config.path!r}, legacy_keys={len(self._legacy)}, backfill={self.config.backfills})"
@@ -139,39 +135,17 @@ class FireblocksWebhook(BackfillingWebhookSource[FireblocksConfig]):
         return await super().handle(request)
 
     async def admit(self, request: web.Request) -> Answer | None:
-        """An authenticated delivery waits for the ordering warm-up (an unsigned one is refused
-        first and never waits)."""
-        if self._warm.is_set() or await self._warm_up():
-            return None
-        return Answer(503, "warming_up", "starting up, retry later")  # counted by the engine
+        """An authenticated delivery waits for the ordering warm-up (``ordering.WarmUp``; an
+        unsigned one is refused first and never waits)."""
+        return None if await self.warm_up.wait() else Answer(503, "warming_up", "starting up, retry later")
 
-    async def _warm_up(self) -> bool:
-        """Hold a delivery until the start-up backfill pass has refilled the ordering memory.
-
-        The memory of the newest ``lastUpdated`` per key is in process: without this, a delivery
-        older than a state a previous process published (a late re-delivery after a kill -9)
-        would be published after it. The pass reads every transaction created within
-        ``backfill_initial_lookback`` in its current state — never older than what was published
-        — and ``accept`` remembers it. Bounded by ``ack_timeout_seconds`` per request (then 503:
-        Fireblocks retries) and by ``ordering_warmup_seconds`` in all (then deliveries pass
-        without it, logged once, so a REST outage cannot stop the webhooks)."""
-        left = self._started + self.config.ordering_warmup_seconds - time.monotonic()
-        if left > 0:
-            try:
-                await asyncio.wait_for(self._warm.wait(), min(self.config.ack_timeout_seconds, left))
-                return True
-            except TimeoutError:
-                if time.monotonic() < self._started + self.config.ordering_warmup_seconds:
-                    return False
-        if not self._warm.is_set():
-            self._warm.set()  # not warm (``ordering_warm`` stays false): deliveries pass without it
-            self.stats["ordering_warmup_given_up"] += 1
-            self.log.warning(
-                "%s: no complete backfill pass within %.0fs of the start; accepting deliveries without it — a late "
-                "state older than one published before this start may be published after it",
-                self.name, self.config.ordering_warmup_seconds,
-            )  # fmt: skip
-        return True
+    def _gave_up(self) -> None:  # ``ordering_warm`` stays false: deliveries pass without it
+        self.stats["ordering_warmup_given_up"] += 1
+        self.log.warning(
+            "%s: no complete backfill pass within %.0fs of the start; accepting deliveries without it — a late "
+            "state older than one published before this start may be published after it",
+            self.name, self.config.ordering_warmup_seconds,
+        )  # fmt: skip
 
     # -- deliveries ------------------------------------------------------------------------------
 
@@ -190,12 +164,9 @@ class FireblocksWebhook(BackfillingWebhookSource[FireblocksConfig]):
             events = parse_delivery(envelope.document, received_at=received_at, rules=self.rules)
         except Exception as exc:  # noqa: BLE001 - any reason at all: the delivery is kept, with the reason
             return Quarantine(describe_error(exc), to, 200)
-        fresh = self._in_order(events, envelope.data)
+        updated = last_updated_ms(envelope.data)
+        fresh = [event for event in events if self.newest.accept(event.key, updated)]  # the ordering rule
         return Publish(fresh, to) if fresh else Ignore("out_of_order")
-
-    def _in_order(self, events: list[TransferEvent], tx: Any) -> list[TransferEvent]:
-        updated = last_updated_ms(tx)
-        return [event for event in events if self.newest.accept(event.key, updated)]
 
     # -- lifecycle and backfill hooks ----------------------------------------------------------
 
@@ -220,7 +191,7 @@ class FireblocksWebhook(BackfillingWebhookSource[FireblocksConfig]):
         self._warmed()
 
     def _warmed(self) -> None:
-        self._warm.set()
+        self.warm_up.done()
         self.health.detail["ordering_warm"] = True
 
     def rest_client(self, session: aiohttp.ClientSession) -> RestClient:
@@ -233,17 +204,10 @@ class FireblocksWebhook(BackfillingWebhookSource[FireblocksConfig]):
 
     async def history(self, rest: RestClient, since_ms: int) -> AsyncIterator[Page]:
         assert isinstance(rest, FireblocksRest)
-        async for rows, sent_at in rest.transactions(since_ms, self.config.page_limit):
-            received_at = utc_now(self._clock)
-            items: list[ParseResult] = []
-            for row in rows:
-                items.extend(self._row(row, received_at))
-            yield Page(items, len(rows), sent_at)
+        workspace = self.config.workspace_id
 
-    def _row(self, row: Any, received_at: str) -> list[ParseResult]:
-        try:
-            return list(parse_row(row, received_at=received_at, rules=self.rules, workspace_id=self.config.workspace_id))
-        except Exception as exc:  # noqa: BLE001 - one row, never the pass
-            reason = describe_error(exc) if not isinstance(exc, ParseError) else str(exc)
-            letter = DeadLetter(self.provider, m.BACKFILL_CHANNEL, reason[:2000], item_bytes(row), received_at, self.config.workspace_id)
-            return [letter]
+        def parse(row: Any, received_at: str) -> list[TransferEvent]:
+            return parse_row(row, received_at=received_at, rules=self.rules, workspace_id=workspace)
+
+        async for rows, sent_at in rest.transactions(since_ms, self.config.page_limit):
+            yield self.page(rows, sent_at, parse, channel=m.BACKFILL_CHANNEL, account_id=workspace)
