@@ -117,7 +117,10 @@ def build_ingress_pipeline(
 
 def decode_ingress(value: bytes | None, provider: str) -> TransferEvent | DeadLetter:
     """An ingress record back to its event (numbers in ``raw`` kept exact); anything else is kept
-    whole as a dead letter."""
+    whole as a dead letter of ``provider`` (the record key's first part). A key that names no
+    provider this version knows (none, garbled, or one added later) gives the contract's generic
+    form, ``unknown``: the core names no provider by default, and a replay finds no parser for it
+    instead of feeding the bytes to the wrong one."""
     try:
         if value is None:
             raise ValueError("empty ingress record")
@@ -127,7 +130,7 @@ def decode_ingress(value: bytes | None, provider: str) -> TransferEvent | DeadLe
         try:
             origin = Provider(provider)
         except ValueError:
-            origin = Provider.OPENXSWITCH
+            origin = Provider.UNKNOWN
         return DeadLetter(origin, "ingress", reason, value or b"", format_utc_ms(datetime.now(UTC)))
 
 

@@ -9,18 +9,24 @@ endpoints filter on creation time, not on update time. ``max_lookback`` bounds b
 ``Held`` keeps live items received while a pass runs, with their monotonic receive time, so the
 engine can merge them with the pass's pages by time: a page is a snapshot of the moment its
 request was sent.
+
+``BackfillLoop`` decides when passes run, for every engine that reads history (stream, webhook):
+when asked (a reconnect, a sequence gap, an ingress outage, the start), every ``interval``
+otherwise, and after a failed pass when its failure handler says. No exception ends it.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bridge.contract.events import TransferEvent
 from bridge.contract.parsing import ParseResult
 from bridge.contract.timeutil import to_epoch_ms
 
-__all__ = ["Window", "Held", "BackfillCoordinator", "Page"]
+__all__ = ["Window", "Held", "BackfillCoordinator", "BackfillLoop", "Page"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,3 +116,63 @@ class BackfillCoordinator:
 
     def held_for(self, owner: str) -> Held | None:
         return self._running.get(owner)
+
+
+class BackfillLoop:
+    """When a source's passes run. ``request(reason)`` asks for one as soon as the running pass (if
+    any) is done — a request made before ``run`` starts is the pass at start; without a request
+    a pass runs every ``interval``. A pass's metric label (``trigger``) is ``interval`` for those,
+    else the first of ``priority`` among the reasons asked, else ``requested``.
+
+    ``run`` never ends on a pass's exception: ``failed(error)`` records it and returns how long
+    to wait before the next pass. With ``leads`` (cluster mode) a replica that does not lead
+    runs no pass: ``standby`` is called, the pass stays owed, and leadership is checked again
+    every second."""
+
+    def __init__(self, interval: float, *, priority: tuple[str, ...] = (), requested: str = "requested"):
+        self.interval = interval
+        self._priority = priority
+        self._requested = requested
+        self._reasons: set[str] = set()
+        self._trigger: asyncio.Event | None = None
+
+    def request(self, reason: str) -> None:
+        self._reasons.add(reason)
+        if self._trigger is not None:
+            self._trigger.set()
+
+    async def run(
+        self,
+        run_pass: Callable[[str], Awaitable[object]],
+        failed: Callable[[Exception], float],
+        *,
+        leads: Callable[[], bool] | None = None,
+        standby: Callable[[], None] | None = None,
+    ) -> None:
+        trigger = self._trigger = asyncio.Event()
+        if self._reasons:
+            trigger.set()
+        wait = self.interval
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(wait):  # not wait_for: no task per wait
+                        await trigger.wait()
+                    label = next((r for r in self._priority if r in self._reasons), self._requested)
+                except TimeoutError:
+                    label = "interval"
+                trigger.clear()
+                if leads is not None and not leads():  # cluster mode: another replica runs the passes
+                    trigger.set()  # a pass is owed the moment this replica takes them over
+                    if standby is not None:
+                        standby()
+                    await asyncio.sleep(1.0)
+                    continue
+                self._reasons.clear()
+                try:
+                    await run_pass(label)
+                    wait = self.interval
+                except Exception as exc:  # noqa: BLE001 - this loop must outlive any single pass
+                    wait = failed(exc)
+        finally:
+            self._trigger = None

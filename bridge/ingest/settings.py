@@ -11,7 +11,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, FilePath, field_validator, model_validator
 
-__all__ = ["ProviderSection", "AccountsSection", "StreamSettings", "WebhookSettings", "IPNetwork", "RECORD_OVERHEAD_BYTES"]
+__all__ = [
+    "ProviderSection", "AccountsSection", "StreamSettings", "WebhookSettings", "WebhookBackfillSettings", "IPNetwork",
+    "RECORD_OVERHEAD_BYTES",
+]  # fmt: skip
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -135,3 +138,22 @@ class WebhookSettings(ProviderSection):
     def _parse_networks(cls, value: Any) -> Any:
         """Per field, so a malformed CIDR is reported under its key (``openxswitch.allowed_ips``)."""
         return _networks(value)
+
+
+class WebhookBackfillSettings(WebhookSettings):
+    """A webhook route whose provider also lists its transfers over REST: the gap backfill's pace
+    and window (``bridge.ingest.webhook_backfill``)."""
+
+    backfill_enabled: bool = True
+    backfill_interval: float = Field(default=300.0, gt=0)
+    backfill_retry: float = Field(default=10.0, gt=0, description="retry pace of a failed pass")
+    backfill_overlap: float = Field(default=3600.0, ge=0, description="seconds read again before the window")
+    backfill_initial_lookback: float = Field(default=86_400.0, ge=0)
+    backfill_max_lookback: float = Field(default=30 * 86_400.0, gt=0, description="track_max_age_days")
+    rest_timeout: float = Field(default=10.0, gt=0)
+    rest_max_retries: int = Field(default=6, ge=0)
+
+    @property
+    def backfills(self) -> bool:
+        """Does the receiver run passes? A provider adds its own conditions (REST credentials)."""
+        return self.backfill_enabled

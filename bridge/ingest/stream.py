@@ -12,11 +12,13 @@ read (``rest_client``, ``history``), and, optionally, how its own failures are c
   provider's) and then ``default_failure``; the answer is a ``Failure`` — a reason label for the
   metric and a message — or the exception is a bug and ends ``run`` (the supervisor restarts it).
 * **Make-before-break** as a capability: a connection with an ``upgrade_notice`` event (OKX notice
-  64008) is replaced by a successor opened *before* it is closed; what it still delivers is read.
+  64008) is replaced by a successor opened *before* it is closed; what it still delivers is read
+  (``bridge.ingest.handover``).
 * **Backfill**: after every (re)connect, on request (a sequence gap) and on an interval, the
   account's history is read into the pipeline with ``via = backfill``. While a pass runs, live
   items of the account are held and merged with the pages by receive time: items received before
-  a page's request go first, then the page, then later items. No exception ends the loop.
+  a page's request go first, then the page, then later items. No exception ends the loop. A
+  provider that numbers its messages (``numbered``) gets each gap counted, shown and backfilled.
 * **Parsing never raises** out of the engine: a frame that is not JSON, not an object, or that
   makes the parser fail becomes a dead letter with its raw bytes, and the stream goes on.
 """
@@ -34,19 +36,21 @@ from datetime import UTC, datetime
 from typing import ClassVar
 
 import aiohttp
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from bridge.contract.events import DeadLetter, Provider, TransferEvent, Via
 from bridge.contract.parsing import ParseError, ParseResult
 from bridge.contract.timeutil import format_utc_ms
 from bridge.delivery.pipeline import Pipeline
-from bridge.ingest.backfill import BackfillCoordinator, Held, Page, Window
+from bridge.ingest.backfill import BackfillCoordinator, BackfillLoop, Held, Page, Window
 from bridge.ingest.backoff import Backoff
-from bridge.ingest.frames import Failure, Frame, HandshakeError, KeepaliveTimeout, Notice, StreamConnection, utc_now
+from bridge.ingest.failures import common_failure
+from bridge.ingest.frames import Failure, Frame, HandshakeError, KeepaliveTimeout, StreamConnection, utc_now
+from bridge.ingest.handover import serve
 from bridge.ingest.intake import Intake
 from bridge.ingest.rest import RestClient, TransientError, shared_session
+from bridge.ingest.sequence import Gap, SequenceTracker
 from bridge.ingest.settings import StreamSettings
-from bridge.ingest.source import ConfigurationError, SourceBase
+from bridge.ingest.source import SourceBase
 from bridge.observability import metrics
 
 __all__ = [
@@ -60,8 +64,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_TRIGGER_PRIORITY = ("gap", "reconnect", "manual")
-"""One label per pass for the metric, however many reasons asked for it."""
+_TRIGGER_PRIORITY = ("gap", "reconnect")
+"""One label per pass for the metric, however many reasons asked for it (else ``manual``)."""
 
 
 class StreamSource(SourceBase, ABC):
@@ -101,11 +105,14 @@ class StreamSource(SourceBase, ABC):
         )
         self._held: Held | None = None
         self._coordinator = coordinator or BackfillCoordinator()
-        self._trigger: asyncio.Event | None = None
-        self._reasons: set[str] = set()
+        self._passes = BackfillLoop(config.backfill_interval, priority=_TRIGGER_PRIORITY, requested="manual")
         self._labels = (self.provider.value, account)
         self.log = logging.getLogger(type(self).__module__)
         """The provider's logger: operators filter by it."""
+        self.sequence_start: int | None = 1
+        self._sequence = SequenceTracker()
+        self.secrets: tuple[str, ...] = ()
+        """What provider messages may echo of what we sent (tokens, keys): ``scrub`` blanks it out."""
         self._intake = Intake(pipeline, self.stats, self.log, self._who)
 
     # -- provider hooks ------------------------------------------------------------------------
@@ -135,7 +142,12 @@ class StreamSource(SourceBase, ABC):
         """A connection is up (after login and subscription)."""
 
     def observe(self, frame: Frame) -> None:
-        """Sees every frame before parsing (sequence gaps, learning the account id)."""
+        """Sees every frame before parsing (e.g. learning the account id)."""
+
+    def numbered(self, frame: Frame) -> tuple[str, object] | None:
+        """(topic, message id) of a frame whose provider numbers its messages per topic and
+        connection, counting up from ``sequence_start`` (None: as they come); a jump is a gap."""
+        return None
 
     async def before_backfill(self, rest: RestClient) -> None:
         """Runs at the start of each pass (e.g. look up the account id once)."""
@@ -154,21 +166,22 @@ class StreamSource(SourceBase, ABC):
         return True
 
     def scrub(self, text: str) -> str:
-        """Provider messages may echo what we sent: blank out anything secret."""
+        """Provider messages may echo what we sent: blank out anything secret (``secrets``)."""
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
         return text
 
     # -- run loop ------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        self._trigger = asyncio.Event()
         cfg = self.config
         async with shared_session(self.provider.value, timeout=cfg.rest_timeout, ca_bundle=cfg.ca_bundle) as http:
             rest = self.rest_client(http)
-            backfill = (
-                asyncio.create_task(self._backfill_loop(rest), name=f"{self.name}-backfill")
-                if self.config.backfill_enabled and rest is not None
-                else None
-            )
+            backfill = None
+            if self.config.backfill_enabled and rest is not None:
+                history = rest
+                passes = self._passes.run(lambda trigger: self.backfill_pass(history, trigger), self._backfill_error)
+                backfill = asyncio.create_task(passes, name=f"{self.name}-backfill")
             try:
                 await self._connect_loop(rest)
             finally:
@@ -217,73 +230,25 @@ class StreamSource(SourceBase, ABC):
         return failure
 
     def default_failure(self, error: BaseException, phase: str) -> Failure | None:
+        """What the engine makes of an exception ``classify`` left (``bridge.ingest.failures``)."""
         who = f"{self.display_name} account {self.account_name!r}"
-        if isinstance(error, ConfigurationError):
-            return Failure("config_error", self.scrub(str(error)), config=True)
-        if isinstance(error, InvalidURI):
-            return Failure("config_error", f"{who}: invalid ws_url: {error}", config=True)
-        if isinstance(error, InvalidStatus):
-            status = error.response.status_code
-            if 400 <= status < 500 and status != 429:
-                return Failure("config_error", f"{who}: WebSocket upgrade refused with HTTP {status} (check ws_url)", config=True)
-            return Failure("handshake", f"HTTP {status} on upgrade")
-        if isinstance(error, KeepaliveTimeout):
-            return Failure("keepalive", str(error))
-        if phase == "connect" and isinstance(error, (OSError, TimeoutError, InvalidHandshake, ConnectionClosed)):
-            return Failure("connect_failed", self.describe(error))
-        if isinstance(error, (ConnectionClosed, OSError)):
-            return Failure("closed", self.describe(error))
-        return None
-
-    def describe(self, error: BaseException) -> str:
-        if isinstance(error, ConnectionClosed) and error.rcvd is not None:
-            return f"closed by {self.display_name} with {error.rcvd.code} {error.rcvd.reason}".strip()
-        text = self.scrub(str(error))
-        return f"{error.__class__.__name__}: {text}" if text else error.__class__.__name__
+        return common_failure(error, phase, who=who, peer=self.display_name, scrub=self.scrub)
 
     async def _serve(
         self, connection: StreamConnection, backoff: Backoff, rest: RestClient | None
     ) -> StreamConnection | None:
-        """Read until the connection ends (raises, or returns None when the stream ended), or hand
-        over after an upgrade notice: open a successor, then close this one and read what it still
-        delivers before the successor's first frame (nothing pushed in between is lost, order is
-        kept). The successor waits for the backoff, so notices right after every open are no
-        tight loop."""
-        notice_event: asyncio.Event | None = getattr(connection, "upgrade_notice", None)
-        if notice_event is None:
-            await self._read(connection)
-            return None
-        reader = asyncio.create_task(self._read(connection), name=f"{self.name}-reader")
-        notice = notice_event.future() if isinstance(notice_event, Notice) else asyncio.ensure_future(notice_event.wait())
-        try:
-            await asyncio.wait({reader, notice}, return_when=asyncio.FIRST_COMPLETED)
-            if not reader.done():
-                await asyncio.wait({reader}, timeout=backoff.next_delay())  # reading goes on meanwhile
-            if reader.done():
-                reader.result()
-                return None
-            try:
-                successor = await self._open(rest)
-            except Exception as exc:
-                failure = self._failure(exc, "connect")
-                self.log.warning("%s: successor after notice failed (%s); keeping the old connection", self._who, failure.message)
-                await reader
-                return None
-            await connection.close()
-            try:
-                await reader  # drains what arrived before the close
-            except (ConnectionClosed, OSError):
-                pass
-            except BaseException:
-                await successor.close()
-                raise
-            self.log.info("%s: handed over to a new connection after notice", self._who)
-            return successor
-        finally:
-            notice.cancel()
-            if not reader.done():
-                reader.cancel()
-            await asyncio.gather(reader, notice, return_exceptions=True)
+        """Read until the connection ends, or hand over to a successor after an upgrade notice
+        (``bridge.ingest.handover``); the successor waits for the backoff."""
+        return await serve(
+            connection,
+            self._read,
+            lambda: self._open(rest),
+            delay=backoff.next_delay,
+            failed=lambda exc: self._failure(exc, "connect").message,
+            log=self.log,
+            who=self._who,
+            name=self.name,
+        )
 
     @property
     def _who(self) -> str:
@@ -295,6 +260,7 @@ class StreamSource(SourceBase, ABC):
         self.stats["connections"] += 1
         metrics.SOURCE_CONNECTIONS.labels(*self._labels).inc()
         metrics.SOURCE_CONNECTED.labels(*self._labels).set(1)
+        self._sequence = SequenceTracker(self.sequence_start)  # ids restart per connection
         self.on_connected(connection)
         self.request_backfill("reconnect")  # a reconnect means a possible gap: backfill now
 
@@ -317,10 +283,23 @@ class StreamSource(SourceBase, ABC):
 
     # -- live items ----------------------------------------------------------------------------
 
+    def _gap(self, gap: Gap) -> None:
+        """Messages lost on this connection: counted, shown, logged, and closed by a backfill pass."""
+        self.stats["gaps"] += 1
+        self.stats["gap_ids"] += gap.missing
+        metrics.SOURCE_GAPS.labels(*self._labels).inc()
+        self.health.detail["last_gap"] = gap.detail
+        self.log.warning("%s: %s; backfilling", self._who, gap.describe())
+        self.request_backfill("gap")
+
     async def _read(self, connection: StreamConnection) -> None:
         async for frame in connection.frames():
             received = time.monotonic()
             self.stats["frames"] += 1
+            numbered = self.numbered(frame)
+            gap = self._sequence.gap(*numbered) if numbered is not None else None
+            if gap is not None:
+                self._gap(gap)
             self.observe(frame)
             batch: list[ParseResult] = []
             for item in self.parse_frame(frame):
@@ -390,44 +369,24 @@ class StreamSource(SourceBase, ABC):
 
     def request_backfill(self, reason: str = "manual") -> None:
         """Ask for a pass as soon as the running one (if any) is done."""
-        self._reasons.add(reason)
-        if self._trigger is not None:
-            self._trigger.set()
+        self._passes.request(reason)
 
-    async def _backfill_loop(self, rest: RestClient | None) -> None:
-        assert self._trigger is not None and rest is not None
-        if self._reasons:
-            self._trigger.set()
-        wait = self.config.backfill_interval
+    def _backfill_error(self, exc: Exception) -> float:
+        """Record a failed pass (health, metric, log); returns the wait before the next one."""
         who = f"{self.display_name} account {self.account_name!r}"
-        while True:
-            try:
-                async with asyncio.timeout(wait):  # not wait_for: no task per wait
-                    await self._trigger.wait()
-                trigger = next((r for r in _TRIGGER_PRIORITY if r in self._reasons), "manual")
-            except TimeoutError:
-                trigger = "interval"
-            self._trigger.clear()
-            self._reasons.clear()
-            try:
-                await self.backfill_pass(rest, trigger)
-                wait = self.config.backfill_interval
-            except self.rest_refusals as exc:  # credentials refused on REST
-                self._backfill_failed(f"{who}: backfill refused: {self.scrub(str(exc))}", logging.ERROR)
-                wait = self.config.config_error_retry
-            except TransientError as exc:
-                self._backfill_failed(self.scrub(str(exc)), logging.WARNING)
-                wait = self.config.backfill_retry
-            except Exception as exc:  # this loop must outlive any single pass
-                detail = self.scrub(str(exc))[:300]
-                self._backfill_failed(f"{who}: backfill failed: {exc.__class__.__name__}: {detail}", logging.ERROR)
-                wait = self.config.backfill_retry
-
-    def _backfill_failed(self, message: str, level: int) -> None:
+        if isinstance(exc, self.rest_refusals):  # credentials refused on REST
+            message, level, wait = f"{who}: backfill refused: {self.scrub(str(exc))}", logging.ERROR, self.config.config_error_retry
+        elif isinstance(exc, TransientError):
+            message, level, wait = self.scrub(str(exc)), logging.WARNING, self.config.backfill_retry
+        else:
+            detail = self.scrub(str(exc))[:300]
+            message, level = f"{who}: backfill failed: {exc.__class__.__name__}: {detail}", logging.ERROR
+            wait = self.config.backfill_retry
         self.health.detail["backfill_error"] = message
         self.stats["backfill_failures"] += 1
         metrics.BACKFILL_FAILURES.labels(*self._labels).inc()
         self.log.log(level, "%s; next pass later", message)
+        return wait
 
     async def backfill_pass(self, rest: RestClient, trigger: str = "manual") -> int:
         """Read the window's history into the pipeline; returns the number of items offered."""

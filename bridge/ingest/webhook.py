@@ -3,7 +3,9 @@
 A provider subclasses ``WebhookSource`` and supplies only what is its own — how a request proves
 it comes from the provider (``authenticate``) and what an authenticated body means
 (``interpret``). Everything else lives here once: mounting, the checks every request passes, the
-dead-letter-first rule, the bounded wait for Kafka's ack, health, metrics and shutdown.
+dead-letter-first rule, the bounded wait for Kafka's ack, health, metrics and shutdown. A provider
+whose REST API also lists its transfers subclasses ``bridge.ingest.webhook_backfill``'s
+``BackfillingWebhookSource``: the same route plus the gap backfill.
 
 Mounting (the service shell serves it beside ``/healthz`` and ``/metrics``)::
 
@@ -183,7 +185,7 @@ class WebhookSource(SourceBase, ABC, Generic[ConfigT]):
         self._dead_lettered: RecentDigests[Answer] = RecentDigests(dead_letter_memory)
         self._max_record = pipeline.publisher.kafka.max_request_size
         self.leads_backfill: Callable[[], bool] = lambda: True
-        """Whether this replica runs the provider-side backfill, if the receiver has one. Cluster
+        """Whether this replica runs the receiver's backfill, if it has one. Cluster
         mode serves the route on every replica but gives the backfill to one (its slot's holder):
         the history it reads is the same everywhere."""
 
@@ -203,6 +205,9 @@ class WebhookSource(SourceBase, ABC, Generic[ConfigT]):
     def credential_present(self, request: web.Request) -> bool:
         """Did the sender present a credential at all (a 401 is then ``invalid``, else ``missing``)?"""
         return bool(request.headers.get(self.signature_header))
+
+    def publishing(self, events: Sequence[TransferEvent]) -> None:
+        """A delivery's events, accepted by ``interpret``, are about to be handed over."""
 
     async def admit(self, request: web.Request) -> Answer | None:
         """Called once a delivery is authenticated, before anything of it is decided: an ``Answer``
@@ -336,6 +341,7 @@ class WebhookSource(SourceBase, ABC, Generic[ConfigT]):
             metrics.WEBHOOK_IGNORED.labels(self._label, meaning.family).inc()
             return Answer(200, f"ignored.{meaning.family}")
         if isinstance(meaning, Publish):
+            self.publishing(meaning.events)
             meaning = self._writable(meaning) or meaning
         if isinstance(meaning, Quarantine):
             then = Answer(400, "malformed", meaning.reason) if meaning.status == 400 else Answer(200, "dead_lettered")

@@ -6,9 +6,11 @@ from decimal import Decimal
 
 from bridge.contract.events import Account, DeadLetter, Direction, Provider, Source, Status, TransferEvent, build_event, encode_event
 from bridge.delivery.ingress import IngressPublisher, decode_ingress
+from bridge.delivery.publish import Publisher
 from bridge.delivery.settings import TopicSettings
 from bridge.delivery.slots import slot_of
 from bridge.kafka.settings import KafkaSettings
+from bridge.service.dlq.records import DeadLetterRecord
 
 
 def _event() -> TransferEvent:
@@ -44,3 +46,22 @@ def test_an_ingress_record_that_is_not_an_event_is_kept_whole_as_a_dead_letter()
     assert isinstance(letter, DeadLetter)
     assert letter.raw == b'{"not": "an event"}' and letter.channel == "ingress"
     assert letter.reason.startswith("ingress record not a transfer event")
+
+
+def test_an_ingress_dead_letter_keeps_the_provider_its_key_names() -> None:
+    letter = decode_ingress(b"not json", "okx")
+    assert isinstance(letter, DeadLetter) and letter.provider is Provider.OKX
+
+
+def test_an_ingress_dead_letter_whose_key_names_no_known_provider_is_unknown_not_a_guess() -> None:
+    """The DLQ's ``dlq_provider`` header says ``unknown`` (the contract's generic form), so a
+    replay finds no parser for it rather than handing the bytes to some provider's."""
+    topics = TopicSettings()
+    for provider in ("", "nosuchvenue", "\ufffd"):
+        letter = decode_ingress(b'{"not": "an event"}', provider)
+        assert isinstance(letter, DeadLetter) and letter.provider is Provider.UNKNOWN
+        record = Publisher(KafkaSettings(), topics).dead_letter_record(letter)
+        assert (record.topic, dict(record.headers)["dlq_provider"]) == (topics.dead_letter, b"unknown")
+        assert record.key == b"unknown:ingress"
+        read = DeadLetterRecord(0, 0, 0, record.value, dict(record.headers))  # as `dlq` reads it back
+        assert (read.provider, read.letter().provider, read.letter().raw) == ("unknown", Provider.UNKNOWN, letter.raw)

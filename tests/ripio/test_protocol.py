@@ -93,30 +93,6 @@ def test_the_welcome_fixture_is_a_welcome_and_carries_no_transfer() -> None:
     assert isinstance(m.classify(welcome), m.Welcome) and parse_message(welcome, received_at=RECEIVED) == []
 
 
-@pytest.mark.parametrize(
-    ("start", "ids", "gaps"),
-    [
-        (1, [1, 2, 3, 4], [0, 0, 0, 0]),
-        (1, [3, 4], [2, 0]),  # the sequence restarts per connection: ids 1 and 2 were lost
-        (None, [7, 8, 10], [0, 0, 1]),  # ids that continue across connections: the first is taken as it comes
-        (1, [1, 5, 6], [0, 3, 0]),
-        (1, [1, 2, 2, 1, 3], [0, 0, 0, 0, 0]),  # repeats and stragglers are not gaps
-        (1, [-1, 1, 2], [0, 0, 0]),  # welcome
-        (1, [1, "x", None, True, 2], [0, 0, 0, 0, 0]),
-        (0, [0, 1], [0, 0]),
-    ],
-)
-def test_a_forward_jump_in_a_topics_message_ids_is_a_gap(start: int | None, ids: list[Any], gaps: list[int]) -> None:
-    tracker = m.SequenceTracker(start)
-    assert [tracker.observe("deposit", i) for i in ids] == gaps
-
-
-def test_message_ids_are_tracked_per_topic() -> None:
-    tracker = m.SequenceTracker()
-    assert [tracker.observe("deposit", 1), tracker.observe("withdrawal", 1), tracker.observe("deposit", 2), tracker.observe("withdrawal", 3)] == [0, 0, 0, 1]
-    assert (tracker.gaps, tracker.missing) == (1, 1)
-
-
 # -- REST envelopes ------------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""The ``fireblocks:`` section: the core's ``WebhookSettings`` plus keys, direction rules and backfill.
+"""The ``fireblocks:`` section: the core's ``WebhookBackfillSettings`` plus keys, direction rules and REST access.
 
 Every point the provider reference marks *unconfirmed* is a setting here with the documented
 default: ``legacy_public_keys`` (which sandbox key is current), ``jws_allow_unencoded`` (RFC 7797
@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 
-from bridge.ingest.settings import WebhookSettings
+from bridge.ingest.settings import WebhookBackfillSettings
 
 __all__ = ["FireblocksConfig", "DEFAULT_PATH", "JWKS_URLS", "API_URLS"]
 
@@ -35,7 +35,7 @@ API_URLS: dict[str, str] = {
 }
 
 
-class FireblocksConfig(WebhookSettings):
+class FireblocksConfig(WebhookBackfillSettings):
     path: str = Field(default=DEFAULT_PATH, pattern=r"^/[A-Za-z0-9._~/-]*$", description="POST route (v1 and v2)")
     ack_timeout_seconds: float = Field(
         default=5.0, gt=0, lt=60, description="answer within this (Fireblocks' own timeout is not documented)"
@@ -83,16 +83,8 @@ class FireblocksConfig(WebhookSettings):
     api_key: SecretStr | None = None
     api_private_key_file: FilePath | None = None
     base_url: str | None = Field(default=None, description="REST base (without /v1); default by environment")
-    backfill_enabled: bool = True
-    backfill_interval: float = Field(default=300.0, gt=0)
-    backfill_retry: float = Field(default=10.0, gt=0, description="retry pace of a failed pass")
-    backfill_overlap: float = Field(default=3600.0, ge=0, description="seconds read again before the window")
-    backfill_initial_lookback: float = Field(default=86_400.0, ge=0)
-    backfill_max_lookback: float = Field(default=30 * 86_400.0, gt=0, description="track_max_age_days")
     page_limit: int = Field(default=500, ge=1, le=500)
     rest_rate_per_second: float = Field(default=5.0, gt=0, description="rate limits are undocumented: stay low")
-    rest_timeout: float = Field(default=10.0, gt=0)
-    rest_max_retries: int = Field(default=6, ge=0)
 
     @field_validator("legacy_public_keys", "own_peer_types", "operations", "frozen_substatuses", mode="before")
     @classmethod
@@ -114,6 +106,7 @@ class FireblocksConfig(WebhookSettings):
 
     @property
     def backfills(self) -> bool:
+        """Backfill runs only with REST credentials (``api_key`` + ``api_private_key_file``)."""
         return self.backfill_enabled and self.api_key is not None and self.api_private_key_file is not None
 
     def resolved_jwks_url(self) -> str:

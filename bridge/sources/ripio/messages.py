@@ -2,8 +2,8 @@
 
 What we send on the stream (``subscribe`` with a ticket, ``ping``), what the stream sends besides
 transfer messages (welcome ``id: -1``, error envelopes, pongs, acknowledgements), the REST
-envelope ``{"error_code", "message", "data"}`` of the ticket and listing endpoints, and the
-per-topic message ``id`` sequence whose jumps are gaps.
+envelope ``{"error_code", "message", "data"}`` of the ticket and listing endpoints. (The per-topic
+message ``id`` sequence, whose jumps are gaps, is tracked by the engine: ``bridge.ingest.sequence``.)
 
 Transfer messages themselves are ``parse.py``'s business; ``classify`` only says a frame is not one.
 """
@@ -35,7 +35,6 @@ __all__ = [
     "ticket_from",
     "ListingPage",
     "listing_page",
-    "SequenceTracker",
 ]
 
 PING: Mapping[str, Any] = {"method": "ping"}
@@ -207,38 +206,3 @@ def listing_page(topic: str, body: Any, http_status: int) -> ListingPage:
         current_page=_int(pagination.get("current_page")),
         total_pages=_int(pagination.get("total_pages")),
     )
-
-
-class SequenceTracker:
-    """Message ``id`` per topic within one connection: a jump forward is a gap.
-
-    ``start`` is the id the first message of a topic carries on a new connection (the sequence
-    restarts per connection): a first id above it means messages were lost before it. With
-    ``start=None`` the first id is taken as it comes (for a sequence that continues across
-    connections; the backfill after every connect covers that start). An id at or below the last
-    one is a repeat or a straggler, not a gap.
-    """
-
-    def __init__(self, start: int | None = 1) -> None:
-        self._start = start
-        self._last: dict[str, int] = {}
-        self.gaps = 0
-        self.missing = 0
-
-    def observe(self, topic: str, message_id: Any) -> int:
-        """Returns how many ids were skipped before this one (0: none)."""
-        if not isinstance(message_id, int) or isinstance(message_id, bool) or message_id < 0:
-            return 0
-        last = self._last.get(topic)
-        if last is None:
-            last = None if self._start is None else self._start - 1
-        self._last[topic] = message_id if last is None else max(last, message_id)
-        if last is None or message_id <= last + 1:
-            return 0
-        skipped = message_id - last - 1
-        self.gaps += 1
-        self.missing += skipped
-        return skipped
-
-    def last(self, topic: str) -> int | None:
-        return self._last.get(topic)

@@ -10,7 +10,6 @@ reach Kafka out of order.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -23,7 +22,6 @@ from bridge.ingest.rest import RestClient, TransientError
 from bridge.ingest.shared import ProviderContext
 from bridge.ingest.stream import Failure, Page, StreamConnection, StreamSource
 from bridge.ingest.tls import websocket_ssl
-from bridge.observability import metrics
 from bridge.sources.ripio import messages as m
 from bridge.sources.ripio.backfill import listing_pages
 from bridge.sources.ripio.client import RipioConnection, TicketRejected
@@ -32,8 +30,6 @@ from bridge.sources.ripio.parse import parse_message, parse_rows
 from bridge.sources.ripio.rest import RipioRest
 
 __all__ = ["RipioAccountSource", "build_ripio_sources", "STREAM_DLQ_CHANNEL"]
-
-log = logging.getLogger(__name__)
 
 STREAM_DLQ_CHANNEL = "stream"
 
@@ -51,15 +47,8 @@ class RipioAccountSource(StreamSource):
         self.account = account
         self._user_id = account.user_id
         self._rejected_in_a_row = 0
-        self._sequence = m.SequenceTracker(config.sequence_start)
-        self._secrets = tuple(
-            value for value in (account.api_token.get_secret_value(), account.api_secret.get_secret_value()) if value
-        )
-
-    def scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        self.sequence_start = config.sequence_start
+        self.secrets = tuple(value for value in (account.api_token.get_secret_value(), account.api_secret.get_secret_value()) if value)
 
     # -- the stream ----------------------------------------------------------------------------
 
@@ -105,31 +94,10 @@ class RipioAccountSource(StreamSource):
 
     def on_connected(self, connection: StreamConnection) -> None:
         self._rejected_in_a_row = 0
-        self._sequence = m.SequenceTracker(self.config.sequence_start)  # ids restart per connection
 
-    def observe(self, frame: Frame) -> None:
-        message = frame.message
-        if not isinstance(message, dict):
-            return
-        topic = message.get("topic")
-        if not isinstance(topic, str) or topic not in self.config.topics:
-            return
-        first = self._sequence.last(topic) is None
-        skipped = self._sequence.observe(topic, message.get("id"))
-        if skipped:
-            self.stats["gaps"] += 1
-            self.stats["gap_ids"] += skipped
-            metrics.SOURCE_GAPS.labels(self.provider.value, self.account.name).inc()
-            self.health.detail["last_gap"] = {"topic": topic, "missing": skipped, "before_id": message.get("id")}
-            log.warning(
-                "ripio account %r: %d %s message(s) missing before id %s%s; backfilling",
-                self.account.name,
-                skipped,
-                topic,
-                message.get("id"),
-                " (the first on this connection: set sequence_start to None if ids continue across connections)" if first else "",
-            )
-            self.request_backfill("gap")
+    def numbered(self, frame: Frame) -> tuple[str, object] | None:
+        topic = frame.message.get("topic") if isinstance(frame.message, dict) else None
+        return (topic, frame.message.get("id")) if isinstance(topic, str) and topic in self.config.topics else None
 
     def parse_message(self, frame: Frame) -> list[ParseResult]:
         body = frame.message.get("body")
