@@ -538,7 +538,10 @@ class RipioSimulator:
             name = self._by_token.get(request.headers.get("Authorization", ""))
             self.ticket_requests.append((time.monotonic(), name.name if name else "?", f"http_{account.status}"))
             return account
-        ticket = str(uuid.UUID(int=self._rng.getrandbits(128))).upper()
+        # Not from the seeded generator: with it, a ticket of one run could equal a transfer id of
+        # another run with the same seed, and a test looking for leaked tickets in the logs found a
+        # transfer id there. Tickets are secrets: random like Ripio's.
+        ticket = str(uuid.uuid4()).upper()
         self._tickets[ticket] = _Ticket(account, time.monotonic() + self.ticket_ttl)
         self.tickets_issued.add(ticket)
         self.ticket_requests.append((time.monotonic(), account.name, "ok"))
