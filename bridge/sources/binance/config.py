@@ -160,6 +160,28 @@ class BinanceConfig(PollSettings):
             raise ValueError("poll_interval must be shorter than the hot window (lookback_days)")
         return self
 
+    @model_validator(mode="after")
+    def _deposits_read_once(self) -> BinanceConfig:
+        """A sub-account's deposits come from one reader: its own key or the master's subHisrec.
+        Both would publish the same transfer from two row shapes, and subHisrec rows carry no
+        travel-rule flag: a held deposit could be published ``credited`` beside ``on_hold``."""
+        own = {
+            account.sub_account.casefold(): account.name
+            for account in self.accounts
+            if account.enabled and account.deposits and account.sub_account
+        }
+        for master in self.accounts:
+            if not master.enabled:
+                continue
+            for email in master.sub_account_emails:
+                if email.casefold() in own:
+                    raise ValueError(
+                        f"sub-account {email} has its deposits read twice: by its own key (account {own[email.casefold()]!r}) "
+                        f"and by {master.name!r} through subHisrec; remove it from sub_account_emails or set deposits: false "
+                        "on its own key (subHisrec rows carry no travel-rule flag)"
+                    )
+        return self
+
     @property
     def rules(self) -> Rules:
         return Rules(
