@@ -77,8 +77,14 @@ def _service_config(ctx: Context, side: Side, topics: TopicSettings, sim: RipioS
         "kafka": {"bootstrap_servers": ctx.bootstrap, **json.loads(os.environ.get(KAFKA_OPTIONS_ENV) or "{}")},
         "topics": topics.model_dump(),
         "log": {"level": "WARNING", "format": "text", "levels": {"aiokafka": "ERROR"}},
-        "ripio": reveal(  # service defaults, only the endpoints point at the simulator
-            RipioConfig(enabled=True, ws_url=sim.ws_url, rest_url=sim.rest_url, accounts=[a.ripio_account() for a in accounts]).model_dump()
+        # Service defaults; the endpoints point at the simulator, and the protocol ping may wait:
+        # the simulator shares its loop with the flood it sends, and on a loaded machine a pong
+        # late by 20 s dropped a connection mid-flood (its frames would be lost to the figure).
+        "ripio": reveal(
+            RipioConfig(
+                enabled=True, ws_url=sim.ws_url, rest_url=sim.rest_url, ws_ping_timeout=300.0,
+                accounts=[a.ripio_account() for a in accounts],
+            ).model_dump()
         ),
     }
     if side.cluster:
