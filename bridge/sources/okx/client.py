@@ -26,7 +26,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from bridge.ingest.frames import Frame, IdleTimer, Notice, decode_frame, utc_now
+from bridge.ingest.frames import Frame, IdleTimer, Notice, decode_frame, utc_now, ws_extensions
 from bridge.ingest.source import ConfigurationError
 from bridge.ingest.stream import HandshakeError, KeepaliveTimeout
 from bridge.sources.okx import messages as m
@@ -123,6 +123,8 @@ class OkxConnection:
             ping_interval=None,  # OKX wants its text ping; protocol pings do not count
             close_timeout=2,
             max_size=8 * 2**20,
+            compression=None,
+            extensions=ws_extensions(),
             logger=_WIRE_LOG,
         )
         connection = cls(ws, account, ping_interval=ping_interval, pong_timeout=pong_timeout, clock=clock)

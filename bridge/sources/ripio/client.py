@@ -28,7 +28,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from bridge.contract.jsonutil import loads_exact
-from bridge.ingest.frames import Frame, decode_frame, utc_now
+from bridge.ingest.frames import Frame, decode_frame, utc_now, ws_extensions
 from bridge.ingest.stream import HandshakeError, KeepaliveTimeout
 from bridge.sources.ripio import messages as m
 
@@ -106,6 +106,8 @@ class RipioConnection:
             ping_timeout=ws_ping_timeout,
             close_timeout=2,
             max_size=8 * 2**20,
+            compression=None,
+            extensions=ws_extensions(),
             logger=_WIRE_LOG,
         )
         connection = cls(ws, account, ping_interval=ping_interval, liveness_timeout=liveness_timeout, clock=clock)
