@@ -122,29 +122,36 @@ class IdleTimer:
             self._handle = None
 
 
-class Notice(asyncio.Event):
-    """An ``asyncio.Event`` that can also hand out a plain future for its setting: the stream engine
-    waits on it beside the reader with ``asyncio.wait``, without a task per connection for it."""
+class Notice:
+    """A flag the transport raises when the provider says it will close the connection soon (OKX
+    notice 64008). The stream engine listens with a callback instead of waiting for it beside the
+    reader: an idle connection holds no task, future or waiter queue for a notice that rarely comes
+    (an ``asyncio.Event`` alone costs a 760-byte deque)."""
+
+    __slots__ = ("_set", "_listener")
 
     def __init__(self) -> None:
-        super().__init__()
-        self._futures: list[asyncio.Future[None]] = []
+        self._set = False
+        self._listener: Callable[[], None] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
 
     def set(self) -> None:
-        super().set()
-        for future in self._futures:
-            if not future.done():
-                future.set_result(None)
-        self._futures.clear()
+        if self._set:
+            return
+        self._set = True
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener()
 
-    def future(self) -> asyncio.Future[None]:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self.is_set():
-            future.set_result(None)
-        else:
-            self._futures = [f for f in self._futures if not f.done()]  # drop those of closed reads
-            self._futures.append(future)
-        return future
+    def listen(self, listener: Callable[[], None] | None) -> None:
+        """Call ``listener`` once when the notice is raised — at once if it already is; None stops
+        listening. One listener: the engine serving the connection."""
+        if listener is not None and self._set:
+            listener()
+            return
+        self._listener = listener
 
 
 class HandshakeError(ConnectionError):
