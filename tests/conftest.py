@@ -46,8 +46,10 @@ def restore_logging() -> Iterator[None]:
             root.addHandler(handler)
     root.setLevel(level)
     for name, logger in list(logging.root.manager.loggerDict.items()):
-        if isinstance(logger, logging.Logger):
-            logger.setLevel(levels.get(name, logging.NOTSET))
+        if isinstance(logger, logging.Logger) and name in levels:
+            # A logger first made during the test keeps its level: a module imported then may have
+            # pinned it (the provider wire loggers stay at INFO so frame dumps never show secrets).
+            logger.setLevel(levels[name])
     logging.captureWarnings(False)
 
 @pytest.fixture(scope="session")

@@ -11,9 +11,10 @@ read (``rest_client``, ``history``), and, optionally, how its own failures are c
 * **One failure hook**: every exception out of opening or reading goes through ``classify`` (the
   provider's) and then ``default_failure``; the answer is a ``Failure`` — a reason label for the
   metric and a message — or the exception is a bug and ends ``run`` (the supervisor restarts it).
-* **Make-before-break** as a capability: a connection with an ``upgrade_notice`` event (OKX notice
-  64008) is replaced by a successor opened *before* it is closed; what it still delivers is read
-  (``bridge.ingest.handover``).
+* **Make-before-break** as a capability: a connection with an ``upgrade_notice`` (``frames.Notice``,
+  raised on OKX notice 64008) is replaced by a successor opened *before* it is closed; what it
+  still delivers is read (``bridge.ingest.handover``). Reading stays in the source's own task; only
+  a notice starts a second one, for the handover.
 * **Backfill**: after every (re)connect, on request (a sequence gap) and on an interval, the
   account's history is read into the pipeline with ``via = backfill``. While a pass runs, live
   items of the account are held and merged with the pages by receive time: items received before

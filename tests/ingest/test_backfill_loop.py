@@ -98,3 +98,29 @@ async def test_a_replica_that_does_not_lead_stands_by_and_owes_the_pass_until_it
         assert passes.labels == [] and len(standby) >= 1
         leading = True
         assert await passes.next(timeout=3.0) == "requested"  # checked again within a second
+
+
+async def test_a_request_made_while_a_pass_runs_starts_the_next_pass_as_soon_as_it_is_done() -> None:
+    loop, passes = BackfillLoop(60.0, priority=("gap", "reconnect"), requested="manual"), Passes()
+    inside = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow(label: str) -> None:
+        await passes.run(label)
+        if len(passes.labels) == 1:
+            inside.set()
+            await release.wait()
+
+    loop.request("reconnect")
+    task = asyncio.create_task(loop.run(slow, passes.failed(60.0)))
+    try:
+        await asyncio.wait_for(inside.wait(), 2)
+        loop.request("other")
+        loop.request("gap")
+        release.set()
+        assert await passes.next() == "gap"  # not after the 60 s interval
+        await asyncio.sleep(0.1)
+        assert passes.labels == ["reconnect", "gap"]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -122,6 +122,24 @@ async def test_pushes_are_yielded_with_their_bytes_and_receive_time(sim: OkxSimu
         await connection.close()
 
 
+async def test_frames_stay_compressed_but_no_compressor_is_kept_between_messages(sim: OkxSimulator) -> None:
+    """Per-message deflate is still negotiated (pushes arrive compressed and are inflated), but our
+    side declares no context takeover: no zlib compressor stays with the connection after the
+    login, the subscription or a keepalive ping (websockets' default keeps one per connection)."""
+    connection = await open_main(sim, ping_interval=0.05)
+    try:
+        [deflate] = connection.ws.protocol.extensions
+        assert deflate.name == "permessage-deflate" and deflate.local_no_context_takeover
+        assert not hasattr(deflate, "encoder")
+        await read_for(connection, 0.2)  # long enough for text pings
+        assert connection.pings_sent >= 1 and not hasattr(deflate, "encoder")
+        await sim.advance(sim.create("deposit", "main"))
+        [frame] = await read_for(connection, 0.5)
+        assert frame.message["arg"]["channel"] == "deposit-info"
+    finally:
+        await connection.close()
+
+
 async def test_a_frame_that_is_not_json_is_yielded_with_the_reason(sim: OkxSimulator) -> None:
     connection = await open_main(sim)
     try:

@@ -10,6 +10,7 @@ the scripted scenario run.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from itertools import pairwise
@@ -114,6 +115,29 @@ async def test_a_notice_hands_over_to_a_new_connection_without_losing_or_reorder
     assert compare(truth, records) == {"lost": 0, "out_of_order": 0, "duplicated": 0}
     assert sim.stats["notices"] >= 3 and sources[0].stats["reconnect.notice"] >= 1
     assert sources[0].stats["backfill.published"] == 0  # no gap: nothing needed the history
+
+
+async def test_an_idle_connection_runs_in_its_source_task_alone_before_and_after_a_handover(
+    sim: OkxSimulator, make_pipeline: PipelineFactory
+) -> None:
+    """Reading stays in the source's own task; a notice starts the handover's task only for the
+    handover (an idle connection costs no reader task and no waiter beside it)."""
+    pipeline = await make_pipeline()
+    before = asyncio.all_tasks()
+
+    def ours() -> list[str]:
+        names = (task.get_name() for task in asyncio.all_tasks() - before if not task.done())
+        return sorted(name for name in names if name.startswith("okx:main"))  # the engine names its tasks after the source
+
+    async with running_sources(sources_for(sim, pipeline, "main", backfill_enabled=False, reconnect_initial=0.01)) as sources:
+        await sim.wait_subscribed("main")
+        await eventually(lambda: sources[0].health.connected, what="connected")
+        assert ours() == ["okx:main"]
+        await sim.notice("main")
+        await eventually(lambda: sources[0].stats["reconnect.notice"] == 1, what="the handover")
+        await sim.wait_subscribed("main")
+        await eventually(lambda: ours() == ["okx:main"], what="the handover task gone")
+        assert sources[0].stats["connections"] == 2 and sources[0].health.connected
 
 
 async def test_a_venue_that_sends_a_notice_right_after_every_subscription_is_retried_at_the_backoff_pace_not_in_a_tight_loop(

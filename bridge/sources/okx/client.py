@@ -17,7 +17,6 @@ import asyncio
 import logging
 import ssl
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, cast
@@ -26,7 +25,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from bridge.ingest.frames import Frame, IdleTimer, Notice, decode_frame, utc_now
+from bridge.ingest.frames import Frame, IdleTimer, Notice, decode_frame, utc_now, ws_extensions
 from bridge.ingest.source import ConfigurationError
 from bridge.ingest.stream import HandshakeError, KeepaliveTimeout
 from bridge.sources.okx import messages as m
@@ -93,7 +92,8 @@ class OkxConnection:
         self._ping_interval = ping_interval
         self._pong_timeout = pong_timeout
         self._clock = clock
-        self._early: deque[Frame] = deque()
+        self._early: list[Frame] = []
+        """Data frames that came during the handshake (rare): a list, as a deque costs 760 bytes empty."""
         self.pings_sent = 0
         self.upgrade_notice = Notice()
         """Set on notice 64008: OKX will close this connection soon."""
@@ -123,6 +123,8 @@ class OkxConnection:
             ping_interval=None,  # OKX wants its text ping; protocol pings do not count
             close_timeout=2,
             max_size=8 * 2**20,
+            compression=None,
+            extensions=ws_extensions(),
             logger=_WIRE_LOG,
         )
         connection = cls(ws, account, ping_interval=ping_interval, pong_timeout=pong_timeout, clock=clock)
@@ -212,7 +214,7 @@ class OkxConnection:
     async def frames(self) -> AsyncIterator[Frame]:
         """Data frames until the connection ends (it always ends by raising)."""
         while self._early:
-            yield self._early.popleft()
+            yield self._early.pop(0)
         awaiting_pong = False
         pong = m.PONG.encode()
         receive = cast(Callable[[], Awaitable[bytes]], partial(self.ws.recv, decode=False))
