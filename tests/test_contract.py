@@ -29,7 +29,7 @@ def _all_fixture_events() -> list[TransferEvent]:
     for name in ("ripio/deposit.crypto.json", "ripio/deposit.fiat.json"):
         events += parse_message(loads_exact(fixture_bytes(name)), received_at=RECEIVED)  # type: ignore[arg-type]
     for name in ("openxswitch/withdraw.unconfirmed.json", "openxswitch/withdraw.confirmed.json"):
-        events.append(parse_delivery(loads_exact(fixture_bytes(name)), received_at=RECEIVED))
+        events += parse_delivery(loads_exact(fixture_bytes(name)), received_at=RECEIVED)  # type: ignore[arg-type]
     return events
 
 
@@ -94,9 +94,10 @@ def test_event_id_is_the_same_for_the_same_state_and_differs_per_state() -> None
 
 def test_event_id_ignores_receive_time_and_delivery_id() -> None:
     body = loads_exact(fixture_bytes("openxswitch/withdraw.confirmed.json"))
-    a = parse_delivery(body, received_at=RECEIVED)
+    [a] = parse_delivery(body, received_at=RECEIVED)
     body["requestId"] = "another-delivery"
-    b = parse_delivery(body, received_at="2026-11-22T11:00:00.000Z")
+    [b] = parse_delivery(body, received_at="2026-11-22T11:00:00.000Z")
+    assert isinstance(a, TransferEvent) and isinstance(b, TransferEvent)
     assert a.event_id == b.event_id and a.source.message_id != b.source.message_id
 
 
@@ -139,7 +140,8 @@ def test_invalid_json_is_a_clear_error(bad: bytes) -> None:
 
 def test_raw_keeps_numbers_as_the_provider_wrote_them() -> None:
     body = fixture_bytes("openxswitch/withdraw.unconfirmed.json").replace(b'"amount": 9', b'"amount": 0.100000000000000000000000000001')
-    event = parse_delivery(loads_exact(body), received_at=RECEIVED)
+    [event] = parse_delivery(loads_exact(body), received_at=RECEIVED)
+    assert isinstance(event, TransferEvent)
     encoded = encode_event(event)
     assert b'"amount":0.100000000000000000000000000001' in encoded
     assert event.amount == "0.100000000000000000000000000001"

@@ -54,7 +54,7 @@ def _examples() -> Iterator[tuple[str, list[ParseResult]]]:
         "openxswitch/withdraw.confirmed.json",
         "openxswitch/withdraw.unconfirmed.json",
     ):
-        yield name, [oxs.parse_delivery(oxs_messages.read_delivery(_read(name)).document, received_at=AT)]
+        yield name, oxs.parse_delivery(oxs_messages.read_delivery(_read(name)).document, received_at=AT)
 
 
 def _records() -> list[dict[str, Any]]:

@@ -32,7 +32,9 @@ def withdrawal(status: str = "pending", *, amount: str = "9", transfer_id: str =
     body["params"].update(
         {"status": status, "amount": loads_exact(amount.encode()), "id": transfer_id, "confirmation": confirmations}
     )
-    return parse_delivery(body, received_at=RECEIVED)
+    [event] = parse_delivery(body, received_at=RECEIVED)
+    assert isinstance(event, TransferEvent), event
+    return event
 
 
 async def test_an_event_round_trips_with_key_headers_and_a_30_digit_amount(
@@ -95,7 +97,7 @@ RESTART_SCRIPT = textwrap.dedent(
         topics = TopicSettings.model_validate_json(sys.argv[2])
         pipeline = Pipeline(Publisher(kafka, topics), DedupGate(SQLiteStore(sys.argv[3])))
         await pipeline.start()
-        event = parse_delivery(loads_exact(sys.stdin.buffer.read()), received_at="2026-11-22T12:00:00.000Z")
+        [event] = parse_delivery(loads_exact(sys.stdin.buffer.read()), received_at="2026-11-22T12:00:00.000Z")
         print(await pipeline.submit(event))
         await pipeline.close()
 

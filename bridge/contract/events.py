@@ -165,6 +165,12 @@ class DeadLetter:
     received_at: str
     account_id: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    refused: bool = False
+    """Set only by a parser, on its only result: the payload it was given is refused *as a whole*
+    (not its kind of message, or one item that is the whole payload) rather than one item of it
+    dead-lettered. The engine that read the payload dead-letters it as it received it instead
+    (its bytes, channel and account) with this ``reason``; ``bridge.contract.parsing`` says what
+    each engine does. Never written to Kafka."""
 
 
 def make_key(provider: Provider, direction: Direction, transfer_id: str) -> str:

@@ -1,13 +1,31 @@
-"""Small, pure helpers every provider parser shares: field access with clear reasons.
+"""The parser contract every provider follows, and the small, pure helpers its parsers share.
 
-A parser raises ``ParseError`` with a reason a human can act on; ``parse_items`` turns that into a
-``DeadLetter`` carrying the item's own bytes, so one bad item never sinks the rest of a push.
+**The contract.** A provider's pure parse entry point takes one payload (a decoded JSON value: a
+frame, a page, a webhook body, a row) and the time it was received in, plus what the provider
+needs to read it (a channel, an account, its rules), and returns ``list[ParseResult]``: events,
+and dead letters carrying the reason, provider and channel. It is total: it **never raises** for
+any payload. ``Parser`` is that shape once its extra arguments are bound.
+
+* One item that cannot be normalized is a ``DeadLetter`` with that item's own bytes
+  (``parse_items``), so one bad item never sinks the rest of a push or a page.
+* A payload refused *as a whole* — not the parser's kind of message at all (not a push of a
+  transfer channel, a page that is not a list, a body that is not a transaction), or a failure of
+  a parser whose payload is one item (a webhook delivery, one row) — is one ``refusal``: a
+  ``DeadLetter`` with ``refused=True``, the only result. The engine that read the payload then
+  dead-letters the payload *as it received it* with that reason: the stream engine the frame's
+  bytes on its DLQ channel, the paged reads the page (and that read ends), a webhook the body
+  (``Quarantine`` 200: whether a body is a delivery at all, answered 400, is decided by the
+  provider's envelope reader before the parser), ``dlq replay`` the whole record it read.
+
+Inside a parse module, ``ParseError`` is the helpers' way of saying why (``require_str``, …); it
+is caught at the entry point and never leaves it. Engines still catch anything else a parser
+raises (a bug) and dead-letter that payload, counted in ``bridge_parser_errors_total``.
 """
 
 from __future__ import annotations
 
 import reprlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -26,9 +44,17 @@ __all__ = [
     "optional_bool",
     "require_mapping",
     "parse_items",
+    "Parser",
+    "refusal",
+    "refused",
+    "error_reason",
 ]
 
 ParseResult = TransferEvent | DeadLetter
+
+Parser = Callable[[Any, str], list[ParseResult]]
+"""``(payload, received_at) -> results``: a provider's parse entry point with its other arguments
+bound (channel, account, rules). Total: never raises; see the module's docstring."""
 
 
 _SHORT = reprlib.Repr()
@@ -202,3 +228,42 @@ def _reason(exc: Exception) -> str:
         parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors()[:5]]
         return "contract validation failed: " + "; ".join(parts)
     return str(exc)
+
+
+def refusal(
+    reason: str, *, provider: Provider, channel: str, payload: Any, received_at: str, account_id: str | None = None
+) -> DeadLetter:
+    """The one result of a parser that refuses its payload as a whole (``DeadLetter.refused``);
+    ``raw`` is the payload as the parser saw it (bytes kept as they are), for a caller without the
+    bytes it came in."""
+    return DeadLetter(
+        provider=provider,
+        channel=channel,
+        reason=reason,
+        raw=payload if isinstance(payload, bytes) else item_bytes(payload),
+        received_at=received_at,
+        account_id=account_id,
+        refused=True,
+    )
+
+
+def refused(results: Sequence[ParseResult]) -> DeadLetter | None:
+    """The refusal, when a parser refused its payload as a whole; None when it read it."""
+    if len(results) == 1:
+        only = results[0]
+        if isinstance(only, DeadLetter) and only.refused:
+            return only
+    return None
+
+
+def error_reason(exc: Exception) -> str:
+    """A failure as a webhook's dead-letter reason: one line that names what failed, never a
+    traceback (``ParseError``'s own words; the contract's validation errors by field; anything
+    else with its type)."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):  # pydantic ValidationError: name the fields, keep it one line
+        parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors()[:5]]
+        return "contract validation failed: " + "; ".join(parts)
+    if isinstance(exc, ParseError):
+        return str(exc)
+    return f"{exc.__class__.__name__}: {exc}"

@@ -6,8 +6,9 @@ provider; the provider fills small hooks:
 
 * ``fetch_page(rest, query, params)``: send one page's request, return the body and the monotonic
   time the answered request was sent;
-* ``parse_rows(query, channel, body, received_at)``: its pure parser over one page (it may raise
-  ``ParseError``);
+* ``parse_rows(query, channel, body, received_at)``: its pure parser over one page (the parser
+  contract of ``bridge.contract.parsing``: never raises; a page that is not the provider's is
+  one ``refusal``);
 * ``page_params(query, index)``: the paging parameters of the ``index``-th page (offset/limit by
   default); ``window_span_ms()``: the longest window the endpoint takes (none by default);
 * ``channels`` (the channel of each path, for dead letters) and ``dead_letter_account()``.
@@ -15,7 +16,7 @@ provider; the provider fills small hooks:
 What the engine does with them: ``sweep`` splits ``[start_ms, end_ms]`` into windows of at most the
 span, newest first, and pages each; ``pages`` asks page after page until a short page (or, with
 ``PageQuery.until_empty``, an empty one), never more than ``max_pages``. A page the parser refuses
-(``ParseError``) is dead-lettered whole and ends that read; a parser that raises anything else costs
+(a ``refusal``) is dead-lettered whole and ends that read; a parser that raises anything else costs
 that page only (dead-lettered, ``bridge_parser_errors_total``, a log line), never the source. Bodies
 the REST client recorded in ``RestClient.not_json`` (answered with success, not JSON; the request
 was retried) are dead-lettered with their bytes before the page read again.
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from bridge.contract.events import DeadLetter, Provider
-from bridge.contract.parsing import ParseError, ParseResult, item_bytes, provider_text
+from bridge.contract.parsing import ParseResult, item_bytes, provider_text, refused
 from bridge.ingest.backfill import Page
 from bridge.ingest.frames import utc_now
 from bridge.ingest.rest import RestClient, TransientError
@@ -83,7 +84,8 @@ class PagedReads:
         raise NotImplementedError
 
     def parse_rows(self, query: PageQuery, channel: str, body: Any, received_at: str) -> list[ParseResult]:
-        """The provider's parser over one page's body (may raise ``ParseError``)."""
+        """The provider's parser over one page's body (never raises; a ``refusal`` for a page that is
+        not the provider's)."""
         raise NotImplementedError
 
     def page_params(self, query: PageQuery, index: int) -> dict[str, str]:
@@ -130,13 +132,14 @@ class PagedReads:
         received_at = utc_now(self.clock)
         try:
             items = self.parse_rows(query, channel, body, received_at)
-        except ParseError as exc:  # not the provider's page: dead-letter it whole, end this read
-            dead = DeadLetter(self.provider, channel, str(exc), item_bytes(body), received_at, self.dead_letter_account())
-            return Page([dead], 0, sent_at)
         except Exception as exc:  # a parser bug costs this page (dead-lettered), never the source
             metrics.PARSER_ERRORS.labels(self.provider.value).inc()
             self.log.exception("%s account %r: the parser failed on a %s page; dead-lettered", self.provider.value, self.account_name, channel)
             reason = f"parser failed: {type(exc).__name__}: {provider_text(str(exc), 300)}"
             dead = DeadLetter(self.provider, channel, reason, item_bytes(body), received_at, self.dead_letter_account())
             return Page([dead], len(body) if isinstance(body, list) else 0, sent_at)
+        whole = refused(items)
+        if whole is not None:  # not the provider's page: dead-letter it whole, end this read
+            dead = DeadLetter(self.provider, channel, whole.reason, item_bytes(body), received_at, self.dead_letter_account())
+            return Page([dead], 0, sent_at)
         return Page(items, len(body), sent_at)

@@ -32,8 +32,10 @@ ENTRY_POINT_GROUP = "transfer_bridge.providers"
 SourceKind = Literal["stream", "webhook", "poll"]
 
 Reparse = Callable[[Any, DeadLetter], Sequence[ParseResult]]
-"""``(section, letter)`` → what the dead letter's raw bytes are with today's parser: events, or dead
-letters with a reason; raises (``ParseError``, ``ValueError``) when they still are not a transfer."""
+"""``(section, letter)`` → what the dead letter's raw bytes are with today's parser, under the parser
+contract of ``bridge.contract.parsing``: events, dead letters with a reason for items that still
+fail, or one ``refusal`` when the bytes as a whole still are not a transfer (not JSON, not the
+channel's kind of payload; ``dlq replay`` then sends the record back as it is). Never raises."""
 
 
 @dataclass(frozen=True)

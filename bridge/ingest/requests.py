@@ -9,7 +9,7 @@ from typing import Generic, TypeVar
 
 from aiohttp import web
 
-from bridge.contract.parsing import ParseError
+from bridge.contract.parsing import error_reason
 from bridge.ingest.settings import IPNetwork
 
 __all__ = ["RecentDigests", "read_capped", "client_address", "describe_error", "header_text", "IPAddress", "MAX_HEADER_TEXT"]
@@ -79,14 +79,9 @@ def _ip(text: str | None) -> IPAddress | None:
 
 
 def describe_error(exc: Exception) -> str:
-    """A dead letter's reason: one line that names what failed, never a traceback."""
-    errors = getattr(exc, "errors", None)
-    if callable(errors):  # pydantic ValidationError: name the fields, keep it one line
-        parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors()[:5]]
-        return "contract validation failed: " + "; ".join(parts)
-    if isinstance(exc, ParseError):
-        return str(exc)
-    return f"{exc.__class__.__name__}: {exc}"
+    """A dead letter's reason: one line that names what failed, never a traceback (the parsers'
+    ``error_reason``, so a webhook's reason reads the same whether its parser or the engine caught it)."""
+    return error_reason(exc)
 
 
 def header_text(value: str | None) -> str | None:

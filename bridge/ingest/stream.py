@@ -39,7 +39,7 @@ from typing import ClassVar
 import aiohttp
 
 from bridge.contract.events import DeadLetter, Provider, TransferEvent, Via
-from bridge.contract.parsing import ParseError, ParseResult
+from bridge.contract.parsing import ParseResult, refused
 from bridge.contract.timeutil import format_utc_ms
 from bridge.delivery.pipeline import Pipeline
 from bridge.ingest.backfill import BackfillCoordinator, BackfillLoop, Held, Page, Window
@@ -124,7 +124,9 @@ class StreamSource(SourceBase, ABC):
 
     @abstractmethod
     def parse_message(self, frame: Frame) -> list[ParseResult]:
-        """Items of one frame whose ``message`` is a JSON object (the provider's pure parser)."""
+        """Items of one frame whose ``message`` is a JSON object (the provider's pure parser, which
+        never raises: a frame it refuses as a whole is one ``refusal``, dead-lettered with the
+        frame's bytes on ``dlq_channel``)."""
 
     def rest_client(self, session: aiohttp.ClientSession) -> RestClient | None:
         """The account's signed history client; None when the provider has no history to read."""
@@ -319,14 +321,14 @@ class StreamSource(SourceBase, ABC):
         if not isinstance(frame.message, dict):
             return [self.dead_letter(frame, f"frame is a JSON {type(frame.message).__name__}, not an object")]
         try:
-            return self.parse_message(frame)
-        except ParseError as exc:
-            return [self.dead_letter(frame, str(exc))]
+            results = self.parse_message(frame)
         except Exception as exc:  # a parser bug must cost one frame, never the stream
             self.stats["parser_errors"] += 1
             metrics.PARSER_ERRORS.labels(self.provider.value).inc()
             self.log.error("%s: parser failed on a frame (%s); dead-lettered", self._who, exc.__class__.__name__)
             return [self.dead_letter(frame, f"parser failed: {exc.__class__.__name__}: {self.scrub(str(exc))[:300]}")]
+        whole = refused(results)
+        return results if whole is None else [self.dead_letter(frame, whole.reason)]
 
     def dead_letter(self, frame: Frame, reason: str) -> DeadLetter:
         return DeadLetter(

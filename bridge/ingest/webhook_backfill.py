@@ -28,14 +28,14 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import aiohttp
 from aiohttp import web
 
 from bridge.contract.events import DeadLetter, TransferEvent, Via
-from bridge.contract.parsing import ParseResult, item_bytes
+from bridge.contract.parsing import Parser, ParseResult, item_bytes, refused
 from bridge.delivery.pipeline import Pipeline
 from bridge.ingest.backfill import BackfillLoop, Page, Window
 from bridge.ingest.frames import utc_now
@@ -111,19 +111,24 @@ class BackfillingWebhookSource(WebhookSource[BackfillConfigT], ABC):
         """Cluster mode: another replica runs the passes (called about once a second)."""
 
     def page(
-        self, rows: Sequence[Any], sent_at: float, parse: Callable[[Any, str], Iterable[ParseResult]], *, channel: str,
-        account_id: str | None = None,
+        self, rows: Sequence[Any], sent_at: float, parse: Parser, *, channel: str, account_id: str | None = None,
     ) -> Page:  # fmt: skip
         """One history page for ``history`` to yield: each row parsed on its own (``parse(row,
-        received_at)``); a row that cannot be — whatever the exception — is a dead letter on
-        ``channel`` with its bytes, never the end of the pass."""
+        received_at)``); a row that cannot be — refused by the parser, or whatever it raises (a
+        bug) — is a dead letter on ``channel`` with its bytes, never the end of the pass."""
         received_at = utc_now(self._clock)
         items: list[ParseResult] = []
         for row in rows:
             try:
-                items.extend(parse(row, received_at))
+                results = parse(row, received_at)
+                whole = refused(results)
+                reason = None if whole is None else whole.reason
             except Exception as exc:  # noqa: BLE001 - one row, never the pass
-                items.append(DeadLetter(self.provider, channel, describe_error(exc)[:2000], item_bytes(row), received_at, account_id))
+                results, reason = [], describe_error(exc)
+            if reason is None:
+                items.extend(results)
+            else:
+                items.append(DeadLetter(self.provider, channel, reason[:2000], item_bytes(row), received_at, account_id))
         return Page(items, len(rows), sent_at)
 
     # -- the route's part ----------------------------------------------------------------------

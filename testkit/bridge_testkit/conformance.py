@@ -120,8 +120,8 @@ class ParserEntry:
     """One pure parse entry point of a provider, for the shared parser properties.
 
     ``parse`` takes one decoded JSON value (what the transport hands the parser) and returns the
-    items; it may raise only one of ``refuses`` (its documented errors for input that is not its
-    kind of message at all — the adapter dead-letters it). ``samples`` are valid inputs from the
+    items under the parser contract of ``bridge.contract.parsing``: it never raises (input that is
+    not its kind of message at all is one ``refusal``). ``samples`` are valid inputs from the
     simulator, the seeds the properties bend. ``amount``/``fee`` find what the provider sent in an
     event's ``raw``. ``readers`` decode bytes the way the transport does; ``floats`` says whether
     one of them yields binary floats; ``objects_only``: values that are not JSON objects never
@@ -133,7 +133,6 @@ class ParserEntry:
     samples: tuple[Any, ...]
     amount: Callable[[Any], Any]
     fee: Callable[[Any], Any] | None = None
-    refuses: tuple[type[Exception], ...] = ()
     readers: tuple[Callable[[bytes], Any], ...] = ()
     floats: bool = False
     objects_only: bool = True

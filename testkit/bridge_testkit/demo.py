@@ -105,7 +105,7 @@ def example_items() -> list[ParseResult]:
     for name in ("ripio/deposit.crypto.json", "ripio/deposit.fiat.json"):
         items += parse_message(loads_exact((EXAMPLES / name).read_bytes()), received_at=_now())
     for name in ("openxswitch/withdraw.unconfirmed.json", "openxswitch/withdraw.confirmed.json"):
-        items.append(parse_delivery(loads_exact((EXAMPLES / name).read_bytes()), received_at=_now()))
+        items += parse_delivery(loads_exact((EXAMPLES / name).read_bytes()), received_at=_now())
     return items
 
 

@@ -115,6 +115,7 @@ async def naive_worker(params: dict[str, Any]) -> None:
     from aiohttp import web
     from aiokafka import AIOKafkaProducer
 
+    from bridge.contract.events import TransferEvent
     from bridge.sources.openxswitch.parse import parse_delivery
     from bridge.sources.openxswitch.signature import HEADER, verify
 
@@ -129,7 +130,8 @@ async def naive_worker(params: dict[str, Any]) -> None:
         if verify(request.headers.get(HEADER), body, secrets) is None:
             return web.json_response({"result": "unauthorized"}, status=401)
         received = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
-        event = parse_delivery(json.loads(body, parse_float=Decimal), received_at=received)
+        [event] = parse_delivery(json.loads(body, parse_float=Decimal), received_at=received)
+        assert isinstance(event, TransferEvent), event
         value = json.dumps(event.model_dump(mode="json")).encode()
         await producer.send_and_wait(topics[event.direction.value], value=value, key=event.key.encode())
         return web.json_response({"result": "published"})

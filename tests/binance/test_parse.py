@@ -11,9 +11,9 @@ import jsonschema
 import pytest
 from pydantic import ValidationError
 
-from bridge.contract.events import Account, DeadLetter, Status, TransferEvent, Via
+from bridge.contract.events import Account, DeadLetter, Provider, Status, TransferEvent, Via
 from bridge.contract.jsonutil import loads_exact
-from bridge.contract.parsing import ParseError
+from bridge.contract.parsing import refused
 from bridge.contract.schema import committed_versions, example_events
 from bridge.contract.status_tables import BINANCE_DEPOSIT, BINANCE_WITHDRAWAL
 from bridge.sources.binance import messages as m
@@ -226,9 +226,10 @@ def test_a_sub_account_deposit_names_its_email_and_endpoint() -> None:
 
 
 @pytest.mark.parametrize("body", [{"code": -1021, "msg": "x"}, {"rows": []}, "text", 7, None])
-def test_a_page_that_is_not_a_list_of_rows_is_not_binances_and_raises(body: Any) -> None:
-    with pytest.raises(ParseError, match="not a JSON array"):
-        parse_page(m.DEPOSIT_CHANNEL, body, received_at=AT, account=MAIN)
+def test_a_page_that_is_not_a_list_of_rows_is_not_binances_and_is_refused(body: Any) -> None:
+    letter = refused(parse_page(m.DEPOSIT_CHANNEL, body, received_at=AT, account=MAIN))
+    assert letter is not None and "not a JSON array" in letter.reason
+    assert (letter.provider, letter.channel, letter.account_id) == (Provider.BINANCE, m.DEPOSIT_CHANNEL, MAIN.id)
 
 
 def test_rows_that_are_not_objects_become_dead_letters_and_the_rest_is_parsed_oldest_first() -> None:

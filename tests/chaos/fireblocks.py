@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 
+from bridge.contract.events import TransferEvent
 from bridge.sources.fireblocks.parse import Rules, parse_row
 from bridge_testkit.fireblocks.simulator import WORKSPACE, FireblocksSimulator, Report, SimDelivery, pem_private, pem_public
 from tests.chaos.checker import duplicates, older_after_newer
@@ -81,6 +82,7 @@ class FireblocksDriver(Driver):
             transaction = self.sim.create(KINDS[n % len(KINDS)], version=1 + n % 2)
             for index, state in enumerate(transaction.states):
                 events = parse_row(state, received_at="2026-01-01T00:00:00.000Z", rules=rules, workspace_id=WORKSPACE)
+                assert all(isinstance(e, TransferEvent) for e in events), events
                 self.ids[(n, index)] = [(e.key, e.event_id) for e in events]
                 for key, event_id in self.ids[(n, index)]:
                     history = self.truth.setdefault(key, [])

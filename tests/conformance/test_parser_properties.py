@@ -3,7 +3,8 @@
 For any JSON a provider could send — its own valid messages bent field by field, or bytes broken on
 the wire, read the way its transport reads them — a parser
 
-* never raises anything but its documented refusal (the adapter dead-letters that payload);
+* never raises (the parser contract of ``bridge.contract.parsing``): a payload it cannot read at
+  all is one refusal with a reason (the engine dead-letters that payload), never mixed with events;
 * gives amounts and fees as exact decimal strings equal to what the provider sent, never a float;
 * gives events that validate against the contract schema and become Kafka records, and dead
   letters that carry the raw bytes and a reason.
@@ -21,6 +22,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bridge.contract.events import DeadLetter
+from bridge.contract.parsing import refused
 from bridge_testkit.conformance import ParserEntry, harness_for, harness_names
 from tests.fuzz.properties import check_results
 from tests.fuzz.report import fuzz_settings, outcome, tried
@@ -39,12 +42,13 @@ def feed(entry: ParserEntry, data: bytes) -> None:
         if entry.objects_only and not isinstance(value, dict):
             continue  # the transport dead-letters a frame that is not an object
         tried(entry.name)
-        try:
-            results = entry.parse(value)
-        except entry.refuses as exc:
-            assert str(exc), f"{entry.name} refused without a reason"
+        results = entry.parse(value)  # the parser contract: never raises
+        whole = refused(results)
+        if whole is not None:
+            assert whole.reason, f"{entry.name} refused without a reason"
             outcome(entry.name, "refused")
             continue
+        assert not any(isinstance(r, DeadLetter) and r.refused for r in results), f"{entry.name}: a refusal among other results"
         events, letters = check_results(results, amount=entry.amount, fee=entry.fee)
         outcome(entry.name, "events", events)
         outcome(entry.name, "dead_letters", letters)
@@ -81,7 +85,7 @@ def test_a_parser_reads_each_of_its_seed_messages_into_events(parser_entry: Pars
 
 def test_an_item_nested_deeper_than_the_encoder_writes_is_a_dead_letter_not_a_recursion_error() -> None:
     """One field 600 levels deep inside an otherwise valid item, read exactly as the transports
-    read it: the parser must dead-letter the item (or refuse the message), never raise anything else."""
+    read it: the parser must dead-letter the item (or refuse the message), never raise."""
     raised: list[str] = []
     for name in harness_names():
         for entry in harness_for(name).parsers():
@@ -98,8 +102,6 @@ def test_an_item_nested_deeper_than_the_encoder_writes_is_a_dead_letter_not_a_re
             item["extra"] = Deep(600)
             try:
                 entry.parse(entry.readers[-1](to_json(document)))
-            except entry.refuses:
-                pass
             except RecursionError:
                 raised.append(entry.name)
     assert raised == []

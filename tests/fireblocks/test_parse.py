@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from bridge.contract.events import Direction, Status, Via
-from bridge.contract.parsing import ParseError
+from bridge.contract.events import Direction, Status, TransferEvent, Via
+from bridge.contract.parsing import item_bytes, refused
 from bridge.contract.status_tables import FIREBLOCKS_DEPOSIT, FIREBLOCKS_WITHDRAWAL
 from bridge.sources.fireblocks.parse import Rules, parse_delivery, parse_row, skip_reason
 
@@ -121,8 +121,9 @@ def test_status_overrides_turn_a_documented_status_into_on_hold_per_sub_status()
 
 
 def test_amounts_come_only_from_amount_info_and_a_missing_one_is_refused_not_read_from_the_number() -> None:
-    with pytest.raises(ParseError, match="amountInfo.amount"):
-        row(tx(amountInfo={}))
+    letter = refused(row(tx(amountInfo={})))
+    assert letter is not None and letter.reason == "missing required field 'amountInfo.amount'"
+    assert (letter.channel, letter.account_id, letter.raw) == ("transactions", "ws", item_bytes(tx(amountInfo={})))
     [fallback] = row(tx(amountInfo={}, amount=__import__("decimal").Decimal("1.5")), Rules(amount_fallback="deprecated_number"))
     assert fallback.amount == "1.5"
 
@@ -132,9 +133,10 @@ def test_a_v1_and_a_v2_delivery_of_the_same_state_are_the_same_event_with_their_
     v2 = {"id": "n-1", "eventType": "transaction.status.updated", "workspaceId": "ws", "createdAt": 1761904861250, "data": tx()}
     [a] = parse_delivery(v1, received_at=RECEIVED, rules=Rules())
     [b] = parse_delivery(v2, received_at=RECEIVED, rules=Rules())
+    assert isinstance(a, TransferEvent) and isinstance(b, TransferEvent)
     assert a.event_id == b.event_id and a.account == b.account
     assert (a.source.channel, a.source.message_id, b.source.channel, b.source.message_id) == (
         "TRANSACTION_STATUS_UPDATED", None, "transaction.status.updated", "n-1",
     )
-    with pytest.raises(ParseError, match="workspace"):
-        parse_delivery(v2, received_at=RECEIVED, rules=Rules(workspace_id="another"))
+    letter = refused(parse_delivery(v2, received_at=RECEIVED, rules=Rules(workspace_id="another")))
+    assert letter is not None and letter.reason == "workspace 'ws' is not the configured one"

@@ -1,4 +1,4 @@
-"""Every provider parser, fed hostile input: only its documented error, and whatever comes out is
+"""Every provider parser, fed hostile input: never an exception, and whatever comes out is
 a valid, exact, publishable event or a dead letter with bytes and a reason.
 
 Inputs reach a parser the way the adapters deliver them: generated values are written as JSON
@@ -6,12 +6,12 @@ and read back with ``loads_exact`` (and, for OKX, also with orjson, which its cl
 with first), so numbers are what a real reader yields; a top-level value that is not an object
 is the adapter's to dead-letter (tested with the adapters), not a parser's.
 
-Documented errors: ``parse_push`` (OKX) and ``parse_message`` (Ripio) raise ``ParseError`` for a
-message that is not a push at all (the adapters catch exactly that and dead-letter the frame);
-``parse_rows`` never raises (a bad row is a dead letter); ``parse_delivery`` (OpenXSwitch) raises a
-``ValueError`` — ``ParseError``, ``TimestampError`` or the contract's ``ValidationError``, the
-family ``parse_items`` wraps — which the webhook answers with 400 and a DLQ record. From bytes,
-``loads_exact`` adds ``JSONError``.
+None of them raises (the parser contract of ``bridge.contract.parsing``): a message that is not
+their kind at all — not a push (``parse_push``, OKX), not a transfer topic (``parse_message``,
+Ripio), a delivery that cannot be normalized (``parse_delivery``, OpenXSwitch) — is one refusal,
+a dead letter with a reason that the adapter replaces with the payload as it received it (the
+stream's frame; the webhook's body, answered 200). ``parse_rows`` gives a dead letter per bad row.
+From bytes, ``loads_exact`` adds ``JSONError`` (the transport's to dead-letter).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from bridge.contract.events import DeadLetter, TransferEvent, Via
 from bridge.contract.jsonutil import JSONError, loads_exact
-from bridge.contract.parsing import ParseError
+from bridge.contract.parsing import refused
 from bridge.sources.okx.parse import parse_push
 from bridge.sources.okx.parse import parse_rows as parse_okx_rows
 from bridge.sources.openxswitch.parse import parse_delivery
@@ -103,10 +103,9 @@ def okx_push(data: bytes) -> None:
         if not isinstance(message, dict):
             continue
         tried("okx.parse_push")
-        try:
-            results = parse_push(message, received_at=RECEIVED)
-        except ParseError:
-            outcome("okx.parse_push", "parse_errors")
+        results = parse_push(message, received_at=RECEIVED)
+        if refused(results) is not None:
+            outcome("okx.parse_push", "refused")
             continue
         record("okx.parse_push", check_results(results, amount=_okx_amount, fee=_okx_fee))
 
@@ -123,10 +122,9 @@ def ripio_message(data: bytes) -> None:
         if not isinstance(message, dict):
             continue
         tried("ripio.parse_message")
-        try:
-            results = parse_message(message, received_at=RECEIVED)
-        except ParseError:
-            outcome("ripio.parse_message", "parse_errors")
+        results = parse_message(message, received_at=RECEIVED)
+        if refused(results) is not None:
+            outcome("ripio.parse_message", "refused")
             continue
         record("ripio.parse_message", check_results(results, amount=_ripio_amount, fee=_ripio_fee))
 
@@ -143,13 +141,14 @@ def oxs_delivery(data: bytes) -> None:
         if not isinstance(delivery, dict):
             continue
         tried("openxswitch.parse_delivery")
-        try:
-            event = parse_delivery(delivery, received_at=RECEIVED)
-        except ValueError as exc:
-            assert str(exc)
-            outcome("openxswitch.parse_delivery", "value_errors")
+        results = parse_delivery(delivery, received_at=RECEIVED)
+        letter = refused(results)
+        if letter is not None:
+            assert letter.reason
+            outcome("openxswitch.parse_delivery", "refused")
             continue
-        record("openxswitch.parse_delivery", check_results([event], amount=_oxs_amount, fee=_oxs_fee))
+        assert len(results) == 1
+        record("openxswitch.parse_delivery", check_results(results, amount=_oxs_amount, fee=_oxs_fee))
 
 
 # -- OKX ---------------------------------------------------------------------------------------
@@ -175,7 +174,7 @@ def test_okx_pushes_with_bent_fields_give_valid_events_or_dead_letters(message: 
         ),
     )
 )
-def test_okx_arbitrary_objects_are_a_parse_error_or_a_push(message: dict[str, Any]) -> None:
+def test_okx_arbitrary_objects_are_a_refusal_or_a_push(message: dict[str, Any]) -> None:
     okx_push(to_json(message))
 
 
@@ -183,7 +182,7 @@ def test_okx_arbitrary_objects_are_a_parse_error_or_a_push(message: dict[str, An
 @given(OKX_BASES.flatmap(wire_bytes))
 @example(b'{"arg":{"channel":"deposit-info","uid":"x\\ud800"},"data":null}')  # lone surrogate in arg.uid
 @example(b'{"arg":{"channel":"deposit-info","uid":"x\\ud800"},"data":[{"ccy":"USDT"}]}')
-def test_okx_frames_from_the_wire_never_escape_the_documented_errors(data: bytes) -> None:
+def test_okx_frames_from_the_wire_never_raise(data: bytes) -> None:
     okx_push(data)
 
 
@@ -221,13 +220,13 @@ def test_ripio_messages_with_bent_fields_give_valid_events_or_dead_letters(messa
         ),
     )
 )
-def test_ripio_arbitrary_objects_are_a_parse_error_or_a_message(message: dict[str, Any]) -> None:
+def test_ripio_arbitrary_objects_are_a_refusal_or_a_message(message: dict[str, Any]) -> None:
     ripio_message(to_json(message))
 
 
 @fuzz_settings(BYTES)
 @given(RIPIO_BASES.flatmap(wire_bytes))
-def test_ripio_frames_from_the_wire_never_escape_the_documented_errors(data: bytes) -> None:
+def test_ripio_frames_from_the_wire_never_raise(data: bytes) -> None:
     ripio_message(data)
 
 
@@ -247,7 +246,7 @@ OXS_BASES = st.sampled_from([OXS_WITHDRAW, OXS_DEPOSIT])
 
 @fuzz_settings(STRUCTURED)
 @given(OXS_BASES.flatmap(mutated))
-def test_openxswitch_deliveries_with_bent_fields_give_a_valid_event_or_a_value_error(delivery: dict[str, Any]) -> None:
+def test_openxswitch_deliveries_with_bent_fields_give_a_valid_event_or_a_refusal(delivery: dict[str, Any]) -> None:
     oxs_delivery(to_json(delivery))
 
 
@@ -258,37 +257,34 @@ def test_openxswitch_deliveries_with_bent_fields_give_a_valid_event_or_a_value_e
         st.fixed_dictionaries({"requestId": nasty_values(), "method": nasty_values(), "params": json_values()}),
     )
 )
-def test_openxswitch_arbitrary_objects_are_a_value_error_or_a_delivery(delivery: dict[str, Any]) -> None:
+def test_openxswitch_arbitrary_objects_are_a_refusal_or_a_delivery(delivery: dict[str, Any]) -> None:
     oxs_delivery(to_json(delivery))
 
 
 @fuzz_settings(BYTES)
 @given(OXS_BASES.flatmap(wire_bytes))
-def test_openxswitch_bodies_from_the_wire_never_escape_the_documented_errors(data: bytes) -> None:
+def test_openxswitch_bodies_from_the_wire_never_raise(data: bytes) -> None:
     oxs_delivery(data)
 
 
 # -- inputs the fuzzing found, pinned ------------------------------------------------------------
 
 
-def test_okx_push_naming_a_channel_that_is_not_a_string_is_a_parse_error() -> None:
+def test_okx_push_naming_a_channel_that_is_not_a_string_is_a_refusal() -> None:
     """``{"arg": {"channel": []}}`` made ``channel not in _PARSERS`` raise TypeError (unhashable)."""
-    with pytest.raises(ParseError):
-        parse_push({"arg": {"channel": ["deposit-info"]}, "data": []}, received_at=RECEIVED)
+    letter = refused(parse_push({"arg": {"channel": ["deposit-info"]}, "data": []}, received_at=RECEIVED))
+    assert letter is not None and letter.reason == "push for unexpected channel ['deposit-info']"
 
 
-def test_ripio_message_naming_a_topic_that_is_not_a_string_is_a_parse_error() -> None:
-    with pytest.raises(ParseError):
-        parse_message({"id": 1, "topic": {"deposit": 1}, "body": {}}, received_at=RECEIVED)
+def test_ripio_message_naming_a_topic_that_is_not_a_string_is_a_refusal() -> None:
+    letter = refused(parse_message({"id": 1, "topic": {"deposit": 1}, "body": {}}, received_at=RECEIVED))
+    assert letter is not None and letter.reason.startswith("message for unexpected topic")
 
 
-def test_ripio_message_with_an_out_of_range_timestamp_is_a_parse_error_or_a_dead_letter() -> None:
+def test_ripio_message_with_an_out_of_range_timestamp_is_a_refusal_or_a_dead_letter() -> None:
     """``timestamp`` is read outside ``parse_items``: its TimestampError escaped parse_message."""
     message = {**RIPIO_DEPOSIT, "timestamp": 5}
-    try:
-        results = parse_message(message, received_at=RECEIVED)
-    except ParseError:
-        return
+    results = parse_message(message, received_at=RECEIVED)
     assert all(isinstance(item, (TransferEvent, DeadLetter)) for item in results)
 
 
@@ -330,9 +326,9 @@ def test_a_whole_number_field_with_a_huge_exponent_is_refused_quickly() -> None:
     CPU; ``1e999999`` takes ~25 s) before any range check. The event loop must not stall."""
     delivery = loads_exact(to_json({**OXS_WITHDRAW, "params": {**OXS_WITHDRAW["params"], "confirmation": Decimal("1e150000")}}))
     started = time.perf_counter()
-    with pytest.raises(ValueError):
-        parse_delivery(delivery, received_at=RECEIVED)
+    letter = refused(parse_delivery(delivery, received_at=RECEIVED))
     assert time.perf_counter() - started < 0.2
+    assert letter is not None and "confirmation" in letter.reason
 
 
 def test_an_epoch_timestamp_with_a_huge_exponent_is_refused_quickly() -> None:

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from bridge.contract.events import DeadLetter, Provider, TransferEvent, Via
 from bridge.contract.jsonutil import JSONError, loads_exact
-from bridge.contract.parsing import ParseError, ParseResult
+from bridge.contract.parsing import ParseResult, refusal
 from bridge.delivery.pipeline import Pipeline
 from bridge.delivery.settings import TopicSettings
 from bridge.ingest.backfill import Page
@@ -126,7 +126,8 @@ class PagedPoll(PollSource):
             self.parser_bugs -= 1
             raise RuntimeError("a bug in this provider's parser")
         if not isinstance(body, list):
-            raise ParseError(f"a page is a list, not a {type(body).__name__}")
+            reason = f"a page is a list, not a {type(body).__name__}"
+            return [refusal(reason, provider=Provider.OKX, channel=channel, payload=body, received_at=received_at)]
         return parse_rows(channel, body, received_at=received_at, via=Via.BACKFILL, uid="uid-1")
 
     def poll(self, rest: RestClient, since_ms: int, until_ms: int) -> AsyncIterator[Page]:

@@ -10,7 +10,7 @@ import pytest
 
 from bridge.contract.events import Account, DeadLetter, Provider, TransferEvent
 from bridge.contract.jsonutil import dumps, loads_exact
-from bridge.contract.parsing import ParseError, ParseResult, item_bytes
+from bridge.contract.parsing import ParseResult, item_bytes, refused
 from bridge.ingest.plugins import plugin_for, registered
 from bridge.sources.binance import parse as binance
 from bridge.sources.binance.config import BinanceConfig
@@ -61,10 +61,11 @@ def test_ripio_bodies_rows_and_frames_parse_again_into_the_same_events() -> None
 def test_openxswitch_bodies_parse_again_and_a_non_transfer_is_nothing_to_publish() -> None:
     raw = fixture_bytes("openxswitch/withdraw.confirmed.json")
     delivery = oxs_messages.read_delivery(loads_exact(raw))
-    assert ids(reparse("openxswitch", "withdraw.confirmed", raw)) == [oxs.parse_delivery(delivery.document, received_at=RECEIVED).event_id]
+    assert ids(reparse("openxswitch", "withdraw.confirmed", raw)) == ids(oxs.parse_delivery(delivery.document, received_at=RECEIVED))
     assert reparse("openxswitch", "webhook", fixture_bytes("openxswitch/instant_swap.completed.json")) == []
-    with pytest.raises(ValueError):
-        reparse("openxswitch", "webhook", b'{"requestId": "x", "method": "withdraw.c')
+    broken = b'{"requestId": "x", "method": "withdraw.c'
+    letter = refused(reparse("openxswitch", "webhook", broken))
+    assert letter is not None and letter.reason and (letter.channel, letter.raw) == ("webhook", broken)
 
 
 def test_binance_rows_and_pages_parse_again_with_the_sections_rules() -> None:
@@ -93,5 +94,18 @@ def test_a_payload_still_broken_is_a_dead_letter_with_todays_reason_or_an_error(
     del push["data"][0]["state"]
     (letter,) = reparse("okx", "deposit-info", item_bytes(push["data"][0]))
     assert isinstance(letter, DeadLetter) and letter.reason == "missing required field 'state'"
-    with pytest.raises(ParseError, match="no OKX parser"):
-        reparse("okx", "somewhere-else", b"{}")
+    refusals = {provider: refused(reparse(provider, "somewhere-else", b"{}")) for provider in ("okx", "ripio")}
+    assert {provider: letter and letter.reason for provider, letter in refusals.items()} == {
+        "okx": "no OKX parser for channel 'somewhere-else'",
+        "ripio": "no Ripio parser for channel 'somewhere-else'",
+    }
+
+
+@pytest.mark.parametrize("provider", ["okx", "ripio", "openxswitch", "fireblocks", "binance"])
+@pytest.mark.parametrize("raw", [b"not json", b"[1, 2", b"", b"\xff\xfe"])
+def test_a_dead_letter_parser_never_raises_bytes_that_are_not_json_are_one_refusal(provider: str, raw: bytes) -> None:
+    """The parser contract for ``reparse``: the bytes of any channel, refused with the decoder's
+    reason, the letter's channel and the bytes as they are."""
+    channel = {"okx": "ws/v5/business", "ripio": "stream", "openxswitch": "webhook", "fireblocks": "transactions", "binance": "capital/deposit/hisrec"}[provider]
+    letter = refused(reparse(provider, channel, raw, "acct"))
+    assert letter is not None and letter.reason and (letter.channel, letter.raw, letter.account_id) == (channel, raw, "acct")

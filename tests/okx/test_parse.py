@@ -8,9 +8,9 @@ from typing import Any
 import orjson
 import pytest
 
-from bridge.contract.events import DeadLetter, Status, TransferEvent, Via
+from bridge.contract.events import DeadLetter, Provider, Status, TransferEvent, Via
 from bridge.contract.jsonutil import loads_exact
-from bridge.contract.parsing import ParseError
+from bridge.contract.parsing import item_bytes, refused
 from bridge.sources.okx.parse import parse_push, parse_rows
 from tests.support import RECEIVED, fixture_bytes
 
@@ -193,8 +193,9 @@ def test_data_that_is_not_a_list_is_dead_lettered() -> None:
 def test_a_push_for_another_channel_is_refused() -> None:
     message = push("deposit-info.push.json")
     message["arg"]["channel"] = "balance_and_position"
-    with pytest.raises(ParseError, match="unexpected channel"):
-        parse_push(message, received_at=RECEIVED)
+    letter = refused(parse_push(message, received_at=RECEIVED))
+    assert letter is not None and letter.reason == "push for unexpected channel 'balance_and_position'"
+    assert (letter.provider, letter.channel, letter.raw) == (Provider.OKX, "ws/v5/business", item_bytes(message))
 
 
 def test_a_numeric_amount_read_exactly_keeps_every_digit() -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from bridge.contract.events import TransferEvent
 from bridge.contract.jsonutil import loads_exact
 from bridge.contract.parsing import ParseError
 from bridge.sources.openxswitch import messages as m
@@ -64,7 +65,8 @@ def test_built_deliveries_keep_decimal_amounts_as_exact_json_numbers() -> None:
     )
     body = m.delivery_body("r1", m.WITHDRAW_UNCONFIRMED, params)
     assert b'"amount":0.100000000000000000000000000001' in body and b'"networkFee":0.1,' in body
-    event = parse_delivery(loads_exact(body), received_at=RECEIVED)
+    [event] = parse_delivery(loads_exact(body), received_at=RECEIVED)
+    assert isinstance(event, TransferEvent)
     assert (event.amount, event.fee, event.account.id) == ("0.100000000000000000000000000001", "0.1", "w1")
 
 
@@ -81,5 +83,6 @@ def test_built_deposits_have_the_documented_deposit_fields() -> None:
         tag_memo="77",
     )
     assert {"destination", "toWalletId", "tagMemo"} <= set(params)
-    event = parse_delivery(loads_exact(m.delivery_body("r", m.DEPOSIT_UPDATED, params)), received_at=RECEIVED)
+    [event] = parse_delivery(loads_exact(m.delivery_body("r", m.DEPOSIT_UPDATED, params)), received_at=RECEIVED)
+    assert isinstance(event, TransferEvent)
     assert (event.account.id, event.internal, event.address_tag, event.confirmations) == ("w9", True, {"memo": "77"}, 2)

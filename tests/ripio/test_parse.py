@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from bridge.contract.events import DeadLetter, Direction, Status, TransferEvent, Via, encode_event
+from bridge.contract.events import DeadLetter, Direction, Provider, Status, TransferEvent, Via, encode_event
 from bridge.contract.jsonutil import loads_exact
-from bridge.contract.parsing import ParseError
+from bridge.contract.parsing import item_bytes, refused
 from bridge.sources.ripio.parse import parse_message, parse_rows
 from tests.support import RECEIVED, fixture_bytes
 
@@ -163,11 +163,12 @@ def test_a_body_that_is_not_an_object_becomes_a_dead_letter() -> None:
 
 
 @pytest.mark.parametrize("topic", ["balance", "order_status", None, 5, ["deposit"]])
-def test_a_message_for_another_topic_is_a_parse_error(topic: Any) -> None:
+def test_a_message_for_another_topic_is_refused(topic: Any) -> None:
     loaded = message("deposit.crypto.json")
     loaded["topic"] = topic
-    with pytest.raises(ParseError, match="unexpected topic"):
-        parse_message(loaded, received_at=RECEIVED)
+    letter = refused(parse_message(loaded, received_at=RECEIVED))
+    assert letter is not None and letter.reason.startswith("message for unexpected topic")
+    assert (letter.provider, letter.channel, letter.raw) == (Provider.RIPIO, "stream", item_bytes(loaded))
 
 
 def test_a_welcome_message_yields_nothing() -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from bridge.contract.events import DeadLetter, TransferEvent
+from bridge.contract.events import DeadLetter, Provider, TransferEvent
 from bridge.contract.jsonutil import loads_exact
 from bridge.contract.parsing import ParseError
 from bridge.delivery.assemble import build_pipeline
@@ -124,6 +124,31 @@ async def test_a_dlq_filled_by_a_broken_parser_is_published_once_the_parser_is_f
     assert again[0].headers["__connect.errors.exception.message"] == b"missing required field 'state'"
     assert again[0].headers["__connect.errors.topic"] == b"okx/deposit-info"
     assert again[0].headers["dlq_account"] == letters[0].headers["dlq_account"]
+
+
+async def test_a_payload_the_parser_still_refuses_as_a_whole_goes_back_byte_for_byte_with_its_reason(
+    make_pipeline: PipelineFactory, tmp_path: Path, config: Path, kafka_settings: KafkaSettings, topics: TopicSettings
+) -> None:
+    """A whole frame (not a push of a transfer channel) and bytes that are not JSON: the dead-letter
+    parser refuses them (it never raises), and the replay sends the record it read back as it was,
+    with the refusal's reason — the raw bytes as received, not the parser's re-encoding."""
+    frame = b'{ "arg" : {"channel": "balance_and_position", "uid": "77"},  "data": [] }'
+    letters = [
+        DeadLetter(Provider.OKX, "ws/v5/business", "push for unexpected channel 'balance_and_position'", frame, RECEIVED, "77", {"account": "main"}),
+        DeadLetter(Provider.OKX, "ws/v5/business", "response is not JSON", b'{"arg": ', RECEIVED, "77", {"account": "main"}),
+    ]
+    await fill(make_pipeline, tmp_path, letters)
+
+    report = await dlq(config)
+
+    assert (report["read"], report["normalized"], report["still_failing"], report["dead_lettered_again"]) == (2, 0, 2, 2)
+    back = [r for r in await read_topic(kafka_settings.bootstrap_servers, topics.dead_letter, expect=4, timeout=10) if "dlq_replay_count" in r.headers]
+    assert [r.value for r in back] == [frame, b'{"arg": ']
+    assert back[0].headers["dlq_reason"] == b"push for unexpected channel 'balance_and_position'"
+    with pytest.raises(ValueError) as not_json:
+        loads_exact(b'{"arg": ')
+    assert back[1].headers["dlq_reason"] == str(not_json.value).encode()  # today's reason, as before: the decoder's
+    assert [(r.headers["dlq_channel"], r.headers.get("dlq_account")) for r in back] == [(b"ws/v5/business", b"main")] * 2
 
 
 async def test_a_second_run_continues_from_the_committed_progress_and_publishes_nothing_twice(

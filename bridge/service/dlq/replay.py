@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from bridge.contract.events import DeadLetter, TransferEvent
-from bridge.contract.parsing import ParseResult, provider_text
+from bridge.contract.parsing import ParseResult, provider_text, refused
 from bridge.delivery.pipeline import Outcome, Pipeline
 from bridge.kafka.headers import REPLAY_COUNT
 from bridge.service.dlq.records import DeadLetterRecord, Filter, scan
@@ -32,7 +32,9 @@ from bridge.service.dlq.records import DeadLetterRecord, Filter, scan
 __all__ = ["ReplayReport", "Replayer", "Verdict", "Reparsers"]
 
 Reparsers = Mapping[str, Callable[[DeadLetter], Sequence[ParseResult]]]
-"""Per provider (its ``Provider`` value), the dead-letter parser bound to its configuration section."""
+"""Per provider (its ``Provider`` value), the dead-letter parser bound to its configuration section
+(a ``bridge.ingest.plugins.Reparse``: never raises; a ``refusal`` when the record is still not a
+transfer at all)."""
 
 _REPLAY_KEY = REPLAY_COUNT.removeprefix("dlq_")
 
@@ -119,6 +121,9 @@ class Replayer:
         except Exception as exc:  # noqa: BLE001 - a replay reports every reason, it never stops on one
             reason = str(exc) if isinstance(exc, ValueError) else f"parser failed: {type(exc).__name__}: {exc}"
             return Verdict("failing", reason=reason[:2000])
+        whole = refused(results)
+        if whole is not None:  # the record as a whole is still not a transfer: it goes back as it is
+            return Verdict("failing", reason=whole.reason[:2000])
         events = tuple(r for r in results if isinstance(r, TransferEvent))
         letters = tuple(r for r in results if isinstance(r, DeadLetter))
         if events:

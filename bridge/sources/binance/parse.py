@@ -1,7 +1,7 @@
 """Binance capital history rows → contract 1.1 events (``source.via = poll``).
 
-Pure: a page's body and the time it was received in, events or dead letters out; a body that is
-not a list of rows raises ``ParseError`` (the source dead-letters it whole). Each row is the
+Pure: a page's body and the time it was received in, events or dead letters out, never an
+exception; a body that is not a list of rows is one ``refusal`` (the source dead-letters it whole). Each row is the
 *current* state of one transfer, keyed by Binance's ``id`` (never ``txId``: one transaction can
 fund several deposits, and internal transfers carry a pseudo hash). The status table is chosen by
 endpoint: code ``1`` is a deposit's success but a withdrawal's cancellation.
@@ -21,12 +21,12 @@ from typing import Any, Literal
 from bridge.contract.events import Account, Direction, Provider, Source, Status, TransferEvent, Via, build_event
 from bridge.contract.networks import canonical_network
 from bridge.contract.parsing import (
-    ParseError,
     ParseResult,
     optional_decimal,
     optional_int,
     optional_str,
     parse_items,
+    refusal,
     require_decimal,
     require_str,
 )
@@ -231,11 +231,18 @@ def _order(row: Any) -> tuple[int, str, str]:
 def parse_page(
     channel: str, body: Any, *, received_at: str, account: Account, rules: Rules = DEFAULT_RULES
 ) -> list[ParseResult]:
-    """One history page (a bare JSON array of rows), each row parsed on its own, oldest first."""
+    """One history page (a bare JSON array of rows), each row parsed on its own, oldest first.
+
+    Never raises (the parser contract of ``bridge.contract.parsing``): a body that is not a list
+    of rows, or a channel with no parser, is one ``refusal`` (the poll engine dead-letters the
+    page whole and ends that read)."""
+    reason = None
     if channel not in DIRECTION_OF:
-        raise ValueError(f"unknown Binance channel {channel!r}")
-    if not isinstance(body, list):
-        raise ParseError(f"{channel}: the page is not a JSON array but {type(body).__name__}")
+        reason = f"unknown Binance channel {channel!r}"
+    elif not isinstance(body, list):
+        reason = f"{channel}: the page is not a JSON array but {type(body).__name__}"
+    if reason is not None:
+        return [refusal(reason, provider=Provider.BINANCE, channel=channel, payload=body, received_at=received_at, account_id=account.id)]
     rows = sorted(body, key=_order)
     if DIRECTION_OF[channel] is Direction.WITHDRAWAL:
         return parse_items(

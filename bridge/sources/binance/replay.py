@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.contract.events import Account, DeadLetter
+from bridge.contract.events import Account, DeadLetter, Provider
 from bridge.contract.jsonutil import loads_exact
-from bridge.contract.parsing import ParseResult
+from bridge.contract.parsing import ParseResult, refusal
 from bridge.sources.binance.config import BinanceConfig
 from bridge.sources.binance.parse import DEFAULT_RULES, parse_page
 
@@ -20,7 +20,12 @@ __all__ = ["reparse"]
 
 
 def reparse(config: BinanceConfig | None, letter: DeadLetter) -> list[ParseResult]:
-    body: Any = loads_exact(letter.raw)
+    """Never raises: bytes that are not JSON, or a channel with no parser, are one ``refusal``."""
+    account = Account(id=letter.account_id)
+    try:
+        body: Any = loads_exact(letter.raw)
+    except ValueError as exc:  # JSONError, the int() digit limit
+        return [refusal(str(exc), provider=Provider.BINANCE, channel=letter.channel, payload=letter.raw, received_at=letter.received_at, account_id=account.id)]
     rows = body if isinstance(body, list) else [body]
     rules = config.rules if config is not None else DEFAULT_RULES
-    return parse_page(letter.channel, rows, received_at=letter.received_at, account=Account(id=letter.account_id), rules=rules)
+    return parse_page(letter.channel, rows, received_at=letter.received_at, account=account, rules=rules)

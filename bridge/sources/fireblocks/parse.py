@@ -4,7 +4,8 @@ Pure: no I/O, no clock. Bodies are read with ``loads_exact``; amounts and fees c
 string objects ``amountInfo`` / ``feeInfo`` (the numeric top-level copies are float-rounded and
 ``-1`` while unknown). Direction is ours (no field exists): a peer is *own* when its type is in
 ``Rules.own_peer_types``; own destination only → deposit, own source only → withdrawal, both →
-internal (both sides by default), neither → nothing (``skip_reason`` says why).
+internal (both sides by default), neither → nothing (``skip_reason`` says why). The entry points
+(``parse_delivery``, ``parse_row``) follow the parser contract of ``bridge.contract.parsing``.
 """
 
 from __future__ import annotations
@@ -17,17 +18,20 @@ from bridge.contract.events import Account, Direction, Provider, Source, Status,
 from bridge.contract.networks import canonical_network
 from bridge.contract.parsing import (
     ParseError,
+    ParseResult,
     check_depth,
+    error_reason,
     optional_decimal,
     optional_int,
     optional_str,
+    refusal,
     require_decimal,
     require_mapping,
     require_str,
 )
 from bridge.contract.status_tables import FIREBLOCKS_DEPOSIT, FIREBLOCKS_WITHDRAWAL, lookup
 from bridge.contract.timeutil import from_epoch_ms
-from bridge.sources.fireblocks.messages import BACKFILL_CHANNEL, Envelope, read_envelope
+from bridge.sources.fireblocks.messages import BACKFILL_CHANNEL, WEBHOOK_DLQ_CHANNEL, Envelope, read_envelope
 
 __all__ = ["Rules", "sides", "skip_reason", "parse_transaction", "parse_delivery", "parse_row", "last_updated_ms"]
 
@@ -198,8 +202,30 @@ def _both_own(tx: Mapping[str, Any], rules: Rules) -> bool:
     return all(optional_str(_peer(tx, name), "type") in rules.own_peer_types for name in ("source", "destination"))
 
 
-def parse_delivery(document: Any, *, received_at: str, rules: Rules) -> list[TransferEvent]:
-    """A whole webhook body (v1 or v2 envelope) of a transaction event; ParseError otherwise."""
+def parse_delivery(document: Any, *, received_at: str, rules: Rules) -> list[ParseResult]:
+    """A whole webhook body (v1 or v2 envelope) of a transaction event: its events, under the parser
+    contract of ``bridge.contract.parsing`` — never raises; a body that is not a transaction event
+    we can normalize is one ``refusal`` whose reason reads as the webhook's (``error_reason``)."""
+    try:
+        return list(delivery_events(document, received_at=received_at, rules=rules))
+    except ValueError as exc:  # ParseError, TimestampError, the contract's ValidationError, int() digits
+        reason = error_reason(exc)
+        return [refusal(reason, provider=Provider.FIREBLOCKS, channel=WEBHOOK_DLQ_CHANNEL, payload=document, received_at=received_at)]
+
+
+def parse_row(row: Any, *, received_at: str, rules: Rules, workspace_id: str | None) -> list[ParseResult]:
+    """One ``GET /v1/transactions`` row (the same ``TransactionDetails``), ``via = backfill``; never
+    raises: a row that cannot be normalized is one ``refusal``, as ``parse_delivery``."""
+    try:
+        return list(row_events(row, received_at=received_at, rules=rules, workspace_id=workspace_id))
+    except ValueError as exc:
+        reason = error_reason(exc)
+        return [refusal(reason, provider=Provider.FIREBLOCKS, channel=BACKFILL_CHANNEL, payload=row, received_at=received_at, account_id=workspace_id)]
+
+
+def delivery_events(document: Any, *, received_at: str, rules: Rules) -> list[TransferEvent]:
+    """``parse_delivery``'s reading, for this package only: raises (a ``ValueError``) instead of
+    refusing, so ``dlq replay`` keeps the exception's own words as its reason."""
     check_depth(document, "delivery")
     envelope: Envelope = read_envelope(document)
     if not envelope.is_transaction:
@@ -214,8 +240,8 @@ def parse_delivery(document: Any, *, received_at: str, rules: Rules) -> list[Tra
     )
 
 
-def parse_row(row: Any, *, received_at: str, rules: Rules, workspace_id: str | None) -> list[TransferEvent]:
-    """One ``GET /v1/transactions`` row (the same ``TransactionDetails``), ``via = backfill``."""
+def row_events(row: Any, *, received_at: str, rules: Rules, workspace_id: str | None) -> list[TransferEvent]:
+    """``parse_row``'s reading, raising as ``delivery_events``."""
     tx = require_mapping(row, "transaction")
     source = Source(channel=BACKFILL_CHANNEL, via=Via.BACKFILL)
     return parse_transaction(tx, rules=rules, received_at=received_at, source=source, workspace_id=workspace_id)

@@ -44,6 +44,7 @@ from aiohttp import web
 
 from bridge.contract.events import Provider, TransferEvent
 from bridge.contract.jsonutil import loads_exact
+from bridge.contract.parsing import ParseResult, refused
 from bridge.contract.timeutil import to_epoch_ms
 from bridge.delivery.pipeline import Pipeline
 from bridge.ingest.backfill import Page
@@ -161,9 +162,13 @@ class FireblocksWebhook(BackfillingWebhookSource[FireblocksConfig]):
             skipped = skip_reason(envelope.data, self.rules)
             if skipped is not None:
                 return Ignore(skipped)
-            events = parse_delivery(envelope.document, received_at=received_at, rules=self.rules)
+            results = parse_delivery(envelope.document, received_at=received_at, rules=self.rules)
         except Exception as exc:  # noqa: BLE001 - any reason at all: the delivery is kept, with the reason
             return Quarantine(describe_error(exc), to, 200)
+        whole = refused(results)
+        if whole is not None:  # a delivery we cannot normalize: kept whole, with the reason
+            return Quarantine(whole.reason, to, 200)
+        events = [item for item in results if isinstance(item, TransferEvent)]
         updated = last_updated_ms(envelope.data)
         fresh = [event for event in events if self.newest.accept(event.key, updated)]  # the ordering rule
         return Publish(fresh, to) if fresh else Ignore("out_of_order")
@@ -206,7 +211,7 @@ class FireblocksWebhook(BackfillingWebhookSource[FireblocksConfig]):
         assert isinstance(rest, FireblocksRest)
         workspace = self.config.workspace_id
 
-        def parse(row: Any, received_at: str) -> list[TransferEvent]:
+        def parse(row: Any, received_at: str) -> list[ParseResult]:
             return parse_row(row, received_at=received_at, rules=self.rules, workspace_id=workspace)
 
         async for rows, sent_at in rest.transactions(since_ms, self.config.page_limit):

@@ -1,7 +1,8 @@
 """OKX ``deposit-info`` / ``withdrawal-info`` items (WebSocket push or REST history) → contract v1.
 
 Pure: no I/O, no clock. The same item functions parse pushes and backfill rows, because the REST
-history endpoints return the same fields (minus ``pTime``).
+history endpoints return the same fields (minus ``pTime``). The entry points (``parse_push``,
+``parse_rows``) follow the parser contract of ``bridge.contract.parsing``: they never raise.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from bridge.contract.parsing import (
     optional_int,
     optional_str,
     parse_items,
+    refusal,
     require_decimal,
     require_mapping,
     require_str,
@@ -34,10 +36,12 @@ from bridge.contract.parsing import (
 from bridge.contract.status_tables import OKX_DEPOSIT, OKX_WITHDRAWAL, lookup
 from bridge.contract.timeutil import from_epoch_ms
 
-__all__ = ["DEPOSIT_CHANNEL", "WITHDRAWAL_CHANNEL", "parse_push", "parse_deposit", "parse_withdrawal", "parse_rows"]
+__all__ = ["DEPOSIT_CHANNEL", "WITHDRAWAL_CHANNEL", "WS_DLQ_CHANNEL", "parse_push", "parse_deposit", "parse_withdrawal", "parse_rows"]
 
 DEPOSIT_CHANNEL = "deposit-info"
 WITHDRAWAL_CHANNEL = "withdrawal-info"
+WS_DLQ_CHANNEL = "ws/v5/business"
+"""Where a whole frame is dead-lettered (one the parser refuses, or that is not JSON)."""
 
 
 def _times(item: Mapping[str, Any]) -> tuple[str | None, str]:
@@ -155,8 +159,12 @@ _PARSERS = {DEPOSIT_CHANNEL: parse_deposit, WITHDRAWAL_CHANNEL: parse_withdrawal
 def parse_rows(
     channel: str, rows: Any, *, received_at: str, via: Via, uid: str | None = None
 ) -> list[ParseResult]:
-    """Items of one channel (a push's ``data`` or a REST page), each parsed on its own."""
-    parse_one = _PARSERS[channel]
+    """Items of one channel (a push's ``data`` or a REST page), each parsed on its own; never
+    raises (a channel with no parser is a ``refusal``)."""
+    parse_one = _PARSERS.get(channel)
+    if parse_one is None:
+        reason = f"no OKX parser for channel {channel[:80]!r}"
+        return [refusal(reason, provider=Provider.OKX, channel=channel, payload=rows, received_at=received_at, account_id=uid)]
     return parse_items(
         rows,
         lambda item: parse_one(item, received_at=received_at, via=via, uid=uid),
@@ -168,11 +176,16 @@ def parse_rows(
     )
 
 
-def parse_push(message: Mapping[str, Any], *, received_at: str) -> list[ParseResult]:
-    """A data push ``{"arg": {"channel", "uid"}, "data": [...]}``; raises ParseError if not one."""
-    arg = require_mapping(message.get("arg"), "arg")
-    channel = arg.get("channel")
-    if not isinstance(channel, str) or channel not in _PARSERS:
-        raise ParseError(f"push for unexpected channel {channel!r}")
-    uid = optional_str(arg, "uid")
+def parse_push(message: Any, *, received_at: str) -> list[ParseResult]:
+    """A data push ``{"arg": {"channel", "uid"}, "data": [...]}``, under the parser contract of
+    ``bridge.contract.parsing``: never raises; a message that is not a push of a transfer channel
+    is one ``refusal`` (the stream dead-letters the frame)."""
+    try:
+        arg = require_mapping(require_mapping(message, "frame").get("arg"), "arg")
+        channel = arg.get("channel")
+        if not isinstance(channel, str) or channel not in _PARSERS:
+            raise ParseError(f"push for unexpected channel {channel!r}")
+        uid = optional_str(arg, "uid")
+    except ParseError as exc:
+        return [refusal(str(exc), provider=Provider.OKX, channel=WS_DLQ_CHANNEL, payload=message, received_at=received_at)]
     return parse_rows(channel, message.get("data"), received_at=received_at, via=Via.PUSH, uid=uid)

@@ -17,7 +17,7 @@ import aiohttp
 
 from bridge.contract.events import DeadLetter, Provider, TransferEvent, Via
 from bridge.contract.jsonutil import JSONError, loads_exact
-from bridge.contract.parsing import ParseError, ParseResult
+from bridge.contract.parsing import ParseResult, refused
 from bridge.delivery.pipeline import Pipeline
 from bridge.ingest.backfill import BackfillCoordinator
 from bridge.ingest.frames import Frame, utc_now
@@ -29,13 +29,11 @@ from bridge.sources.okx import messages as m
 from bridge.sources.okx.backfill import HistoryClient
 from bridge.sources.okx.client import OkxConnection
 from bridge.sources.okx.config import OkxAccount, OkxConfig
-from bridge.sources.okx.parse import parse_push, parse_rows
+from bridge.sources.okx.parse import WS_DLQ_CHANNEL, parse_push, parse_rows
 
 __all__ = ["OkxAccountSource", "build_okx_sources", "WS_DLQ_CHANNEL"]
 
 log = logging.getLogger(__name__)
-
-WS_DLQ_CHANNEL = "ws/v5/business"
 
 
 class OkxAccountSource(StreamSource):
@@ -73,13 +71,15 @@ class OkxAccountSource(StreamSource):
         if self._uid is None and isinstance(arg, dict) and isinstance(arg.get("uid"), str):
             self._uid = arg["uid"]
         results = parse_push(frame.message, received_at=frame.received_at)
-        if any(isinstance(item, DeadLetter) for item in results):
+        if refused(results) is None and any(isinstance(item, DeadLetter) for item in results):
             # orjson reads JSON numbers as floats, which parsing refuses: read this frame again
             # exactly, so a numeric amount is kept and dead letters carry the original digits.
             try:
-                results = parse_push(loads_exact(frame.data), received_at=frame.received_at)
-            except (JSONError, ParseError):
-                pass
+                again = parse_push(loads_exact(frame.data), received_at=frame.received_at)
+            except JSONError:
+                return results
+            if refused(again) is None:
+                results = again
         return results
 
     @property

@@ -15,7 +15,7 @@ from typing import Any
 
 from bridge.contract.jsonutil import dumps
 from bridge.contract.parsing import ParseError
-from bridge.sources.openxswitch.parse import TRANSFER_METHODS, is_transfer_method
+from bridge.sources.openxswitch.parse import TRANSFER_METHODS, WEBHOOK_DLQ_CHANNEL, is_transfer_method
 
 __all__ = [
     "WITHDRAW_UNCONFIRMED",
@@ -44,10 +44,6 @@ DEPOSIT_SUCCESS = "deposit.success"
 
 KNOWN_OTHER_FAMILIES = frozenset({"internal_transfer", "instant_swap"})
 """Documented methods that are not deposits or withdrawals: acknowledged and counted only."""
-
-WEBHOOK_DLQ_CHANNEL = "webhook"
-"""DLQ channel of bodies that are not a delivery at all (not JSON, no ``method``), or whose method
-is not one of the documented transfer methods: keeps the DLQ key and metric labels bounded."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """OpenXSwitch webhook deliveries (``withdraw.*``, ``deposit.*``) → contract v1.
 
-Pure: no I/O, no clock. Amounts and fees are JSON numbers: the receiver reads bodies with
+Pure: no I/O, no clock; ``parse_delivery`` never raises. Amounts and fees are JSON numbers: the receiver reads bodies with
 ``bridge.contract.jsonutil.loads_exact`` so they arrive here as ``Decimal``/``int``, never float.
 """
 
@@ -13,10 +13,13 @@ from bridge.contract.events import Account, Direction, Provider, Source, Transfe
 from bridge.contract.networks import canonical_network
 from bridge.contract.parsing import (
     ParseError,
+    ParseResult,
     check_depth,
+    error_reason,
     optional_decimal,
     optional_int,
     optional_str,
+    refusal,
     require_decimal,
     require_mapping,
     require_str,
@@ -24,12 +27,15 @@ from bridge.contract.parsing import (
 from bridge.contract.status_tables import OPENXSWITCH, OPENXSWITCH_METHOD_SUFFIX, lookup
 from bridge.contract.timeutil import from_iso
 
-__all__ = ["TRANSFER_METHODS", "direction_of", "is_transfer_method", "parse_delivery"]
+__all__ = ["TRANSFER_METHODS", "WEBHOOK_DLQ_CHANNEL", "direction_of", "is_transfer_method", "parse_delivery"]
 
 _PREFIXES: dict[str, Direction] = {"withdraw": Direction.WITHDRAWAL, "deposit": Direction.DEPOSIT}
 TRANSFER_METHODS = frozenset(
     {"withdraw.unconfirmed", "withdraw.confirmed", "deposit.pending", "deposit.updated", "deposit.success"}
 )
+WEBHOOK_DLQ_CHANNEL = "webhook"
+"""DLQ channel of bodies that are not a delivery at all (not JSON, no ``method``), or whose method
+is not one of the documented transfer methods: keeps the DLQ key and metric labels bounded."""
 
 
 def direction_of(method: str) -> Direction | None:
@@ -49,8 +55,22 @@ def _internal(destination: str | None) -> bool | None:
     return None
 
 
-def parse_delivery(delivery: Mapping[str, Any], *, received_at: str) -> TransferEvent:
-    """A whole webhook body ``{requestId, method, params}``; raises ParseError when not a transfer."""
+def parse_delivery(delivery: Any, *, received_at: str) -> list[ParseResult]:
+    """A whole webhook body ``{requestId, method, params}``: its one event, under the parser
+    contract of ``bridge.contract.parsing`` — never raises; a body that is not a transfer we can
+    normalize is one ``refusal`` whose reason reads as the webhook's (``error_reason``)."""
+    try:
+        return [delivery_event(delivery, received_at=received_at)]
+    except ValueError as exc:  # ParseError, TimestampError, the contract's ValidationError, int() digits
+        method = delivery.get("method") if isinstance(delivery, Mapping) else None
+        channel = method if isinstance(method, str) and method in TRANSFER_METHODS else WEBHOOK_DLQ_CHANNEL
+        return [refusal(error_reason(exc), provider=Provider.OPENXSWITCH, channel=channel, payload=delivery, received_at=received_at)]
+
+
+def delivery_event(delivery: Any, *, received_at: str) -> TransferEvent:
+    """``parse_delivery``'s reading, for this package only: raises (a ``ValueError``) instead of
+    refusing, so ``dlq replay`` keeps the exception's own words as its reason."""
+    delivery = require_mapping(delivery, "delivery")
     check_depth(delivery, "delivery")
     method = require_str(delivery, "method")
     direction = direction_of(method)

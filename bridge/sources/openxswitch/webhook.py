@@ -29,8 +29,9 @@ from typing import ClassVar
 
 from aiohttp import web
 
-from bridge.contract.events import Provider
+from bridge.contract.events import Provider, TransferEvent
 from bridge.contract.jsonutil import loads_exact
+from bridge.contract.parsing import refused
 from bridge.delivery.pipeline import Pipeline
 from bridge.ingest.webhook import Ignore, Interpretation, Letterhead, Publish, Quarantine, WebhookSource, describe_error
 from bridge.sources.openxswitch import messages as m
@@ -78,6 +79,10 @@ class OpenXSwitchWebhook(WebhookSource[OpenXSwitchConfig]):
             return Ignore(m.method_family(delivery.method))
         to = Letterhead(m.dead_letter_channel(delivery.method), delivery.request_id, m.wallet_hint(delivery.document))
         try:
-            return Publish([parse_delivery(delivery.document, received_at=received_at)], to)
-        except Exception as exc:  # noqa: BLE001 - any reason at all: the delivery is kept, with the reason
+            results = parse_delivery(delivery.document, received_at=received_at)
+        except Exception as exc:  # noqa: BLE001 - a parser bug: the delivery is kept, with the reason
             return Quarantine(describe_error(exc), to, 200)
+        whole = refused(results)
+        if whole is not None:  # a delivery we cannot normalize: kept whole, with the reason
+            return Quarantine(whole.reason, to, 200)
+        return Publish([item for item in results if isinstance(item, TransferEvent)], to)

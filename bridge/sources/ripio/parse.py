@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bridge.contract.events import Account, Direction, Provider, Source, TransferEvent, Via, build_event
+from bridge.contract.events import Account, DeadLetter, Direction, Provider, Source, TransferEvent, Via, build_event
 from bridge.contract.networks import canonical_network
 from bridge.contract.parsing import (
     ParseError,
@@ -34,6 +34,7 @@ from bridge.contract.parsing import (
     optional_decimal,
     optional_str,
     parse_items,
+    refusal,
     require_decimal,
     require_mapping,
     require_str,
@@ -41,9 +42,11 @@ from bridge.contract.parsing import (
 from bridge.contract.status_tables import RIPIO, lookup
 from bridge.contract.timeutil import from_epoch_ms, from_iso
 
-__all__ = ["TOPICS", "WELCOME_ID", "OCCURRED_FIELDS", "TAG_FIELDS", "parse_body", "parse_message", "parse_rows"]
+__all__ = ["TOPICS", "WELCOME_ID", "OCCURRED_FIELDS", "TAG_FIELDS", "STREAM_DLQ_CHANNEL", "parse_body", "parse_message", "parse_rows"]
 
 TOPICS: dict[str, Direction] = {"deposit": Direction.DEPOSIT, "withdrawal": Direction.WITHDRAWAL}
+STREAM_DLQ_CHANNEL = "stream"
+"""Where a whole frame is dead-lettered (one the parser refuses, or that is not JSON)."""
 WELCOME_ID = -1
 
 OCCURRED_FIELDS = ("update_date", "confirmation_date", "create_date")
@@ -114,15 +117,18 @@ def parse_body(
     )
 
 
-def parse_message(message: Mapping[str, Any], *, received_at: str) -> list[ParseResult]:
+def parse_message(message: Any, *, received_at: str) -> list[ParseResult]:
     """One stream message ``{id, topic, timestamp, body}``; welcome messages yield nothing.
 
-    Raises ``ParseError`` when the message is not for a transfer topic at all (the adapter
-    dead-letters the frame); a body that cannot be normalized becomes a ``DeadLetter``.
+    Never raises (the parser contract of ``bridge.contract.parsing``): a message that is not for a
+    transfer topic at all is one ``refusal`` (the stream dead-letters the frame); a body that
+    cannot be normalized becomes a ``DeadLetter`` with the body's bytes.
     """
+    if not isinstance(message, Mapping):
+        return [_refused(f"frame: expected an object, got {type(message).__name__}", STREAM_DLQ_CHANNEL, message, received_at)]
     topic = message.get("topic")
     if not isinstance(topic, str) or topic not in TOPICS:
-        raise ParseError(f"message for unexpected topic {str(topic)[:40]!r}")
+        return [_refused(f"message for unexpected topic {str(topic)[:40]!r}", STREAM_DLQ_CHANNEL, message, received_at)]
     message_id = message.get("id")
     if message_id == WELCOME_ID:
         return []
@@ -148,7 +154,7 @@ def parse_rows(topic: str, rows: Any, *, received_at: str, user_id: str | None =
     ``user_id`` names the account for rows that do not (Ripio's listings leave it out).
     """
     if topic not in TOPICS:
-        raise ParseError(f"listing for unexpected topic {topic[:40]!r}")
+        return [_refused(f"listing for unexpected topic {topic[:40]!r}", topic, rows, received_at, user_id)]
     return parse_items(
         rows,
         lambda body: parse_body(
@@ -160,3 +166,7 @@ def parse_rows(topic: str, rows: Any, *, received_at: str, user_id: str | None =
         account_id=user_id,
         not_a_list="listing rows are not a list",
     )
+
+
+def _refused(reason: str, channel: str, payload: Any, received_at: str, account_id: str | None = None) -> DeadLetter:
+    return refusal(reason, provider=Provider.RIPIO, channel=channel, payload=payload, received_at=received_at, account_id=account_id)

@@ -26,12 +26,10 @@ from bridge.sources.ripio import messages as m
 from bridge.sources.ripio.backfill import listing_pages
 from bridge.sources.ripio.client import RipioConnection, TicketRejected
 from bridge.sources.ripio.config import RipioAccount, RipioConfig
-from bridge.sources.ripio.parse import parse_message, parse_rows
+from bridge.sources.ripio.parse import STREAM_DLQ_CHANNEL, parse_message, parse_rows
 from bridge.sources.ripio.rest import RipioRest
 
 __all__ = ["RipioAccountSource", "build_ripio_sources", "STREAM_DLQ_CHANNEL"]
-
-STREAM_DLQ_CHANNEL = "stream"
 
 
 class RipioAccountSource(StreamSource):

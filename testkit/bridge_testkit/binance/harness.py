@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.contract.events import Account
 from bridge.contract.jsonutil import loads_exact
-from bridge.contract.parsing import ParseError
 from bridge.sources.binance import messages as m
 from bridge.sources.binance.config import BinanceConfig
 from bridge.sources.binance.parse import parse_page
@@ -220,7 +219,6 @@ class BinanceHarness(ProviderHarness):
                     seeds,
                     amount,
                     fee if channel == m.WITHDRAWAL_CHANNEL else None,
-                    refuses=(ParseError,),
                     readers=(loads_exact,),
                     objects_only=False,
                 )

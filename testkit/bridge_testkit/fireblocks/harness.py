@@ -268,7 +268,6 @@ class FireblocksHarness(ProviderHarness):
                 tuple(bodies),
                 amount=lambda raw: raw["data"]["amountInfo"]["amount"],
                 fee=lambda raw: raw["data"]["feeInfo"].get("networkFee"),
-                refuses=(ValueError,),
                 readers=(loads_exact,),
             ),
             ParserEntry(
@@ -277,7 +276,6 @@ class FireblocksHarness(ProviderHarness):
                 rows,
                 amount=lambda raw: raw["amountInfo"]["amount"],
                 fee=lambda raw: raw["feeInfo"].get("networkFee"),
-                refuses=(ValueError,),
                 readers=(loads_exact,),
             ),
         ]

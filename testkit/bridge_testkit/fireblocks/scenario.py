@@ -26,6 +26,7 @@ from typing import Any
 
 import aiohttp
 
+from bridge.contract.events import TransferEvent
 from bridge.contract.timeutil import to_epoch_ms
 from bridge.delivery.dedup import DedupGate
 from bridge.delivery.pipeline import Pipeline
@@ -188,6 +189,8 @@ async def run_scenario(
     rules = Rules.of(config)
     for transaction in sim.transactions:
         for event in parse_row(transaction.states[-1], received_at="2026-01-01T00:00:00.000Z", rules=rules, workspace_id=WORKSPACE):
+            if not isinstance(event, TransferEvent):
+                raise AssertionError(f"the simulator scripted a state the parser refuses: {event.reason}")
             result.finals_expected += 1
             if event.event_id not in seen:
                 result.finals_missing.append(event.key)

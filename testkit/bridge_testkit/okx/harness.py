@@ -9,7 +9,7 @@ import orjson
 
 from bridge.contract.events import Via
 from bridge.contract.jsonutil import loads_exact
-from bridge.contract.parsing import ParseError, ParseResult
+from bridge.contract.parsing import ParseResult
 from bridge.sources.okx.parse import DEPOSIT_CHANNEL, WITHDRAWAL_CHANNEL, parse_push, parse_rows
 from bridge_testkit.conformance import ParserEntry, StreamHarness
 from bridge_testkit.okx.simulator import PUSH_ONLY_SCRIPTS, SCRIPTS, OkxSimulator, Snapshot
@@ -93,7 +93,6 @@ class OkxHarness(StreamHarness):
                 tuple(pushes),
                 amount,
                 fee,
-                refuses=(ParseError,),
                 readers=(orjson.loads, loads_exact),  # the client reads frames with orjson first
                 floats=True,
             )

@@ -202,11 +202,10 @@ class OpenXSwitchHarness(ProviderHarness):
         return [
             ParserEntry(
                 "openxswitch.parse_delivery",
-                lambda delivery: [parse_delivery(delivery, received_at=RECEIVED)],
+                lambda delivery: parse_delivery(delivery, received_at=RECEIVED),
                 samples,
                 amount=lambda raw: raw["params"]["amount"],
                 fee=lambda raw: raw["params"]["networkFee"],
-                refuses=(ValueError,),  # ParseError, TimestampError, the contract's ValidationError: answered 400
                 readers=(loads_exact,),
             )
         ]

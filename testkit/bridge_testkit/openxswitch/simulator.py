@@ -72,7 +72,10 @@ class State:
     @cached_property
     def event(self) -> TransferEvent:
         """What the bridge must make of this state (the event id ignores request id and receive time)."""
-        return parse_delivery({"requestId": "truth", "method": self.method, "params": self.params}, received_at=_TRUTH_RECEIVED)
+        [event] = parse_delivery({"requestId": "truth", "method": self.method, "params": self.params}, received_at=_TRUTH_RECEIVED)
+        if not isinstance(event, TransferEvent):
+            raise AssertionError(f"the simulator scripted a state the parser refuses: {event.reason}")
+        return event
 
     @property
     def is_final(self) -> bool:

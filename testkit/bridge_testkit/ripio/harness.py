@@ -6,7 +6,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 from bridge.contract.jsonutil import loads_exact
-from bridge.contract.parsing import ParseError, ParseResult
+from bridge.contract.parsing import ParseResult
 from bridge.sources.ripio.parse import parse_message, parse_rows
 from bridge_testkit.conformance import ParserEntry, StreamHarness
 from bridge_testkit.ripio.simulator import SCRIPTS, RipioSimulator, Snapshot
@@ -88,7 +88,6 @@ class RipioHarness(StreamHarness):
                 tuple(messages),
                 amount,
                 fee,
-                refuses=(ParseError,),
                 readers=(loads_exact,),
             )
         ]
