@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from aiohttp import web
+
 from bridge.delivery.pipeline import Pipeline
 from bridge.delivery.settings import TopicSettings
 from bridge.ingest.stream import StreamSource
@@ -26,6 +28,7 @@ __all__ = [
     "events",
     "expected",
     "values",
+    "serve_app",
 ]
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -77,3 +80,17 @@ def expected(truth: Mapping[str, Sequence[object]]) -> dict[str, int]:
 
 def values(records: Sequence[ConsumedRecord]) -> list[dict[str, Any]]:
     return [json.loads(record.value) for record in records]
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: web.Application) -> AsyncIterator[str]:
+    """An aiohttp app on a free loopback port for the block; yields its base URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()

@@ -27,7 +27,7 @@ from bridge.sources.okx import messages as okx_messages
 from bridge.sources.okx.parse import parse_rows
 from bridge_testkit.kafka_io import read_topic
 from tests.conftest import PipelineFactory
-from tests.support import fixture_bytes
+from tests.support import fixture_bytes, serve_app
 
 pytestmark = pytest.mark.kafka
 
@@ -51,15 +51,8 @@ class HistoryServer:
     async def serve(self) -> AsyncIterator[str]:
         app = web.Application()
         app.router.add_get("/history", self.handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        try:
-            yield f"http://{host}:{port}"
-        finally:
-            await runner.cleanup()
+        async with serve_app(app) as url:
+            yield url
 
 
 class History(RestClient):

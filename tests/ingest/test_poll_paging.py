@@ -28,6 +28,7 @@ from bridge.observability import metrics
 from bridge.sources.okx.parse import parse_rows
 from bridge_testkit.kafka_io import read_topic
 from tests.conftest import PipelineFactory
+from tests.support import serve_app
 
 HOUR = 3_600_000
 
@@ -69,15 +70,8 @@ class PagedServer:
     async def serve(self) -> AsyncIterator[str]:
         app = web.Application()
         app.router.add_get("/paged", self.handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        try:
-            yield f"http://{host}:{port}"
-        finally:
-            await runner.cleanup()
+        async with serve_app(app) as url:
+            yield url
 
 
 class PagedHistory(RestClient):
