@@ -103,6 +103,8 @@ class BinanceSimulator:
         self.weight_log: Counter[tuple[str, str, int]] = Counter()
         """(account, scope, minute) → weight charged: what each account spent per minute."""
         self.requests: list[tuple[float, str, str, int]] = []
+        self._marks: list[tuple[Any, int]] = []
+        """States put in the answer being built; counted as seen once that answer was written whole."""
         """(monotonic time, account or '?', path, HTTP status) of every request."""
         self.queries: list[tuple[str, str, dict[str, str]]] = []
         """(account, path, parameters) of every request that passed the checks."""
@@ -262,12 +264,27 @@ class BinanceSimulator:
             params = self._params(request, account)
             self.queries.append((who, request.path, {k: v for k, v in params.items() if not k.startswith("_")}))
             headers = self._charge(request.path, account)
+            self._marks = []
             body = self._answer(request.path, account, params)
+            marks, self._marks = self._marks, []
         except _Refusal as refusal:
             return self._refuse(refusal, who, request.path)
         self.requests.append((time.monotonic(), who, request.path, 200))
         self.stats[f"ok {request.path}"] += 1
-        return web.Response(body=json.dumps(body, separators=(",", ":")).encode(), content_type="application/json", headers=headers)
+        # A state counts as seen by a poll only once its answer was written whole: a client that
+        # went away meanwhile (a source restarted mid-request) never read it.
+        payload = json.dumps(body, separators=(",", ":")).encode()
+        response = web.StreamResponse(headers=headers)
+        response.content_type, response.content_length = "application/json", len(payload)
+        try:
+            await response.prepare(request)
+            await response.write(payload)
+            await response.write_eof()
+        except (ConnectionError, RuntimeError):
+            return response
+        for transfer, index in marks:
+            transfer.seen.add(index)
+        return response
 
     def _refuse(self, refusal: _Refusal, who: str, path: str) -> web.Response:
         self.requests.append((time.monotonic(), who, path, refusal.status))
@@ -399,7 +416,7 @@ class BinanceSimulator:
         out = []
         for transfer in page:
             transfer.observed, transfer.served = True, transfer.served + 1
-            transfer.seen.add(len(transfer.history) - 1)
+            self._marks.append((transfer, len(transfer.history) - 1))
             row = dict(transfer.row)
             if path == m.SUB_DEPOSIT_PATH:  # Binance's example omits these for subHisrec
                 row.pop("completeTime", None)
