@@ -15,6 +15,7 @@ from bridge.contract.events import Status
 from bridge.contract.jsonutil import loads_exact
 from bridge.sources.openxswitch.signature import HEADER, verify
 from bridge_testkit.openxswitch.simulator import OpenXSwitchSimulator, SimDelivery
+from tests.support import serve_app
 
 SECRET = "sim-secret"
 
@@ -31,15 +32,8 @@ async def peer(answer: Callable[[bytes, int], int]) -> AsyncIterator[tuple[str, 
 
     app = web.Application()
     app.router.add_post("/hook", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}/hook", seen
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as base:
+        yield f"{base}/hook", seen
 
 
 def test_withdrawal_script_is_unconfirmed_then_confirmed() -> None:
