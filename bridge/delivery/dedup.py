@@ -370,9 +370,12 @@ class DedupGate:
         self._failures_since_summary += 1
         spill = getattr(self._store, "spill", None)
         if spill is not None and self._dirty and self._spilled_marks != self._marks:
+            # The mark count the rows were taken at: marks acknowledged while the spill runs in its
+            # thread are not in it, so the next failure (or close) must spill again.
+            marks = self._marks
             try:
                 self._spill_lost = int(await asyncio.to_thread(spill, list(self._dirty.values())))
-                self._spilled_marks = self._marks
+                self._spilled_marks = marks
             except Exception as spill_error:  # the reserve is best effort; the store error is the news
                 self._spill_lost = None
                 log.debug("dedup reserve write failed: %s", _describe(spill_error))
