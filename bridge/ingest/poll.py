@@ -66,6 +66,10 @@ class PollSettings(AccountsSection):
     cursor_dir: Path = Field(default=Path("./.state/cursors"), description="where each source keeps its cursor file")
     rest_timeout: float = Field(default=10.0, gt=0)
     rest_max_retries: int = Field(default=6, ge=0, description="per request, on HTTP 429 / 5xx / network errors")
+    stop_grace: float = Field(
+        default=2.0, ge=0, le=30,
+        description="a stopped source (shutdown, restart, reload) lets a poll under way finish for this long, so what it read is handed over",
+    )
 
 
 def due(last: float | None, interval: float, now: float) -> bool:
@@ -150,7 +154,7 @@ class PollSource(SourceBase, PagedReads, ABC):
             while True:
                 started = time.monotonic()
                 try:
-                    await self.poll_once(rest)
+                    await self._cycle(rest)
                 except self.rest_refusals as exc:
                     await self._failed(f"{who}: poll refused: {self.scrub(str(exc))}", cfg.config_error_retry, config=True)
                     continue
@@ -163,6 +167,23 @@ class PollSource(SourceBase, PagedReads, ABC):
                     continue
                 backoff = Backoff(initial=cfg.poll_retry, maximum=cfg.poll_retry_max, min_uptime=0)
                 await asyncio.sleep(max(0.0, cfg.poll_interval - (time.monotonic() - started)))
+
+    async def _cycle(self, rest: RestClient) -> int:
+        """``poll_once`` in its own task. A stop (this task cancelled) lets a cycle under way finish
+        for up to ``stop_grace`` seconds: an answer already written by the provider is read and its
+        items handed over, instead of dropped between the read and the hand-over (a state read then
+        that changes before the next start would never be seen again). Past the grace it is cancelled."""
+        cycle = asyncio.ensure_future(self.poll_once(rest))
+        try:
+            return await asyncio.shield(cycle)
+        except asyncio.CancelledError:
+            try:
+                await asyncio.wait({cycle}, timeout=self.config.stop_grace)
+            finally:
+                if not cycle.done():
+                    cycle.cancel()
+                    await asyncio.wait({cycle})  # its own unwinding, before the session closes
+            raise
 
     async def _failed(self, message: str, pause: float, *, config: bool = False) -> None:
         self.health.mark_disconnected(message, config_error=config)

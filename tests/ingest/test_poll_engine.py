@@ -39,9 +39,11 @@ class HistoryServer:
         self.rows: list[dict[str, Any]] = copy.deepcopy(json.loads(fixture_bytes("okx/deposit-history.rest.json"))["data"])
         self.windows: list[tuple[int, int]] = []
         self.fail_next = 0
+        self.answer_delay = 0.0
 
     async def handle(self, request: web.Request) -> web.Response:
         self.windows.append((int(request.query["since"]), int(request.query["until"])))
+        await asyncio.sleep(self.answer_delay)
         if self.fail_next:
             self.fail_next -= 1
             return web.json_response({"code": "50001", "msg": "busy", "data": []}, status=503)
@@ -162,3 +164,32 @@ async def test_a_cursor_is_advanced_only_after_every_item_of_the_cycle_was_ackno
             with pytest.raises((TransientError, RuntimeError)):
                 await source.poll_once(rest)
     assert source.cursor.load() is None
+
+
+async def test_a_stopped_source_hands_over_what_the_poll_under_way_reads_within_the_grace(
+    make_pipeline: PipelineFactory, kafka_bootstrap: str, topics: TopicSettings, tmp_path: Path
+) -> None:
+    server = HistoryServer()
+    server.answer_delay = 0.4
+    pipeline = await make_pipeline()
+    async with server.serve() as url:
+        source = ExamplePoll(settings(tmp_path, stop_grace=3.0), url, pipeline)
+        async with running(source):
+            await eventually(lambda: len(server.windows) == 1)  # asked; the answer is on its way
+        assert source.stats["poll.published"] == 2 and source.cursor.load() is not None
+    assert len(await read_topic(kafka_bootstrap, topics.deposit, expect=2, timeout=10)) == 2
+
+
+async def test_a_stopped_source_waits_no_longer_than_the_grace_for_a_slow_answer(
+    make_pipeline: PipelineFactory, tmp_path: Path
+) -> None:
+    server = HistoryServer()
+    server.answer_delay = 5.0
+    pipeline = await make_pipeline()
+    async with server.serve() as url:
+        source = ExamplePoll(settings(tmp_path, stop_grace=0.2), url, pipeline)
+        async with running(source):
+            await eventually(lambda: len(server.windows) == 1)
+            stopping = asyncio.get_running_loop().time()
+        assert asyncio.get_running_loop().time() - stopping < 1.5
+    assert source.stats["poll.published"] == 0 and source.cursor.load() is None
