@@ -40,6 +40,7 @@ from bridge.ingest.shared import ProviderContexts
 from bridge.ingest.source import Source
 from bridge.observability import metrics
 from bridge.observability.logs import REDACTOR, register_secrets
+from bridge.service.gc_tuning import tune_for_service
 from bridge.service.http import HttpServer
 from bridge.service.reload import Reloader
 from bridge.service.settings import BridgeSettings, secret_values
@@ -288,6 +289,8 @@ class BridgeApp:
             code = await self._start()
             if code is not None:
                 return code
+            if self._install_signals:  # the service's own process (the CLI), never an embedding test
+                tune_for_service()
             stopper = asyncio.create_task(self._stop.wait())
             fenced = asyncio.create_task(self._watch_fencing())
             if self.reloader is not None:

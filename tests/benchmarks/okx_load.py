@@ -104,6 +104,7 @@ def okx_bridge_params(
     backfill: bool = True,
     latency_file: Path | None = None,
     profile: Path | None = None,
+    tune_gc: bool = True,
 ) -> dict[str, Any]:
     return {
         "bootstrap": bootstrap,
@@ -116,6 +117,7 @@ def okx_bridge_params(
         "backfill": backfill,
         "latency_file": str(latency_file) if latency_file else None,
         "profile": str(profile) if profile else None,
+        "tune_gc": tune_gc,
     }
 
 
@@ -178,6 +180,7 @@ def _decided(totals: dict[str, int]) -> int:
 async def bridge_worker(params: dict[str, Any]) -> None:
     from bridge.delivery.assemble import build_pipeline
     from bridge.delivery.settings import DedupSettings, PipelineSettings, TopicSettings
+    from bridge.service.gc_tuning import tune_for_service
     from bridge.sources.okx.config import OkxConfig
     from bridge.sources.okx.service import build_okx_sources
 
@@ -208,6 +211,8 @@ async def bridge_worker(params: dict[str, Any]) -> None:
     )
     sources = build_okx_sources(config, pipeline)
     tasks = [asyncio.create_task(source.run(), name=source.name) for source in sources]
+    if params.get("tune_gc", True):  # as the service's process does once it runs
+        tune_for_service()
     channel.tell("READY", {"rss_base": rss_base, "sources": len(sources)})
     try:
         while True:
