@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import copy
 import json
+import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -166,30 +167,27 @@ async def test_a_cursor_is_advanced_only_after_every_item_of_the_cycle_was_ackno
     assert source.cursor.load() is None
 
 
+async def stopped_while_asking(pipeline: Pipeline, tmp_path: Path, *, answer_delay: float, grace: float) -> tuple[ExamplePoll, float]:
+    """A source stopped right after its first request reached the server; how long the stop took."""
+    server = HistoryServer()
+    server.answer_delay = answer_delay
+    async with server.serve() as url:
+        source = ExamplePoll(settings(tmp_path, stop_grace=grace), url, pipeline)
+        async with running(source):
+            await eventually(lambda: len(server.windows) == 1)  # asked; the answer is on its way
+            stopping = time.monotonic()
+        return source, time.monotonic() - stopping
+
+
 async def test_a_stopped_source_hands_over_what_the_poll_under_way_reads_within_the_grace(
     make_pipeline: PipelineFactory, kafka_bootstrap: str, topics: TopicSettings, tmp_path: Path
 ) -> None:
-    server = HistoryServer()
-    server.answer_delay = 0.4
-    pipeline = await make_pipeline()
-    async with server.serve() as url:
-        source = ExamplePoll(settings(tmp_path, stop_grace=3.0), url, pipeline)
-        async with running(source):
-            await eventually(lambda: len(server.windows) == 1)  # asked; the answer is on its way
-        assert source.stats["poll.published"] == 2 and source.cursor.load() is not None
+    source, _ = await stopped_while_asking(await make_pipeline(), tmp_path, answer_delay=0.4, grace=3.0)
+    assert source.stats["poll.published"] == 2 and source.cursor.load() is not None
     assert len(await read_topic(kafka_bootstrap, topics.deposit, expect=2, timeout=10)) == 2
 
 
-async def test_a_stopped_source_waits_no_longer_than_the_grace_for_a_slow_answer(
-    make_pipeline: PipelineFactory, tmp_path: Path
-) -> None:
-    server = HistoryServer()
-    server.answer_delay = 5.0
-    pipeline = await make_pipeline()
-    async with server.serve() as url:
-        source = ExamplePoll(settings(tmp_path, stop_grace=0.2), url, pipeline)
-        async with running(source):
-            await eventually(lambda: len(server.windows) == 1)
-            stopping = asyncio.get_running_loop().time()
-        assert asyncio.get_running_loop().time() - stopping < 1.5
+async def test_a_stopped_source_waits_no_longer_than_the_grace_for_a_slow_answer(make_pipeline: PipelineFactory, tmp_path: Path) -> None:
+    source, took = await stopped_while_asking(await make_pipeline(), tmp_path, answer_delay=5.0, grace=0.2)
+    assert took < 1.5
     assert source.stats["poll.published"] == 0 and source.cursor.load() is None
