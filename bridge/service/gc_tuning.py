@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import gc
 
-__all__ = ["tune_for_service", "YOUNG_THRESHOLD"]
+__all__ = ["tune_for_service", "refreeze", "YOUNG_THRESHOLD"]
 
 YOUNG_THRESHOLD = 50_000
 """Net container allocations between two young-generation collections (CPython's default: 700)."""
@@ -28,3 +28,14 @@ def tune_for_service() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(YOUNG_THRESHOLD, *OLDER_THRESHOLDS)
+
+
+def refreeze() -> None:
+    """After a reload replaced sources: frozen objects are never collected, so the replaced
+    sources' reference cycles (tasks, bound methods, health) would stay for good. Unfreeze, collect,
+    freeze what is still alive. Nothing to do in a process that never tuned its collector."""
+    if not gc.get_freeze_count():
+        return
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()

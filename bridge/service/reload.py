@@ -43,6 +43,7 @@ from bridge.ingest.shared import ProviderContexts, shared_settings
 from bridge.ingest.source import Source
 from bridge.observability import metrics
 from bridge.observability.logs import register_secrets
+from bridge.service.gc_tuning import refreeze
 from bridge.service.http import HttpServer
 from bridge.service.settings import BridgeSettings, ConfigError, secret_values
 from bridge.service.supervisor import Supervisor
@@ -337,3 +338,5 @@ class Reloader:
         self._configured = [n for n in self._configured if n not in plan.stop] + [s.name for s in built]
         for source in built:
             supervisor.add(source)
+        if old:
+            refreeze()  # the replaced sources were frozen with everything else at start

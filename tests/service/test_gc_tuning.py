@@ -4,6 +4,7 @@ application embedding ``BridgeApp`` (a test, a library user) keeps its own colle
 from __future__ import annotations
 
 import gc
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from bridge.delivery.settings import TopicSettings
 from bridge.kafka.settings import KafkaSettings
-from bridge.service.gc_tuning import OLDER_THRESHOLDS, YOUNG_THRESHOLD, tune_for_service
+from bridge.service.gc_tuning import OLDER_THRESHOLDS, YOUNG_THRESHOLD, refreeze, tune_for_service
 from tests.service.support import running, service_settings
 
 
@@ -28,6 +29,30 @@ def test_tuning_freezes_what_is_alive_and_raises_the_young_threshold(collector: 
     tune_for_service()
     assert gc.get_threshold() == (YOUNG_THRESHOLD, *OLDER_THRESHOLDS)
     assert gc.get_freeze_count() > 1_000  # modules, classes and models loaded so far
+
+
+class _Node:
+    cycle: _Node
+
+
+def test_after_a_reload_what_was_frozen_at_start_and_is_garbage_now_is_collected(collector: None) -> None:
+    gc.unfreeze()
+    replaced = _Node()
+    replaced.cycle = replaced  # a source's object graph holds cycles (tasks, bound methods)
+    alive = weakref.ref(replaced)
+    tune_for_service()
+    del replaced
+    gc.collect()
+    assert alive() is not None  # frozen: no collection looks at it
+    refreeze()
+    assert alive() is None
+    assert gc.get_freeze_count() > 1_000  # what is still alive is frozen again
+
+
+def test_refreeze_leaves_an_untuned_process_alone(collector: None) -> None:
+    gc.unfreeze()
+    refreeze()
+    assert gc.get_freeze_count() == 0
 
 
 @pytest.mark.kafka
